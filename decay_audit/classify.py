@@ -1,0 +1,262 @@
+"""Classify every variable (kernel, bias, norm, embedding, scale, statistic, other), with evidence.
+
+Each source of evidence gives an opinion with a strength; the strongest wins, agreeing
+opinions are listed as evidence, disagreeing ones (other than shape, which real models
+break all the time: MultiHeadAttention's 2-D biases) are reported as conflicts.
+Strongest first, as in DESIGN.md: the owning layer's class and the variable's role in it;
+how a saved graph consumes it; leaf-name conventions of Keras 2/3, TF-Slim and Model Garden;
+the owning class's or layer's name; shape.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from decay_audit.inventory import VariableRecord
+from decay_audit.keras_layers import slot_for_leaf, slots_for
+from decay_audit.kinds import Confidence, Kind
+
+ROLE = 4.0          # Keras' own class, variable's role known from its source
+HINTED_ROLE = 3.0   # same table, class guessed from Keras' auto-generated layer name, or a user class of that name
+GRAPH = 2.5         # MatMul/Conv/BiasAdd/FusedBatchNorm/Gather input position in a saved graph
+LEAF = 2.0          # leaf-name convention
+CLASS_NAME = 2.0    # tokens in the owning class's name (RMSNorm, LayerScale, PositionEmbedding)
+LAYER_NAME = 1.5    # tokens in the owning layer's name (ln_f, layer_norm, embed)
+WEAK_GRAPH = 1.0    # elementwise Mul/Add: consistent with gains and offsets, proves little
+STATE = 1.0         # not trainable, nothing else known
+SHAPE = 0.5         # rank alone
+CONFLICT_THRESHOLD = LEAF  # weaker disagreement (layer names, elementwise ops, shape) is normal, not a conflict
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What a variable is, and why decay-audit thinks so."""
+
+    kind: Kind
+    confidence: Confidence
+    evidence: tuple[str, ...]
+    """Reasons that support ``kind``, strongest first."""
+    conflicts: tuple[str, ...] = ()
+    """Reasons that point elsewhere; non-empty means a human should look."""
+
+
+@dataclass(frozen=True)
+class _Opinion:
+    kind: Kind
+    strength: float
+    reason: str
+
+
+# -- leaf-name conventions ----------------------------------------------------------------------
+
+_LEAF_KINDS: tuple[tuple[re.Pattern[str], Kind, str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), kind, why) for pattern, kind, why in (
+        (r"^(kernel|depthwise_kernel|pointwise_kernel|recurrent_kernel|weights?|w|lora_kernel_[ab]|"
+         r"kernel_\d+|query_kernel|key_kernel|value_kernel|output_kernel)$",
+         Kind.KERNEL, "Keras/TF-Slim name for a weight matrix or filter"),
+        (r"^(bias|biases|b|bias_\d+|[a-z_]*_bias)$", Kind.BIAS, "conventional name of an additive bias"),
+        (r"^(gamma|beta|offset)$", Kind.NORM, "Keras/TF-Slim/Model Garden name of a normalization gain or offset"),
+        (r"^(embeddings?|[a-z_]*_embeddings?|embedding_table|word_embeddings|wte|wpe)$",
+         Kind.EMBEDDING, "conventional name of an embedding table"),
+        (r"^(moving_[a-z_]+|running_[a-z_]+|mean|variance|count|num_batches_tracked|seed|"
+         r"seed_generator_state|iterations?|step|global_step|counter|[a-z_]*_count)$",
+         Kind.STATISTIC, "conventional name of a running statistic or counter"),
+        (r"^(alpha|alphas|layer_scale|ls_gamma|gain|logit_scale|temperature|scale_factor)$",
+         Kind.SCALE, "conventional name of a learned gain, slope or temperature"),
+    )
+)
+
+_GENERIC_LEAF = re.compile(r"^(variable(_\d+)?|var_\d+|Variable(_\d+)?)$")
+
+# -- name tokens (class or layer names) -----------------------------------------------------
+
+_NAME_TOKENS: tuple[tuple[re.Pattern[str], Kind, str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), kind, why) for pattern, kind, why in (
+        (r"layer_?scale|layerscale|(^|_)ls(_|$)|scale_?layer", Kind.SCALE, "layer-scale"),
+        (r"p_?re_?lu", Kind.SCALE, "PReLU"),
+        (r"norm|(^|_)ln(_|\d|$)|ln_f|(^|_)bn(_|\d|$)|(^|_)rms(_|\d|$)", Kind.NORM, "normalization"),
+        (r"embed|(^|_)wte$|(^|_)wpe$", Kind.EMBEDDING, "embedding"),
+    )
+)
+
+# -- graph ops ------------------------------------------------------------------------------
+
+_GRAPH_STRONG: dict[str, tuple[Kind, str]] = {
+    "MatMul": (Kind.KERNEL, "matrix-multiplied with activations"),
+    "BatchMatMulV2": (Kind.KERNEL, "matrix-multiplied with activations"),
+    "BatchMatMulV3": (Kind.KERNEL, "matrix-multiplied with activations"),
+    "Einsum": (Kind.KERNEL, "contracted with activations (einsum)"),
+    "Conv2D": (Kind.KERNEL, "convolution filter"),
+    "Conv3D": (Kind.KERNEL, "convolution filter"),
+    "Conv": (Kind.KERNEL, "convolution filter"),
+    "DepthwiseConv2dNative": (Kind.KERNEL, "depthwise convolution filter"),
+    "Conv2DBackpropInput": (Kind.KERNEL, "transposed-convolution filter"),
+    "Conv3DBackpropInputV2": (Kind.KERNEL, "transposed-convolution filter"),
+    "BiasAdd": (Kind.BIAS, "added by BiasAdd"),
+    "ResourceGather": (Kind.EMBEDDING, "indexed by ids (gather)"),
+    "GatherV2": (Kind.EMBEDDING, "indexed by ids (gather)"),
+}
+_FUSED_BN = {"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"}
+_GRAPH_WEAK: dict[str, tuple[Kind, str]] = {
+    "Mul": (Kind.SCALE, "multiplied elementwise"),
+    "AddV2": (Kind.BIAS, "added elementwise"),
+    "Add": (Kind.BIAS, "added elementwise"),
+}
+
+
+def _graph_opinions(record: VariableRecord) -> Iterable[_Opinion]:
+    strong_seen = False
+    for use in record.graph_uses:
+        op, _, position_text = use.partition(":")
+        position = int(position_text) if position_text.isdigit() else -1
+        if op in _FUSED_BN:
+            kind = Kind.NORM if position in (1, 2) else Kind.STATISTIC
+            yield _Opinion(kind, GRAPH, f"graph: input {position} of {op} ({'scale/offset' if kind is Kind.NORM else 'mean/variance'})")
+            strong_seen = True
+        elif op in _GRAPH_STRONG:
+            if op in ("GatherV2", "ResourceGather") and position != 0:
+                continue
+            if op == "BiasAdd" and position != 1:
+                continue
+            kind, why = _GRAPH_STRONG[op]
+            yield _Opinion(kind, GRAPH, f"graph: {why} ({op})")
+            strong_seen = True
+    if not strong_seen:
+        for use in record.graph_uses:
+            op = use.partition(":")[0]
+            if op in _GRAPH_WEAK and record.ndim <= 1:
+                kind, why = _GRAPH_WEAK[op]
+                yield _Opinion(kind, WEAK_GRAPH, f"graph: {why} ({op})")
+
+
+def _role_opinion(record: VariableRecord) -> _Opinion | None:
+    if record.layer_class and record.leaf_known:
+        slot = slot_for_leaf(record.layer_class, record.leaf)
+        if slot is not None:
+            strength = ROLE if record.layer_builtin else HINTED_ROLE
+            origin = "Keras class" if record.layer_builtin else "class named"
+            return _Opinion(slot.kind, strength, f"{origin} {record.layer_class}: `{slot.leaf}` is its {slot.role}")
+    if record.class_hint and record.leaf_known and record.layer_class is None:
+        slot = slot_for_leaf(record.class_hint, record.leaf)
+        if slot is not None:
+            return _Opinion(slot.kind, HINTED_ROLE,
+                            f"layer name {record.layer!r} is Keras' naming of {record.class_hint}: "
+                            f"`{slot.leaf}` is its {slot.role}")
+    return None
+
+
+def _leaf_opinion(record: VariableRecord) -> _Opinion | None:
+    if not record.leaf_known or _GENERIC_LEAF.match(record.leaf):
+        return None
+    for pattern, kind, why in _LEAF_KINDS:
+        if pattern.match(record.leaf):
+            return _Opinion(kind, LEAF, f"leaf `{record.leaf}`: {why}")
+    if record.leaf.lower() == "scale":
+        context = f"{record.layer_class or ''} {record.layer or ''}"
+        if re.search(r"norm", context, re.IGNORECASE):
+            return _Opinion(Kind.NORM, LEAF, "leaf `scale` in a normalization layer (RMSNorm/Gemma convention)")
+        return _Opinion(Kind.SCALE, WEAK_GRAPH, "leaf `scale`: a learned gain (norm gain or layer scale)")
+    return None
+
+
+def _name_opinions(record: VariableRecord) -> Iterable[_Opinion]:
+    candidates = []
+    if record.layer_class and not record.layer_builtin:
+        candidates.append((record.layer_class, CLASS_NAME, "class"))
+    if record.layer:
+        candidates.append((record.layer, LAYER_NAME, "layer name"))
+    if not record.trainable:
+        return  # "batch_norm" in a layer name says nothing about its moving statistics
+    for name, strength, label in candidates:
+        for pattern, kind, what in _NAME_TOKENS:
+            if pattern.search(name):
+                if kind is Kind.EMBEDDING and record.ndim < 2:
+                    continue
+                if kind in (Kind.NORM, Kind.SCALE) and record.ndim > 1 and not _is_broadcast_vector(record):
+                    continue
+                yield _Opinion(kind, strength, f"{label} {name!r} names a {what} layer")
+                break
+
+
+def _is_broadcast_vector(record: VariableRecord) -> bool:
+    """(1, 1, C)-shaped gains are vectors in disguise (timm #2712's reg_token trap, inverted)."""
+    return sum(1 for d in record.shape if d not in (1, None)) <= 1
+
+
+def _shape_opinion(record: VariableRecord, siblings: Iterable[VariableRecord]) -> _Opinion | None:
+    if record.ndim >= 2 and not _is_broadcast_vector(record):
+        return _Opinion(Kind.KERNEL, SHAPE, f"shape {list(record.shape)}: a matrix or filter")
+    if record.ndim == 1:
+        width = record.shape[0]
+        for other in siblings:
+            if other is not record and other.ndim >= 2 and other.shape[-1] == width:
+                return _Opinion(Kind.BIAS, SHAPE, f"1-D of width {width} beside the {list(other.shape)} "
+                                                   f"`{other.leaf}` of the same layer")
+        return _Opinion(Kind.OTHER, SHAPE, f"1-D shape {list(record.shape)} with no matching kernel")
+    return None
+
+
+def classify_record(record: VariableRecord, siblings: Iterable[VariableRecord] = ()) -> Classification:
+    opinions: list[_Opinion] = []
+    role = _role_opinion(record)
+    if role:
+        opinions.append(role)
+    opinions.extend(_graph_opinions(record))
+    leaf = _leaf_opinion(record)
+    if leaf:
+        opinions.append(leaf)
+    opinions.extend(_name_opinions(record))
+    if not record.trainable:
+        opinions.append(_Opinion(Kind.STATISTIC, STATE, "not trainable"))
+    siblings = list(siblings)
+    shape = _shape_opinion(record, siblings)
+    if shape:
+        opinions.append(shape)
+    if not record.leaf_known:
+        opinions.append(_Opinion(Kind.OTHER, 0.0, f"leaf name unknown: variable {record.leaf[4:]} of its layer "
+                                                  f"(class {record.layer_class or 'unknown'} not in the table)"))
+    return _resolve(record, opinions)
+
+
+def _resolve(record: VariableRecord, opinions: list[_Opinion]) -> Classification:
+    if not opinions:
+        return Classification(Kind.OTHER, Confidence.LOW, ("no evidence",))
+    totals: dict[Kind, tuple[float, float]] = {}
+    for opinion in opinions:
+        best, total = totals.get(opinion.kind, (0.0, 0.0))
+        totals[opinion.kind] = (max(best, opinion.strength), total + opinion.strength)
+    kind = max(totals, key=lambda k: totals[k])
+    top = totals[kind][0]
+    if top <= SHAPE and kind is Kind.OTHER and not record.trainable:
+        kind = Kind.STATISTIC
+    evidence = tuple(o.reason for o in sorted(opinions, key=lambda o: -o.strength) if o.kind is kind)
+    conflicts = tuple(
+        f"{o.reason} (suggests {o.kind.value})" for o in sorted(opinions, key=lambda o: -o.strength)
+        if o.kind is not kind and o.strength >= CONFLICT_THRESHOLD
+    )
+    if top >= ROLE:
+        confidence = Confidence.HIGH
+    elif top >= LAYER_NAME:
+        confidence = Confidence.MEDIUM
+    else:
+        confidence = Confidence.LOW
+    if not record.trainable and kind is not Kind.STATISTIC:
+        evidence = evidence + ("not trainable (frozen)",)
+    return Classification(kind, confidence, evidence or ("no evidence",), conflicts)
+
+
+def classify(records: Iterable[VariableRecord]) -> list[Classification]:
+    """Classify all records; siblings (same owning layer) inform the shape rule."""
+    records = list(records)
+    by_layer: dict[tuple[str | None, str], list[VariableRecord]] = {}
+    for record in records:
+        by_layer.setdefault((record.layer, record.path.rsplit("/", 1)[0]), []).append(record)
+    return [classify_record(r, by_layer[(r.layer, r.path.rsplit("/", 1)[0])]) for r in records]
+
+
+def expected_slots(class_name: str, config: dict | None) -> list[str] | None:
+    """Leaves a known Keras class creates for this config (used by tests and the build fallback)."""
+    slots = slots_for(class_name, config)
+    return None if slots is None else [s.leaf for s in slots]

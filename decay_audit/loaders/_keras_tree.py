@@ -1,0 +1,313 @@
+"""Walk a Keras 3 weights tree (``model.weights.h5``) beside its ``config.json``.
+
+The h5 stores each layer's variables by position under ``.../vars/<i>`` and nests
+sublayers under ``layers/<key>`` (lists) or ``<attribute>`` (MultiHeadAttention's
+``query_dense``, an RNN's ``cell``, a subclassed model's ``self.dense1``). Keras 3.15
+writes the layer's real name as the ``name`` attribute of each ``vars`` group; older
+files do not, so config layers are also matched by the key Keras derives from the class.
+
+Paths are rebuilt the way ``keras.saving.load_model`` names the variables of the model
+it reconstructs, because that is the model a user of the file trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from decay_audit.errors import ModelLoadError
+from decay_audit.inventory import VariableRecord
+from decay_audit.keras_layers import (
+    NON_SCOPING_CONTAINERS,
+    SUBLAYER_CLASS_BY_PARENT,
+    SUBLAYER_CONFIG_BY_PARENT,
+    keras_class_name_candidates,
+    slots_for,
+    snake_case,
+)
+from decay_audit.loaders.interface import Limits
+
+_ROOT_SKIP = frozenset({"optimizer", "metrics", "compile_metrics", "loss", "vars", "layers"})
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """A layer being walked: where it is in the h5, and what the config says of it."""
+
+    group: Any  # h5py.Group
+    key: str
+    name: str
+    class_name: str | None
+    builtin: bool
+    config: Mapping[str, Any]
+    entry: Mapping[str, Any] | None
+    scope: tuple[str, ...]
+    parents: tuple[str, ...]
+    trainable: bool
+    hint: str | None = None
+    nested: bool = False
+
+
+def is_builtin_entry(entry: Mapping[str, Any] | None) -> bool:
+    """True for a config entry of Keras' own classes (module ``keras.*``), not a user class of the same name."""
+    if not entry:
+        return False
+    module = entry.get("module") or ""
+    registered = entry.get("registered_name")
+    return isinstance(module, str) and (module == "keras" or module.startswith("keras.")) and (
+        registered in (None, entry.get("class_name"))
+    )
+
+
+def layer_configs(entry: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    """The ``layers`` list of a Functional/Sequential config entry, else empty."""
+    if not isinstance(entry, Mapping):
+        return []
+    config = entry.get("config")
+    layers = config.get("layers") if isinstance(config, Mapping) else None
+    return [layer for layer in layers if isinstance(layer, Mapping)] if isinstance(layers, list) else []
+
+
+def _entry_name(entry: Mapping[str, Any]) -> str | None:
+    config = entry.get("config")
+    name = config.get("name") if isinstance(config, Mapping) else None
+    return name if isinstance(name, str) else None
+
+
+def _vars_name(group: Any) -> str | None:
+    vars_group = group.get("vars") if hasattr(group, "get") else None
+    if vars_group is None:
+        return None
+    name = vars_group.attrs.get("name")
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return name if isinstance(name, str) else None
+
+
+def _keras_keys(entries: list[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Keys Keras gives list members in the h5 (saving_lib._save_container_state):
+    the snake_case class name, then ``_1``, ``_2`` for repeats, in list order."""
+    used: dict[str, int] = {}
+    keys = {}
+    for entry in entries:
+        class_name = entry.get("class_name")
+        if not isinstance(class_name, str):
+            continue
+        if class_name == "Functional" or class_name == "Model":
+            class_name = "Functional"
+        key = snake_case(class_name)
+        if key in used:
+            used[key] += 1
+            key = f"{key}_{used[key]}"
+        else:
+            used[key] = 0
+        keys[key] = entry
+    return keys
+
+
+def _is_group(obj: Any) -> bool:
+    return hasattr(obj, "keys") and not hasattr(obj, "shape")
+
+
+def _scopes(layer: _Layer) -> bool:
+    """Whether sublayers' variable paths start with this layer's name (see NON_SCOPING_CONTAINERS)."""
+    if layer.entry is None and not layer.nested and "layers" in layer.group:
+        return False  # weights-only file: a root ``layers`` list means a Functional/Sequential model
+    if layer.class_name in NON_SCOPING_CONTAINERS and layer.builtin:
+        return False
+    if layer.class_name == "Model" and layer_configs(layer.entry):
+        return False  # a Functional saved under the generic class name
+    if layer.class_name == "Sequential" and layer.builtin:
+        if not layer.nested:
+            return False
+        first = layer_configs(layer.entry)[:1]
+        return not (first and first[0].get("class_name") == "InputLayer")
+    return True
+
+
+class KerasTreeWalker:
+    """Turns one weights tree (+ optional config) into VariableRecords."""
+
+    def __init__(self, subject: str, limits: Limits):
+        self.subject = subject
+        self.limits = limits
+        self.visited = 0
+        self.records: list[VariableRecord] = []
+
+    def walk_model(self, root: Any, model_entry: Mapping[str, Any] | None) -> list[VariableRecord]:
+        config = model_entry.get("config") if isinstance(model_entry, Mapping) else None
+        config = config if isinstance(config, Mapping) else {}
+        class_name = model_entry.get("class_name") if isinstance(model_entry, Mapping) else None
+        name = _entry_name(model_entry) if model_entry else None
+        model = _Layer(
+            group=root, key="", name=name or _vars_name(root) or "model",
+            class_name=class_name if isinstance(class_name, str) else None,
+            builtin=is_builtin_entry(model_entry), config=config, entry=model_entry,
+            scope=(), parents=(), trainable=bool(config.get("trainable", True)),
+        )
+        self._walk(model, is_root=True)
+        return self.records
+
+    # -- one layer -------------------------------------------------------------------------
+
+    def _walk(self, layer: _Layer, is_root: bool = False) -> None:
+        self._count()
+        own_scope = layer.scope + (layer.name,)
+        vars_group = layer.group.get("vars")
+        if vars_group is not None and _is_group(vars_group):
+            self._own_variables(layer, vars_group, own_scope)
+        child_scope = own_scope if _scopes(layer) else layer.scope
+        child_parents = layer.parents + ((layer.class_name or "?"),)
+        for key in sorted(layer.group.keys()):
+            if key == "vars" or (is_root and key in _ROOT_SKIP and key != "layers"):
+                continue
+            child = layer.group[key]
+            if not _is_group(child):
+                continue
+            if key == "layers":
+                self._walk_list(layer, child, child_scope, child_parents)
+            else:
+                self._walk_attribute(layer, key, child, child_scope, child_parents)
+
+    def _walk_list(self, parent: _Layer, group: Any, scope: tuple[str, ...], parents: tuple[str, ...]) -> None:
+        entries = layer_configs(parent.entry)
+        by_name = {_entry_name(entry): entry for entry in entries}
+        by_key = _keras_keys(entries)
+        for key in _ordered_keys(group, entries, by_key):
+            child = group[key]
+            if not _is_group(child):
+                continue
+            name = _vars_name(child)
+            entry = by_name.get(name) if name else None
+            if entry is None:
+                entry = by_key.get(key)
+            self._walk_child(parent, key, child, entry, scope, parents, name)
+
+    def _walk_attribute(self, parent: _Layer, key: str, group: Any, scope: tuple[str, ...],
+                        parents: tuple[str, ...]) -> None:
+        if "vars" not in group and not any(k == "layers" for k in group.keys()):
+            # A Python list/dict attribute (``self.blocks = [...]``): its members are
+            # layers of the parent, and lists open no name scope.
+            self._count()
+            for sub_key in sorted(group.keys()):
+                sub = group[sub_key]
+                if _is_group(sub):
+                    self._walk_attribute(parent, sub_key, sub, scope, parents)
+            return
+        entry = None
+        fixed_class = None
+        config: Mapping[str, Any] | None = None
+        if parent.builtin and (parent.class_name, key) in SUBLAYER_CLASS_BY_PARENT:
+            fixed_class = SUBLAYER_CLASS_BY_PARENT[(parent.class_name, key)]
+            derive = SUBLAYER_CONFIG_BY_PARENT.get((parent.class_name, key))
+            config = derive(parent.config) if derive else parent.config
+        else:
+            config_key = "layer" if key == "forward_layer" else key
+            candidate = parent.config.get(config_key)
+            if key == "backward_layer" and not isinstance(candidate, Mapping):
+                candidate = parent.config.get("layer")
+            if isinstance(candidate, Mapping) and "class_name" in candidate:
+                entry = candidate
+        self._walk_child(parent, key, group, entry, scope, parents, _vars_name(group),
+                         fixed_class=fixed_class, fixed_config=config)
+
+    def _walk_child(self, parent: _Layer, key: str, group: Any, entry: Mapping[str, Any] | None,
+                    scope: tuple[str, ...], parents: tuple[str, ...], vars_name: str | None,
+                    fixed_class: str | None = None, fixed_config: Mapping[str, Any] | None = None) -> None:
+        if fixed_class is not None:
+            class_name, builtin, config = fixed_class, True, fixed_config or {}
+        elif entry is not None:
+            raw_class = entry.get("class_name")
+            class_name = raw_class if isinstance(raw_class, str) else None
+            builtin = is_builtin_entry(entry)
+            raw_config = entry.get("config")
+            config = raw_config if isinstance(raw_config, Mapping) else {}
+        else:
+            class_name, builtin, config = None, False, {}
+        hint = None
+        if class_name is None:
+            candidates = keras_class_name_candidates(key) or keras_class_name_candidates(vars_name or "")
+            hint = candidates[0] if candidates else None
+        name = vars_name or (_entry_name(entry) if entry else None) or key
+        trainable = parent.trainable and bool(config.get("trainable", True))
+        self._walk(_Layer(
+            group=group, key=key, name=name, class_name=class_name, builtin=builtin, config=config,
+            entry=entry, scope=scope, parents=parents, trainable=trainable, hint=hint, nested=True,
+        ))
+
+    # -- variables -------------------------------------------------------------------------
+
+    def _own_variables(self, layer: _Layer, vars_group: Any, scope: tuple[str, ...]) -> None:
+        datasets = []
+        for key in vars_group.keys():
+            self._count()
+            item = vars_group[key]
+            if hasattr(item, "shape"):
+                datasets.append((_index(key), key, item))
+        if not datasets:
+            return
+        datasets.sort(key=lambda entry: entry[0])
+        self.limits.check("max_variables", len(self.records) + len(datasets), self.subject)
+        slots = None
+        if layer.class_name is not None:
+            slots = slots_for(layer.class_name, layer.config)
+        elif layer.hint is not None:
+            slots = slots_for(layer.hint, {})
+        if slots is not None and len(slots) != len(datasets):
+            slots = None
+        for position, (_, key, dataset) in enumerate(datasets):
+            slot = slots[position] if slots else None
+            leaf = slot.leaf if slot else f"var_{position}"
+            self.records.append(VariableRecord(
+                path="/".join(scope + (leaf,)),
+                leaf=leaf,
+                layer=layer.name,
+                layer_class=layer.class_name,
+                shape=tuple(int(dim) for dim in dataset.shape),
+                dtype=str(dataset.dtype),
+                trainable=layer.trainable and (slot.trainable if slot else True),
+                origin=dataset.name.lstrip("/"),
+                leaf_known=slot is not None,
+                parent_classes=tuple(c for c in layer.parents if c != "?"),
+                layer_builtin=layer.builtin,
+                class_hint=layer.hint if slot is not None else layer.hint,
+                layer_config=dict(layer.config) if layer.config else None,
+            ))
+
+    def _count(self) -> None:
+        self.visited += 1
+        self.limits.check("max_h5_objects", self.visited, self.subject)
+
+
+def _index(key: str) -> int:
+    try:
+        return int(key)
+    except ValueError:
+        return 1 << 30
+
+
+def _ordered_keys(group: Any, entries: list[Mapping[str, Any]], by_key: Mapping[str, Any]) -> Iterator[str]:
+    """Children in config order (model.weights order) where the config names them, then the rest."""
+    keys = list(group.keys())
+    by_name_key = {}
+    for key in keys:
+        child = group[key]
+        name = _vars_name(child) if _is_group(child) else None
+        if name:
+            by_name_key[name] = key
+    ordered: list[str] = []
+    for entry in entries:
+        key = by_name_key.get(_entry_name(entry))
+        if key is None:
+            key = next((k for k, e in by_key.items() if e is entry), None)
+        if key is not None and key in group and key not in ordered:
+            ordered.append(key)
+    ordered.extend(sorted(k for k in keys if k not in ordered))
+    yield from ordered
+
+
+def require_group(group: Any, subject: str) -> Any:
+    if not _is_group(group):
+        raise ModelLoadError(subject, "weights file has no group structure")
+    return group

@@ -1,0 +1,143 @@
+"""Loader for HDF5 model files: legacy ``.h5`` (Keras 3 ``model.save("x.h5")`` and tf_keras)
+and weights-only files (Keras 3 ``.weights.h5`` and legacy ``save_weights("x.h5")``).
+
+Legacy files list each layer's variables by full name in the ``weight_names``
+attribute, so paths are what the saving model called them. Weights-only files have
+no config: classes are guessed from Keras' auto-generated names and the report says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from decay_audit.errors import ModelLoadError
+from decay_audit.inventory import Inventory, VariableRecord
+from decay_audit.keras_layers import SUBLAYER_CLASS_BY_PARENT, keras_class_name_candidates
+from decay_audit.loaders._compile_config import optimizer_from_compile_config
+from decay_audit.loaders._h5 import attr_text, open_h5
+from decay_audit.loaders._keras_tree import KerasTreeWalker, is_builtin_entry, layer_configs
+from decay_audit.loaders.interface import Limits, LoaderName, parse_json
+
+NO_CONFIG_NOTE = "no model config in the file (weights only): classes inferred from layer names and shapes"
+
+
+def load_h5(path: Path, limits: Limits) -> Inventory:
+    subject = str(path)
+    with open(path, "rb") as raw, open_h5(raw, subject) as h5:
+        model_config_text = attr_text(h5.attrs.get("model_config"))
+        if model_config_text is not None:
+            limits.check("max_config_bytes", len(model_config_text), f"{subject}:model_config")
+            model_entry = parse_json(model_config_text, f"{subject}:model_config", limits)
+            training_text = attr_text(h5.attrs.get("training_config"))
+            training = parse_json(training_text, f"{subject}:training_config", limits) if training_text else None
+        else:
+            model_entry, training = None, None
+        if "model_weights" in h5 or "layer_names" in h5.attrs:
+            weights_root = h5["model_weights"] if "model_weights" in h5 else h5
+            records = _legacy_records(weights_root, model_entry, subject, limits)
+            loader = LoaderName.LEGACY_H5 if model_entry is not None else LoaderName.WEIGHTS_H5
+        elif "layers" in h5 or "vars" in h5:
+            records = KerasTreeWalker(subject, limits).walk_model(h5, model_entry)
+            loader = LoaderName.WEIGHTS_H5
+        else:
+            raise ModelLoadError(subject, "HDF5 file holds no Keras model or weights layout")
+    notes = () if model_entry is not None else (NO_CONFIG_NOTE,)
+    model_name = None
+    if isinstance(model_entry, Mapping) and isinstance(model_entry.get("config"), Mapping):
+        model_name = model_entry["config"].get("name")
+    return Inventory(
+        source=subject, loader=loader.value, records=tuple(records), notes=notes,
+        model_name=model_name if isinstance(model_name, str) else None,
+        optimizer=optimizer_from_compile_config(training),
+    )
+
+
+def _config_index(model_entry: Any) -> dict[str, tuple[Mapping[str, Any], tuple[str, ...]]]:
+    """Layer name → (config entry, classes of the enclosing layers), over the whole config tree."""
+    index: dict[str, tuple[Mapping[str, Any], tuple[str, ...]]] = {}
+    stack: list[tuple[Any, tuple[str, ...]]] = [(model_entry, ())]
+    while stack:
+        entry, parents = stack.pop()
+        if not isinstance(entry, Mapping):
+            continue
+        config = entry.get("config")
+        class_name = entry.get("class_name")
+        if isinstance(config, Mapping) and isinstance(config.get("name"), str):
+            index.setdefault(config["name"], (entry, parents))
+        inner = parents + ((class_name,) if isinstance(class_name, str) else ())
+        stack.extend((layer, inner) for layer in layer_configs(entry))
+        if isinstance(config, Mapping):
+            stack.extend((v, inner) for v in config.values() if isinstance(v, Mapping) and "class_name" in v)
+    return index
+
+
+def _legacy_records(weights_root: Any, model_entry: Any, subject: str, limits: Limits) -> list[VariableRecord]:
+    index = _config_index(model_entry)
+    records: list[VariableRecord] = []
+    layer_names = weights_root.attrs.get("layer_names")
+    names = [attr_text(n) for n in layer_names] if layer_names is not None else list(weights_root.keys())
+    for layer_name in names:
+        if not layer_name or layer_name not in weights_root:
+            continue
+        group = weights_root[layer_name]
+        weight_names = group.attrs.get("weight_names")
+        if weight_names is None:
+            continue
+        for weight_name in (attr_text(n) for n in weight_names):
+            if not weight_name:
+                continue
+            limits.check("max_variables", len(records) + 1, subject)
+            if weight_name not in group:
+                raise ModelLoadError(subject, f"weight {weight_name!r} listed for layer {layer_name!r} is missing")
+            dataset = group[weight_name]
+            records.append(_legacy_record(weight_name, layer_name, dataset, index))
+    return records
+
+
+def _legacy_record(weight_name: str, top_layer: str, dataset: Any, index: Mapping) -> VariableRecord:
+    path = weight_name[:-2] if weight_name.endswith(":0") else weight_name
+    parts = path.split("/")
+    leaf = parts[-1]
+    owner = parts[-2] if len(parts) > 1 else top_layer
+    entry, parents = index.get(owner, (None, ()))
+    if entry is None:
+        # A sublayer the config does not list (tf_keras ``lstm/lstm_cell/kernel``): its
+        # enclosing layer is the deepest listed name along the path.
+        for name in reversed(parts[:-1]):
+            if name in index:
+                outer, outer_parents = index[name]
+                parents = outer_parents + (outer.get("class_name"),)
+                break
+        else:
+            if top_layer in index:
+                outer, outer_parents = index[top_layer]
+                parents = outer_parents + (outer.get("class_name"),)
+    class_name = entry.get("class_name") if entry else None
+    config = entry.get("config") if entry else None
+    if entry is None and parents and (parents[-1], "cell") in SUBLAYER_CLASS_BY_PARENT:
+        class_name = SUBLAYER_CLASS_BY_PARENT[(parents[-1], "cell")]  # tf_keras ``lstm/lstm_cell/kernel``
+        entry = {"class_name": class_name, "module": "keras.layers", "config": index[parts[-3]][0].get("config")
+                 if len(parts) > 2 and parts[-3] in index else {}}
+        config = entry["config"]
+    trainable = True
+    if isinstance(config, Mapping):
+        trainable = bool(config.get("trainable", True))
+    if leaf.startswith("moving_") or leaf in ("count",):
+        trainable = False  # legacy files do not record trainability; these are never trained
+    hint = None
+    if class_name is None:
+        candidates = keras_class_name_candidates(owner)
+        hint = candidates[0] if candidates else None
+    return VariableRecord(
+        path=path, leaf=leaf, layer=owner,
+        layer_class=class_name if isinstance(class_name, str) else None,
+        shape=tuple(int(d) for d in dataset.shape), dtype=str(dataset.dtype), trainable=trainable,
+        origin=dataset.name.lstrip("/"), leaf_known=True,
+        parent_classes=tuple(p for p in parents if isinstance(p, str)),
+        layer_builtin=is_builtin_entry(entry) or (entry is not None and "module" not in entry
+                                                  and isinstance(class_name, str)),
+        class_hint=hint,
+        layer_config=dict(config) if isinstance(config, Mapping) else None,
+    )

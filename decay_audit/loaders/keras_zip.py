@@ -1,0 +1,97 @@
+"""Loader for Keras 3 ``.keras`` archives: config.json + the index of model.weights.h5.
+
+No tensor is read and nothing from the file is executed: the config is plain JSON and
+layer classes are looked up in a table (decay_audit.keras_layers), never imported.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from decay_audit.errors import ModelLoadError
+from decay_audit.inventory import Inventory
+from decay_audit.loaders._compile_config import optimizer_from_compile_config
+from decay_audit.loaders._h5 import open_h5
+from decay_audit.loaders._keras_tree import KerasTreeWalker, layer_configs
+from decay_audit.loaders._zipwindow import stored_member_window
+from decay_audit.loaders.interface import Limits, LoaderName, parse_json
+
+CONFIG_MEMBER = "config.json"
+WEIGHTS_MEMBER = "model.weights.h5"
+
+
+def load_keras_zip(path: Path, limits: Limits) -> Inventory:
+    subject = str(path)
+    with open(path, "rb") as raw:
+        try:
+            archive = zipfile.ZipFile(raw)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise ModelLoadError(subject, f"not a readable zip archive ({exc})") from None
+        with archive:
+            members = {info.filename: info for info in archive.infolist()}
+            if CONFIG_MEMBER not in members:
+                raise ModelLoadError(subject, f"zip has no {CONFIG_MEMBER}: not a Keras 3 .keras file")
+            config_info = members[CONFIG_MEMBER]
+            limits.check("max_config_bytes", config_info.file_size, f"{subject}:{CONFIG_MEMBER}")
+            try:
+                config_bytes = archive.read(CONFIG_MEMBER)
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+                raise ModelLoadError(subject, f"cannot read {CONFIG_MEMBER} ({exc})") from None
+            model_entry = parse_json(config_bytes, f"{subject}:{CONFIG_MEMBER}", limits)
+            if not isinstance(model_entry, Mapping) or "class_name" not in model_entry:
+                raise ModelLoadError(subject, f"{CONFIG_MEMBER} is not a Keras model config")
+            if WEIGHTS_MEMBER not in members:
+                raise ModelLoadError(subject, f"zip has no {WEIGHTS_MEMBER}")
+            weights_info = members[WEIGHTS_MEMBER]
+            try:
+                window = stored_member_window(raw, weights_info)
+            except zipfile.BadZipFile as exc:
+                raise ModelLoadError(subject, str(exc)) from None
+            notes = []
+            if window is None:
+                # Compressed members (re-zipped by hand) cannot be seeked in place.
+                notes.append(f"{WEIGHTS_MEMBER} is compressed: read by streaming, which is slower")
+                try:
+                    source = archive.open(WEIGHTS_MEMBER)
+                except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
+                    raise ModelLoadError(subject, f"cannot open {WEIGHTS_MEMBER} ({exc})") from None
+            else:
+                source = window
+            walker = KerasTreeWalker(f"{subject}:{WEIGHTS_MEMBER}", limits)
+            with open_h5(source, f"{subject}:{WEIGHTS_MEMBER}") as h5:
+                records = walker.walk_model(h5, model_entry)
+            source.close()
+    notes.extend(_unknown_class_notes(model_entry))
+    config = model_entry.get("config") if isinstance(model_entry.get("config"), Mapping) else {}
+    return Inventory(
+        source=subject,
+        loader=LoaderName.KERAS_ZIP.value,
+        records=tuple(records),
+        notes=tuple(notes),
+        model_name=config.get("name") if isinstance(config.get("name"), str) else None,
+        optimizer=optimizer_from_compile_config(model_entry.get("compile_config")),
+    )
+
+
+def _unknown_class_notes(model_entry: Mapping) -> list[str]:
+    """Say which classes are not Keras' own: their variables are judged from weaker evidence."""
+    from decay_audit.loaders._keras_tree import is_builtin_entry
+
+    custom: set[str] = set()
+    stack = [model_entry]
+    while stack:
+        entry = stack.pop()
+        if not isinstance(entry, Mapping):
+            continue
+        class_name = entry.get("class_name")
+        if isinstance(class_name, str) and not is_builtin_entry(entry) and class_name not in ("Functional",):
+            custom.add(f"{entry.get('module') or '?'}.{class_name}")
+        stack.extend(layer_configs(entry))
+        config = entry.get("config")
+        if isinstance(config, Mapping):
+            stack.extend(v for v in config.values() if isinstance(v, Mapping) and "class_name" in v)
+    if not custom:
+        return []
+    return [f"custom classes (not imported, judged from names, shapes and positions): {', '.join(sorted(custom))}"]

@@ -1,0 +1,449 @@
+"""Loader for TensorFlow SavedModel directories, reading ``saved_model.pb`` without TensorFlow.
+
+Covers Keras 3 ``model.export``, ``tf.saved_model.save`` of a Keras 3 model or a plain
+``tf.Module``, and tf_keras ``model.save(dir)`` (whose ``keras_metadata.pb`` adds layer
+classes and configs). The object graph lists every variable's name, shape, dtype and
+trainable flag; the function library shows how the computation consumes each variable
+(MatMul, Conv2D, BiasAdd, FusedBatchNorm, gather...), which is the best evidence left
+when no layer class is recorded. Variable values are never read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from decay_audit.errors import ModelLoadError
+from decay_audit.inventory import Inventory, VariableRecord
+from decay_audit.keras_layers import keras_class_name_candidates
+from decay_audit.loaders._keras_tree import is_builtin_entry
+from decay_audit.loaders._protowire import (
+    ProtoDecodeError,
+    as_signed64,
+    as_text,
+    iter_fields,
+    iter_packed_varints,
+)
+from decay_audit.loaders.interface import Limits, LoaderName
+
+SAVED_MODEL_FILE = "saved_model.pb"
+KERAS_METADATA_FILE = "keras_metadata.pb"
+SEED_STATE_LEAF = "seed_generator_state"
+
+# tensorflow/core/framework/types.proto DataType values that variables use.
+_DTYPES = {1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string",
+           9: "int64", 10: "bool", 14: "bfloat16", 17: "uint16", 19: "float16", 22: "uint32", 23: "uint64",
+           20: "resource", 21: "variant"}
+
+# Edges that lead to functions, signatures and caches rather than to the model's state.
+_SKIP_EDGES = frozenset({"signatures", "_misc_assets", "keras_api", "__call__", "serve", "serving_default",
+                         "call_and_return_all_conditional_losses", "call_and_return_conditional_losses",
+                         "_default_save_signature", "_inbound_nodes", "_outbound_nodes", "_losses"})
+
+
+@dataclass
+class _Node:
+    children: list[tuple[int, str]] = field(default_factory=list)
+    kind: str = "other"
+    identifier: str = ""
+    variable: dict[str, Any] | None = None
+
+
+def load_saved_model(directory: Path, limits: Limits) -> Inventory:
+    subject = str(directory)
+    pb_path = directory / SAVED_MODEL_FILE
+    size = pb_path.stat().st_size
+    limits.check("max_graph_bytes", size, str(pb_path))
+    data = pb_path.read_bytes()
+    try:
+        object_graph, graph_def = _meta_graph_parts(data)
+        if object_graph is None:
+            raise ModelLoadError(str(pb_path), "no object graph (a TF1 SavedModel): variables cannot be listed")
+        nodes, concrete = _object_graph(object_graph, limits, str(pb_path))
+        metadata = _keras_metadata(directory / KERAS_METADATA_FILE, limits)
+        variable_ids, paths = _find_variables(nodes)
+        limits.check("max_variables", len(variable_ids), str(pb_path))
+        owners = _owners(nodes, variable_ids)
+        layer_info = _layer_info(nodes, metadata)
+        uses = _graph_uses(graph_def, concrete, set(variable_ids)) if graph_def is not None else {}
+    except ProtoDecodeError as exc:
+        raise ModelLoadError(str(pb_path), f"corrupt protobuf ({exc})") from None
+    records = [_record(node_id, nodes[node_id], paths[node_id], owners.get(node_id), layer_info,
+                       uses.get(node_id, ())) for node_id in variable_ids]
+    notes = []
+    seed_states = [r for r in records if r.leaf == SEED_STATE_LEAF and not r.trainable]
+    if seed_states:
+        # Keras 3 exports dropout/noise SeedGenerator states with the model's variables; they are
+        # in model.variables but not model.weights, and no optimizer ever sees them.
+        records = [r for r in records if not (r.leaf == SEED_STATE_LEAF and not r.trainable)]
+        notes.append(f"{len(seed_states)} Keras SeedGenerator states skipped (random-number state, not weights)")
+    if not metadata:
+        notes.append("no Keras layer classes in a SavedModel: judged from names, shapes and graph use")
+    model_name = None
+    root_meta = layer_info.get(0)
+    if root_meta:
+        model_name = root_meta.get("name")
+    return Inventory(source=subject, loader=LoaderName.SAVED_MODEL.value, records=tuple(records),
+                     notes=tuple(notes), model_name=model_name)
+
+
+# -- protobuf structure ---------------------------------------------------------------------
+
+def _meta_graph_parts(data: bytes) -> tuple[Any, Any]:
+    """(SavedObjectGraph bytes, GraphDef bytes) of the first MetaGraphDef."""
+    for number, _, value in iter_fields(data):
+        if number == 2 and isinstance(value, memoryview):  # SavedModel.meta_graphs
+            object_graph = graph_def = None
+            for inner, _, inner_value in iter_fields(value):
+                if inner == 7:  # MetaGraphDef.object_graph_def
+                    object_graph = inner_value
+                elif inner == 2:  # MetaGraphDef.graph_def
+                    graph_def = inner_value
+            return object_graph, graph_def
+    raise ProtoDecodeError("no meta graph")
+
+
+def _object_graph(data: Any, limits: Limits, subject: str) -> tuple[list[_Node], dict[str, list[int]]]:
+    nodes: list[_Node] = []
+    concrete: dict[str, list[int]] = {}
+    for number, _, value in iter_fields(data):
+        if number == 1:  # SavedObjectGraph.nodes
+            nodes.append(_saved_object(value))
+            limits.check("max_h5_objects", len(nodes), subject)
+        elif number == 2:  # concrete_functions map entry
+            key, bound = "", []
+            for entry_number, _, entry_value in iter_fields(value):
+                if entry_number == 1:
+                    key = as_text(entry_value)
+                elif entry_number == 2:
+                    for fn_number, _, fn_value in iter_fields(entry_value):
+                        if fn_number == 2:  # SavedConcreteFunction.bound_inputs
+                            bound.extend(iter_packed_varints(fn_value))
+            concrete[key] = bound
+    if not nodes:
+        raise ProtoDecodeError("object graph has no nodes")
+    return nodes, concrete
+
+
+def _saved_object(data: Any) -> _Node:
+    node = _Node()
+    for number, _, value in iter_fields(data):
+        if number == 1:  # children: ObjectReference{node_id=1, local_name=2}
+            node_id, name = 0, ""
+            for ref_number, _, ref_value in iter_fields(value):
+                if ref_number == 1:
+                    node_id = ref_value
+                elif ref_number == 2:
+                    name = as_text(ref_value)
+            node.children.append((node_id, name))
+        elif number == 4:
+            node.kind = "user"
+            for user_number, _, user_value in iter_fields(value):
+                if user_number == 1:
+                    node.identifier = as_text(user_value)
+        elif number == 7:
+            node.kind = "variable"
+            node.variable = _saved_variable(value)
+        elif number in (5, 6, 8, 9, 10, 12):
+            node.kind = "function" if number in (6, 8) else "resource"
+    return node
+
+
+def _saved_variable(data: Any) -> dict[str, Any]:
+    variable: dict[str, Any] = {"dtype": "float32", "shape": None, "trainable": False, "name": ""}
+    for number, _, value in iter_fields(data):
+        if number == 1:
+            variable["dtype"] = _DTYPES.get(value, f"dtype{value}")
+        elif number == 2:
+            variable["shape"] = _shape(value)
+        elif number == 3:
+            variable["trainable"] = bool(value)
+        elif number == 6:
+            variable["name"] = as_text(value)
+    return variable
+
+
+def _shape(data: Any) -> tuple[int | None, ...] | None:
+    dims: list[int | None] = []
+    for number, _, value in iter_fields(data):
+        if number == 2:  # TensorShapeProto.dim {size=1}
+            size = -1
+            for dim_number, _, dim_value in iter_fields(value):
+                if dim_number == 1:
+                    size = as_signed64(dim_value)
+            dims.append(None if size < 0 else size)
+        elif number == 3 and value:  # unknown_rank
+            return None
+    return tuple(dims)
+
+
+def _keras_metadata(path: Path, limits: Limits) -> dict[str, dict[str, Any]]:
+    """tf_keras' keras_metadata.pb: node_path → the layer's metadata JSON (class, name, config)."""
+    if not path.is_file():
+        return {}
+    limits.check("max_config_bytes", path.stat().st_size, str(path))
+    result: dict[str, dict[str, Any]] = {}
+    for number, _, value in iter_fields(path.read_bytes()):
+        if number != 1:
+            continue
+        node_path, metadata = "", ""
+        for inner, _, inner_value in iter_fields(value):
+            if inner == 3:
+                node_path = as_text(inner_value)
+            elif inner == 5:
+                metadata = as_text(inner_value)
+        try:
+            parsed = json.loads(metadata) if metadata else {}
+        except (ValueError, RecursionError):
+            parsed = {}
+        if isinstance(parsed, dict):
+            result[node_path] = parsed
+    return result
+
+
+# -- variables and their owners ---------------------------------------------------------------
+
+def _find_variables(nodes: list[_Node]) -> tuple[list[int], dict[int, str]]:
+    """Variable node ids in a stable order, each once, with its object-graph path.
+
+    Keras 3 ``model.export`` tracks each variable twice (the ``variables`` lists and a
+    private ``_all_variables`` list of other objects with the same names); its
+    ``trainable_variables`` + ``non_trainable_variables`` are exactly ``model.weights``.
+    """
+    root_children = dict((name, node_id) for node_id, name in nodes[0].children)
+    paths: dict[int, str] = {}
+    if "trainable_variables" in root_children and "non_trainable_variables" in root_children and \
+            nodes[0].identifier == "_generic_user_object":
+        ordered = []
+        for list_name in ("trainable_variables", "non_trainable_variables"):
+            for node_id, name in nodes[root_children[list_name]].children:
+                if node_id < len(nodes) and nodes[node_id].kind == "variable" and node_id not in paths:
+                    paths[node_id] = f"{list_name}/{name}"
+                    ordered.append(node_id)
+        if ordered:
+            return ordered, _attribute_paths(nodes, paths)
+    seen = {0}
+    queue = deque([(0, "")])
+    ordered = []
+    while queue:
+        node_id, path = queue.popleft()
+        for child_id, name in nodes[node_id].children:
+            if child_id in seen or child_id >= len(nodes) or name in _SKIP_EDGES:
+                continue
+            seen.add(child_id)
+            child_path = f"{path}/{name}" if path else name
+            if nodes[child_id].kind == "variable":
+                paths[child_id] = child_path
+                ordered.append(child_id)
+            else:
+                queue.append((child_id, child_path))
+    return ordered, _attribute_paths(nodes, paths)
+
+
+def _attribute_paths(nodes: list[_Node], paths: dict[int, str]) -> dict[int, str]:
+    """Prefer a path through named attributes (``dense1/w``) over one through lists (``variables/0``)."""
+    better = dict(paths)
+    seen = {0}
+    queue = deque([(0, "")])
+    while queue:
+        node_id, path = queue.popleft()
+        for child_id, name in nodes[node_id].children:
+            if child_id in seen or child_id >= len(nodes) or name in _SKIP_EDGES or name.endswith("variables"):
+                continue
+            seen.add(child_id)
+            child_path = f"{path}/{name}" if path else name
+            if child_id in better and not name.isdigit():
+                better[child_id] = child_path
+            elif nodes[child_id].kind != "variable":
+                queue.append((child_id, child_path))
+    return better
+
+
+def _owners(nodes: list[_Node], variable_ids: list[int]) -> dict[int, tuple[int, str]]:
+    """Variable → (node that holds it as a named attribute, attribute name)."""
+    wanted = set(variable_ids)
+    owners: dict[int, tuple[int, str]] = {}
+    for node_id, node in enumerate(nodes):
+        if node.kind != "user" or node.identifier in ("trackable_list_wrapper", "trackable_dict_wrapper"):
+            continue
+        for child_id, name in node.children:
+            if child_id in wanted and not name.isdigit() and child_id not in owners:
+                owners[child_id] = (node_id, name)
+    return owners
+
+
+def _layer_info(nodes: list[_Node], metadata: Mapping[str, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Object-graph node id → tf_keras layer metadata, by resolving ``root.layer-1.cell`` paths."""
+    info: dict[int, dict[str, Any]] = {}
+    for node_path, meta in metadata.items():
+        parts = node_path.split(".")
+        if not parts or parts[0] != "root":
+            continue
+        node_id = 0
+        for part in parts[1:]:
+            children = dict((name, child) for child, name in nodes[node_id].children)
+            if part not in children:
+                node_id = -1
+                break
+            node_id = children[part]
+        if node_id >= 0:
+            info[node_id] = meta
+    return info
+
+
+def _record(node_id: int, node: _Node, object_path: str, owner: tuple[int, str] | None,
+            layer_info: Mapping[int, dict[str, Any]], uses: tuple[str, ...]) -> VariableRecord:
+    variable = node.variable or {}
+    name = variable.get("name") or ""
+    name = name[:-2] if name.endswith(":0") else name
+    # TF2 eager variables are not name-scoped (``w``); their object path (``dense1/w``) is then
+    # the faithful one. Keras names are full paths (``dense1/kernel``).
+    if "/" in name or object_path.startswith(("trainable_variables/", "non_trainable_variables/")):
+        path = name or object_path
+    else:
+        path = object_path
+    parts = path.split("/")
+    leaf = parts[-1]
+    layer_name = parts[-2] if len(parts) > 1 else None
+    layer_class = None
+    config = None
+    builtin = False
+    parents: tuple[str, ...] = ()
+    if owner is not None and owner[0] in layer_info:
+        meta = layer_info[owner[0]]
+        layer_class = meta.get("class_name")
+        layer_name = meta.get("name", layer_name)
+        config = meta.get("config") if isinstance(meta.get("config"), dict) else None
+        builtin = is_builtin_entry(meta) or ("module" not in meta and isinstance(layer_class, str))
+    hint = None
+    if layer_class is None and layer_name:
+        candidates = keras_class_name_candidates(layer_name)
+        hint = candidates[0] if candidates else None
+    origin = f"object graph node {node_id}"
+    if owner is not None:
+        origin += f" (attribute {owner[1]!r})"
+    shape = variable.get("shape")
+    return VariableRecord(
+        path=path, leaf=leaf, layer=layer_name, layer_class=layer_class if isinstance(layer_class, str) else None,
+        shape=shape if shape is not None else (), dtype=variable.get("dtype", "float32"),
+        trainable=bool(variable.get("trainable")), origin=origin, leaf_known=True, parent_classes=parents,
+        layer_builtin=builtin, graph_uses=uses, class_hint=hint, layer_config=config,
+    )
+
+
+# -- how the graph uses each variable ---------------------------------------------------------
+
+_PASS_THROUGH = frozenset({"Identity", "Cast", "IdentityN", "ReadVariableOp", "Reshape", "ExpandDims"})
+_CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
+
+
+def _graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids: set[int]) -> dict[int, tuple[str, ...]]:
+    """Variable node id → sorted ``Op:input_position`` uses across the saved functions."""
+    functions = _functions(graph_def)
+    holds: dict[tuple[str, str], int] = {}  # (function, arg name) → variable id
+    queue: deque[str] = deque()
+    for fn_name, bound in concrete.items():
+        fn = functions.get(fn_name)
+        if fn is None or not bound:
+            continue
+        args = fn["args"]
+        captured = args[len(args) - len(bound):] if len(bound) <= len(args) else []
+        for arg, node_id in zip(captured, bound):
+            if node_id in variable_ids:
+                holds[(fn_name, arg)] = node_id
+        queue.append(fn_name)
+    uses: dict[int, set[str]] = {}
+    visited: set[tuple[str, frozenset]] = set()
+    while queue:
+        fn_name = queue.popleft()
+        fn = functions.get(fn_name)
+        if fn is None:
+            continue
+        arg_vars = {arg: var for (name, arg), var in holds.items() if name == fn_name}
+        signature = (fn_name, frozenset(arg_vars.items()))
+        if signature in visited or not arg_vars:
+            continue
+        visited.add(signature)
+        consumers = fn["consumers"]
+        for arg, var in arg_vars.items():
+            frontier = [arg]
+            depth = 0
+            while frontier and depth < 4:
+                next_frontier = []
+                for producer in frontier:
+                    for op, position, node_name, callee in consumers.get(producer, ()):
+                        if op in _CALL_OPS and callee:
+                            callee_fn = functions.get(callee)
+                            if callee_fn and position < len(callee_fn["args"]):
+                                key = (callee, callee_fn["args"][position])
+                                if key not in holds:
+                                    holds[key] = var
+                                    queue.append(callee)
+                        elif op in _PASS_THROUGH:
+                            next_frontier.append(node_name)
+                        else:
+                            uses.setdefault(var, set()).add(f"{op}:{position}")
+                frontier = next_frontier
+                depth += 1
+    return {var: tuple(sorted(found)) for var, found in uses.items()}
+
+
+def _functions(graph_def: Any) -> dict[str, dict[str, Any]]:
+    """FunctionDefs: name → {args, consumers: producer → [(op, input position, node, callee)]}."""
+    functions: dict[str, dict[str, Any]] = {}
+    for number, _, value in iter_fields(graph_def):
+        if number != 2:  # GraphDef.library
+            continue
+        for lib_number, _, fn_value in iter_fields(value):
+            if lib_number != 1:  # FunctionDefLibrary.function
+                continue
+            name, args, consumers = "", [], {}
+            for fn_number, _, fn_field in iter_fields(fn_value):
+                if fn_number == 1:  # signature: OpDef{name=1, input_arg=2}
+                    for sig_number, _, sig_value in iter_fields(fn_field):
+                        if sig_number == 1:
+                            name = as_text(sig_value)
+                        elif sig_number == 2:
+                            for arg_number, _, arg_value in iter_fields(sig_value):
+                                if arg_number == 1:
+                                    args.append(as_text(arg_value))
+                                    break
+                elif fn_number == 3:  # node_def
+                    _index_node(fn_field, consumers)
+            functions[name] = {"args": args, "consumers": consumers}
+    return functions
+
+
+def _index_node(data: Any, consumers: dict[str, list[tuple[str, int, str, str | None]]]) -> None:
+    node_name, op, inputs, callee = "", "", [], None
+    for number, _, value in iter_fields(data):
+        if number == 1:
+            node_name = as_text(value)
+        elif number == 2:
+            op = as_text(value)
+        elif number == 3:
+            inputs.append(as_text(value))
+        elif number == 5:  # attr map entry {key=1, value=2: AttrValue}
+            key, attr_value = "", None
+            for entry_number, _, entry_value in iter_fields(value):
+                if entry_number == 1:
+                    key = as_text(entry_value)
+                elif entry_number == 2:
+                    attr_value = entry_value
+            if key == "f" and attr_value is not None:
+                for attr_number, _, func in iter_fields(attr_value):
+                    if attr_number == 10:  # AttrValue.func: NameAttrList{name=1}
+                        for func_number, _, func_value in iter_fields(func):
+                            if func_number == 1:
+                                callee = as_text(func_value)
+    position = 0
+    for text in inputs:
+        if text.startswith("^"):
+            continue
+        producer = text.split(":", 1)[0]
+        consumers.setdefault(producer, []).append((op, position, node_name, callee))
+        position += 1

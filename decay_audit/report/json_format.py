@@ -1,0 +1,36 @@
+"""``--format json``: one object, validated by ``schemas/scan.schema.json`` in the tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from decay_audit.audit import ScanReport
+from decay_audit.report.rows import variable_row
+
+
+def report_dict(report: ScanReport) -> dict:
+    summary = report.summary()
+    summary_dict = asdict(summary)
+    summary_dict["per_kind"] = [
+        {"kind": k.kind.value, "variables": k.variables, "parameters": k.parameters, "decayed": k.decayed}
+        for k in summary.per_kind
+    ]
+    optimizer = report.inventory.optimizer
+    return {
+        "source": report.source,
+        "loader": report.loader,
+        "model_name": report.inventory.model_name,
+        "preset": report.preset.value,
+        "notes": list(report.notes),
+        "saved_optimizer": None if optimizer is None else {
+            "class_name": optimizer.class_name, "weight_decay": optimizer.weight_decay,
+        },
+        "variables": [variable_row(v) for v in report.variables],
+        "summary": summary_dict,
+    }
+
+
+def format_json(report: ScanReport) -> str:
+    # ensure_ascii keeps every control character and escape sequence out of the terminal.
+    return json.dumps(report_dict(report), indent=2, ensure_ascii=True) + "\n"
