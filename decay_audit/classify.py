@@ -152,6 +152,8 @@ def _leaf_opinion(record: VariableRecord) -> _Opinion | None:
         return None
     for pattern, kind, why in _LEAF_KINDS:
         if pattern.match(record.leaf):
+            if kind is Kind.KERNEL and record.ndim < 2:
+                return None  # a 1-D ``weight`` is a gain (PyTorch-style norm naming), never a matrix
             return _Opinion(kind, LEAF, f"leaf `{record.leaf}`: {why}")
     if record.leaf.lower() == "scale":
         context = f"{record.layer_class or ''} {record.layer or ''}"

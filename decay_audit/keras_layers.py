@@ -174,7 +174,8 @@ def keras_class_name_candidates(h5_key: str) -> list[str]:
     When no config says the class (subclassed models), this is the best evidence left.
     """
     stem = re.sub(r"_\d+$", "", h5_key)
-    return [name for name in LAYER_VARIABLES if snake_case(name) == stem]
+    known = list(LAYER_VARIABLES) + [name for name in SUBLAYER_ATTRIBUTES if name not in LAYER_VARIABLES]
+    return [name for name in known if snake_case(name) == stem]
 
 
 def snake_case(class_name: str) -> str:
@@ -195,6 +196,27 @@ def slots_for(class_name: str, config: Config | None) -> tuple[VariableSlot, ...
     config = config or {}
     present = [slot for slot in slots if slot.present is None or slot.present(config)]
     return tuple([s for s in present if s.trainable] + [s for s in present if not s.trainable])
+
+
+def slots_for_count(class_name: str, count: int) -> tuple[VariableSlot, ...] | None:
+    """Slots of a class whose config is unknown (weights-only files), chosen by how many variables it saved.
+
+    Every combination of optional variables is tried; the answer is given only when all
+    combinations with ``count`` variables agree on the leaves (Conv with one variable: the
+    kernel; BatchNormalization with three: ambiguous, so None).
+    """
+    slots = LAYER_VARIABLES.get(class_name)
+    if slots is None:
+        return None
+    optional = [slot for slot in slots if slot.present is not None]
+    answers = set()
+    for mask in range(1 << len(optional)):
+        chosen = {slot.leaf for i, slot in enumerate(optional) if mask >> i & 1}
+        present = [slot for slot in slots if slot.present is None or slot.leaf in chosen]
+        ordered = tuple([s for s in present if s.trainable] + [s for s in present if not s.trainable])
+        if len(ordered) == count:
+            answers.add(ordered)
+    return answers.pop() if len(answers) == 1 else None
 
 
 def slot_for_leaf(class_name: str, leaf: str) -> VariableSlot | None:

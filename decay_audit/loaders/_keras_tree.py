@@ -24,6 +24,7 @@ from decay_audit.keras_layers import (
     SUBLAYER_CONFIG_BY_PARENT,
     keras_class_name_candidates,
     slots_for,
+    slots_for_count,
     snake_case,
 )
 from decay_audit.loaders.interface import Limits
@@ -198,9 +199,10 @@ class KerasTreeWalker:
         entry = None
         fixed_class = None
         config: Mapping[str, Any] | None = None
-        if parent.builtin and (parent.class_name, key) in SUBLAYER_CLASS_BY_PARENT:
-            fixed_class = SUBLAYER_CLASS_BY_PARENT[(parent.class_name, key)]
-            derive = SUBLAYER_CONFIG_BY_PARENT.get((parent.class_name, key))
+        parent_class = parent.class_name if parent.builtin else parent.hint
+        if (parent_class, key) in SUBLAYER_CLASS_BY_PARENT:
+            fixed_class = SUBLAYER_CLASS_BY_PARENT[(parent_class, key)]
+            derive = SUBLAYER_CONFIG_BY_PARENT.get((parent_class, key))
             config = derive(parent.config) if derive else parent.config
         else:
             config_key = "layer" if key == "forward_layer" else key
@@ -215,8 +217,11 @@ class KerasTreeWalker:
     def _walk_child(self, parent: _Layer, key: str, group: Any, entry: Mapping[str, Any] | None,
                     scope: tuple[str, ...], parents: tuple[str, ...], vars_name: str | None,
                     fixed_class: str | None = None, fixed_config: Mapping[str, Any] | None = None) -> None:
-        if fixed_class is not None:
+        if fixed_class is not None and parent.builtin:
             class_name, builtin, config = fixed_class, True, fixed_config or {}
+        elif fixed_class is not None:
+            # The parent's class was only guessed from its name, so the sublayer's is a guess too.
+            class_name, builtin, config = None, False, {}
         elif entry is not None:
             raw_class = entry.get("class_name")
             class_name = raw_class if isinstance(raw_class, str) else None
@@ -225,8 +230,8 @@ class KerasTreeWalker:
             config = raw_config if isinstance(raw_config, Mapping) else {}
         else:
             class_name, builtin, config = None, False, {}
-        hint = None
-        if class_name is None:
+        hint = fixed_class if fixed_class is not None and class_name is None else None
+        if class_name is None and hint is None:
             candidates = keras_class_name_candidates(key) or keras_class_name_candidates(vars_name or "")
             hint = candidates[0] if candidates else None
         name = vars_name or (_entry_name(entry) if entry else None) or key
@@ -253,7 +258,7 @@ class KerasTreeWalker:
         if layer.class_name is not None:
             slots = slots_for(layer.class_name, layer.config)
         elif layer.hint is not None:
-            slots = slots_for(layer.hint, {})
+            slots = slots_for_count(layer.hint, len(datasets))
         if slots is not None and len(slots) != len(datasets):
             slots = None
         for position, (_, key, dataset) in enumerate(datasets):

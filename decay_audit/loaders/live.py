@@ -106,9 +106,62 @@ def _dtype_name(dtype: Any) -> str:
     return name.removeprefix("<dtype: '").removesuffix("'>")
 
 
+_PASS_THROUGH = frozenset({"Identity", "Cast", "ReadVariableOp", "Reshape", "ExpandDims"})
+
+
+def _traced_functions(module: Any, tf: Any) -> list[Any]:
+    """tf.function methods of the module and its submodules, bound to their owners."""
+    found = []
+    for owner in (module, *module.submodules):
+        for name in dir(type(owner)):
+            if isinstance(getattr(type(owner), name, None), tf.types.experimental.PolymorphicFunction):
+                found.append(getattr(owner, name))
+    return found
+
+
+def _module_graph_uses(module: Any, variables: list[Any]) -> dict[int, set[str]]:
+    """``Op:input`` uses of each variable in the module's traced tf.functions.
+
+    Only functions with an input signature (or already traced) are looked at: tracing
+    a function without one would need example inputs, and calling user code to get them
+    is not a scan's business.
+    """
+    import tensorflow as tf
+
+    by_handle = {id(v.handle): id(v) for v in variables if hasattr(v, "handle")}
+    uses: dict[int, set[str]] = {}
+    functions = []
+    for bound in _traced_functions(module, tf):
+        try:
+            if bound.input_signature is not None:
+                functions.append(bound.get_concrete_function())
+            functions.extend(bound._list_all_concrete_functions())
+        except Exception:  # noqa: BLE001 - evidence only; a function that cannot be traced is skipped
+            continue
+    for concrete in functions:
+        for external, internal in concrete.graph.captures:
+            variable_id = by_handle.get(id(external))
+            if variable_id is None:
+                continue
+            frontier = [internal]
+            for _ in range(4):
+                next_frontier = []
+                for tensor in frontier:
+                    for consumer in tensor.consumers():
+                        if consumer.type in _PASS_THROUGH:
+                            next_frontier.extend(consumer.outputs)
+                        else:
+                            position = next(i for i, t in enumerate(consumer.inputs) if t is tensor)
+                            uses.setdefault(variable_id, set()).add(f"{consumer.type}:{position}")
+                frontier = next_frontier
+    return uses
+
+
 def _load_module(module: Any, source: str | None) -> Inventory:
     import tensorflow as tf
 
+    variables = [v for _, v in module._flatten(with_path=True, predicate=lambda v: isinstance(v, tf.Variable))]
+    graph_uses = _module_graph_uses(module, variables)
     records = []
     seen: set[int] = set()
     for path_parts, variable in module._flatten(with_path=True, predicate=lambda v: isinstance(v, tf.Variable)):
@@ -123,6 +176,7 @@ def _load_module(module: Any, source: str | None) -> Inventory:
             path=path, leaf=parts[-1], layer=parts[-2] if len(parts) > 1 else None, layer_class=None,
             shape=tuple(None if d is None else int(d) for d in variable.shape),
             dtype=variable.dtype.name, trainable=bool(variable.trainable), origin=object_path,
+            graph_uses=tuple(sorted(graph_uses.get(id(variable), ()))),
         ))
     name = getattr(module, "name", None)
     return Inventory(source=source or f"<live tf.Module {name!r}>", loader=LoaderName.LIVE_MODULE.value,

@@ -1,0 +1,57 @@
+"""Session fixtures: every test model is built once, small, in code, and saved in every format."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "sample_models"
+sys.path.insert(0, str(SAMPLES))
+
+import builders  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory):
+    model = builders.zoo_model()
+    model(builders.zoo_inputs())
+    paths = builders.save_all_formats(model, tmp_path_factory.mktemp("zoo"), "zoo")
+    return model, paths
+
+
+@pytest.fixture(scope="session")
+def seed(tmp_path_factory):
+    model = builders.seed_model()
+    return model, builders.save_all_formats(model, tmp_path_factory.mktemp("seed"), "seed")
+
+
+@pytest.fixture(scope="session")
+def tf_keras_files(tmp_path_factory):
+    model = builders.tf_keras_model()
+    directory = tmp_path_factory.mktemp("tf_keras")
+    model.save(str(directory / "k2_savedmodel"))
+    model.save(str(directory / "k2.h5"))
+    return model, {"saved_model": str(directory / "k2_savedmodel"), "h5": str(directory / "k2.h5")}
+
+
+@pytest.fixture(scope="session")
+def tf_module_dir(tmp_path_factory):
+    import tensorflow as tf
+
+    directory = tmp_path_factory.mktemp("module") / "module"
+    module = builders.tf_module()
+    tf.saved_model.save(module, str(directory))
+    return module, str(directory)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``decay-audit`` in a fresh interpreter, as a user's shell or CI would."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "decay_audit.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=300)
