@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -41,6 +40,8 @@ def _write_output(text: str, output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
+    import tempfile
+
     output = Path(output)
     directory = output.parent if str(output.parent) else Path(".")
     if not directory.is_dir():

@@ -29,6 +29,82 @@ from decay_audit.keras_layers import (
 )
 from decay_audit.loaders.interface import Limits
 
+@dataclass
+class H5Node:
+    """A plain-Python copy of the h5 index: names, shapes, dtypes, the ``vars`` name attribute.
+
+    Walking h5py objects directly costs ~40 µs per ``group[key]`` and per attribute read;
+    one ``visititems`` pass that copies the index costs a fraction of that and lets the
+    walker look at each node as often as it likes (ConvNeXtTiny: 0.09 s → about 0.02 s).
+    """
+
+    path: str
+    children: dict[str, "H5Node"]
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+    name_attr: str | None = None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.children
+
+    def get(self, key: str) -> "H5Node | None":
+        return self.children.get(key)
+
+    def keys(self):
+        return self.children.keys()
+
+    def __getitem__(self, key: str) -> "H5Node":
+        return self.children[key]
+
+    @property
+    def is_dataset(self) -> bool:
+        return self.shape is not None
+
+
+def snapshot(h5: Any, subject: str, limits: Limits) -> H5Node:
+    """Copy the index of an open h5py File into H5Nodes, bounded by ``max_h5_objects``.
+
+    Uses h5py's low-level API: ``h5o.visit`` lists objects without building a Python
+    object per node (2 ms instead of 25 ms for ConvNeXtTiny's 474 objects).
+    """
+    import h5py
+    import numpy as np
+
+    listed: list[tuple[bytes, int]] = []
+
+    def visit(name: bytes, info: Any) -> None:
+        listed.append((name, info.type))
+        limits.check("max_h5_objects", len(listed), subject)
+
+    h5py.h5o.visit(h5.id, visit, info=True)
+    root = H5Node(path="", children={})
+    nodes = {"": root}
+    for raw_name, object_type in listed:
+        name = raw_name.decode("utf-8", "replace")
+        parent_path, _, key = name.rpartition("/")
+        parent = nodes.get(parent_path)
+        if parent is None:
+            continue
+        if object_type == h5py.h5o.TYPE_DATASET:
+            dataset = h5py.h5d.open(h5.id, raw_name)
+            node = H5Node(path=name, children={}, shape=tuple(int(d) for d in dataset.shape),
+                          dtype=str(dataset.dtype))
+        else:
+            node = H5Node(path=name, children={})
+            if key == "vars":
+                group = h5py.h5o.open(h5.id, raw_name)
+                if h5py.h5a.exists(group, b"name"):
+                    attribute = h5py.h5a.open(group, b"name")
+                    if attribute.shape == () and attribute.dtype.kind in ("O", "S", "U"):
+                        value = np.empty((), dtype=attribute.dtype)
+                        attribute.read(value)
+                        text = value.item()
+                        node.name_attr = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        parent.children[key] = node
+        nodes[name] = node
+    return root
+
+
 _ROOT_SKIP = frozenset({"optimizer", "metrics", "compile_metrics", "loss", "vars", "layers"})
 
 
@@ -76,14 +152,9 @@ def _entry_name(entry: Mapping[str, Any]) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def _vars_name(group: Any) -> str | None:
-    vars_group = group.get("vars") if hasattr(group, "get") else None
-    if vars_group is None:
-        return None
-    name = vars_group.attrs.get("name")
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", "replace")
-    return name if isinstance(name, str) else None
+def _vars_name(group: H5Node) -> str | None:
+    vars_group = group.get("vars")
+    return vars_group.name_attr if vars_group is not None else None
 
 
 def _keras_keys(entries: list[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
@@ -107,8 +178,8 @@ def _keras_keys(entries: list[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]
     return keys
 
 
-def _is_group(obj: Any) -> bool:
-    return hasattr(obj, "keys") and not hasattr(obj, "shape")
+def _is_group(obj: H5Node) -> bool:
+    return not obj.is_dataset
 
 
 def _scopes(layer: _Layer) -> bool:
@@ -136,7 +207,9 @@ class KerasTreeWalker:
         self.visited = 0
         self.records: list[VariableRecord] = []
 
-    def walk_model(self, root: Any, model_entry: Mapping[str, Any] | None) -> list[VariableRecord]:
+    def walk_model(self, h5: Any, model_entry: Mapping[str, Any] | None) -> list[VariableRecord]:
+        """Records for every variable under ``h5`` (an open h5py File), with the model's config entry."""
+        root = snapshot(h5, self.subject, self.limits)
         config = model_entry.get("config") if isinstance(model_entry, Mapping) else None
         config = config if isinstance(config, Mapping) else {}
         class_name = model_entry.get("class_name") if isinstance(model_entry, Mapping) else None
@@ -248,7 +321,7 @@ class KerasTreeWalker:
         for key in vars_group.keys():
             self._count()
             item = vars_group[key]
-            if hasattr(item, "shape"):
+            if item.is_dataset:
                 datasets.append((_index(key), key, item))
         if not datasets:
             return
@@ -269,10 +342,10 @@ class KerasTreeWalker:
                 leaf=leaf,
                 layer=layer.name,
                 layer_class=layer.class_name,
-                shape=tuple(int(dim) for dim in dataset.shape),
-                dtype=str(dataset.dtype),
+                shape=dataset.shape,
+                dtype=dataset.dtype,
                 trainable=layer.trainable and (slot.trainable if slot else True),
-                origin=dataset.name.lstrip("/"),
+                origin=dataset.path,
                 leaf_known=slot is not None,
                 parent_classes=tuple(c for c in layer.parents if c != "?"),
                 layer_builtin=layer.builtin,

@@ -71,16 +71,20 @@ def parse_json(text: bytes | str, subject: str, limits: Limits) -> Any:
 
 
 def _depth(value: Any) -> int:
-    """Iterative, so a hostile file cannot blow the interpreter's stack here either."""
-    deepest = 0
+    """Iterative, so a hostile file cannot blow the interpreter's stack here either.
+
+    Only containers are pushed: a ConvNeXt config has ~40,000 scalars and ~6,000 containers.
+    """
+    deepest = 1
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
+        if depth > deepest:
+            deepest = depth
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
     return deepest
 
 

@@ -21,14 +21,17 @@ class OutputFormat(str, enum.Enum):
         return _formatter(self)(report)
 
 
-def _formatter(fmt: OutputFormat) -> Callable[[ScanReport], str]:
-    from decay_audit.report.csv_format import format_csv
-    from decay_audit.report.json_format import format_json
-    from decay_audit.report.table import format_markdown, format_table
+_FORMATTERS: dict[OutputFormat, tuple[str, str]] = {
+    OutputFormat.TABLE: ("decay_audit.report.table", "format_table"),
+    OutputFormat.JSON: ("decay_audit.report.json_format", "format_json"),
+    OutputFormat.CSV: ("decay_audit.report.csv_format", "format_csv"),
+    OutputFormat.MARKDOWN: ("decay_audit.report.table", "format_markdown"),
+}
+"""Format → (module, function); modules load on use, so JSON output never imports tabulate."""
 
-    return {
-        OutputFormat.TABLE: format_table,
-        OutputFormat.JSON: format_json,
-        OutputFormat.CSV: format_csv,
-        OutputFormat.MARKDOWN: format_markdown,
-    }[fmt]
+
+def _formatter(fmt: OutputFormat) -> Callable[[ScanReport], str]:
+    import importlib
+
+    module_name, function_name = _FORMATTERS[fmt]
+    return getattr(importlib.import_module(module_name), function_name)

@@ -1,0 +1,116 @@
+"""Scan at metadata speed, measured against what users run today.
+
+    python benchmarks/bench_scan.py [--repeats 3] [--cache DIR] [--models tiny,small,base]
+
+Builds ConvNeXtTiny/Small/Base from keras.applications with ``weights=None`` once (cached
+outside the repo, default ~/.cache/decay-audit-bench), saved as ``.keras`` and as a SavedModel
+(``model.export``). Then times, as whole processes, median of ``--repeats`` runs each:
+
+- ``decay-audit scan MODEL --format json``,
+- ``keras.saving.load_model(MODEL)`` + listing ``model.weights`` (the usual ad-hoc script),
+- ``saved_model_cli show --all --dir SAVEDMODEL``,
+
+with peak RSS of each, prints the ratios, and writes ``benchmarks/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODELS = {"tiny": "ConvNeXtTiny", "small": "ConvNeXtSmall", "base": "ConvNeXtBase"}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+
+# A wrapper whose only child is the measured command: RUSAGE_CHILDREN is then that command's peak RSS.
+_MEASURE = (
+    "import resource, subprocess, sys, time\n"
+    "start = time.perf_counter()\n"
+    "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode\n"
+    "wall = time.perf_counter() - start\n"
+    "print(code, wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
+def build(cache: Path, key: str) -> tuple[Path, Path, int]:
+    keras_path = cache / f"{MODELS[key]}.keras"
+    export_path = cache / f"{MODELS[key]}_export"
+    count_path = cache / f"{MODELS[key]}.params"
+    if not (keras_path.exists() and export_path.exists() and count_path.exists()):
+        code = (
+            "import sys, keras\n"
+            f"m = getattr(keras.applications, {MODELS[key]!r})(weights=None)\n"
+            f"m.save({str(keras_path)!r})\n"
+            f"m.export({str(export_path)!r}, verbose=False)\n"
+            f"open({str(count_path)!r}, 'w').write(str(m.count_params()))\n"
+        )
+        print(f"building {MODELS[key]} (once, cached in {cache}) ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-c", code], check=True, env=ENV)
+    return keras_path, export_path, int(count_path.read_text())
+
+
+def measure(command: list[str], repeats: int) -> tuple[float, float]:
+    """(median wall seconds, median peak RSS MiB) of a whole process."""
+    walls, peaks = [], []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", _MEASURE, *command], capture_output=True, text=True,
+                             env=ENV, check=True).stdout.split()
+        if out[0] != "0":
+            raise SystemExit(f"command failed: {' '.join(command)}")
+        walls.append(float(out[1]))
+        peaks.append(int(out[2]) / 1024)
+    return statistics.median(walls), statistics.median(peaks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "decay-audit-bench")
+    parser.add_argument("--models", default="tiny,small,base")
+    parser.add_argument("--output", type=Path, default=HERE / "results.md")
+    args = parser.parse_args()
+    args.cache.mkdir(parents=True, exist_ok=True)
+    bin_dir = Path(sys.executable).parent
+    decay_audit = [str(bin_dir / "decay-audit")]
+    saved_model_cli = [str(bin_dir / "saved_model_cli")]
+    load_and_list = [sys.executable, "-c",
+                     "import sys, keras; m = keras.saving.load_model(sys.argv[1]); "
+                     "print(len([(w.path, w.shape) for w in m.weights]))"]
+    rows = []
+    scan_times = {}
+    for key in args.models.split(","):
+        keras_path, export_path, params = build(args.cache, key)
+        scan_keras = measure(decay_audit + ["scan", str(keras_path), "--format", "json"], args.repeats)
+        scan_saved = measure(decay_audit + ["scan", str(export_path), "--format", "json"], args.repeats)
+        baseline_load = measure(load_and_list + [str(keras_path)], args.repeats)
+        baseline_cli = measure(saved_model_cli + ["show", "--all", "--dir", str(export_path)], args.repeats)
+        scan_times[key] = scan_keras[0]
+        size_mb = keras_path.stat().st_size / 2**20
+        rows.append((MODELS[key], params, size_mb, scan_keras, baseline_load, scan_saved, baseline_cli))
+    header = ("| model | params | .keras MB | scan .keras s / MiB | load_model+list s / MiB | speed-up "
+              "| scan SavedModel s / MiB | saved_model_cli s / MiB | speed-up |")
+    lines = [header, "|" + " --- |" * 9]
+    for name, params, size_mb, scan_k, load_k, scan_s, cli_s in rows:
+        lines.append(f"| {name} | {params / 1e6:.1f} M | {size_mb:.0f} | {scan_k[0]:.3f} / {scan_k[1]:.0f} "
+                     f"| {load_k[0]:.2f} / {load_k[1]:.0f} | {load_k[0] / scan_k[0]:.1f}x "
+                     f"| {scan_s[0]:.3f} / {scan_s[1]:.0f} | {cli_s[0]:.2f} / {cli_s[1]:.0f} "
+                     f"| {cli_s[0] / scan_s[0]:.1f}x |")
+    if "base" in scan_times and "small" in scan_times:
+        lines.append("")
+        lines.append(f"scan time ConvNeXtBase / ConvNeXtSmall: {scan_times['base'] / scan_times['small']:.2f} "
+                     "(parameter ratio about 1.6)")
+    lines.append("")
+    lines.append(f"Whole processes, median of {args.repeats}, {os.cpu_count()} CPUs, "
+                 f"measured {time.strftime('%Y-%m-%d')} by `python benchmarks/bench_scan.py`.")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
