@@ -10,7 +10,7 @@ from decay_audit.classify import Classification, classify
 from decay_audit.inventory import Inventory, VariableRecord
 from decay_audit.kinds import Confidence, Kind
 from decay_audit.loaders import DEFAULT_LIMITS, Limits, load
-from decay_audit.policy import Decision, Preset, decide
+from decay_audit.policy import Decision, Policy, PolicyFindings, Preset, apply_policy
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,12 @@ class ScanReport:
 
     inventory: Inventory
     variables: tuple[ScannedVariable, ...]
-    preset: Preset
+    policy: Policy
+    policy_findings: PolicyFindings = PolicyFindings()
+
+    @property
+    def preset(self) -> Preset:
+        return self.policy.preset
 
     @property
     def source(self) -> str:
@@ -96,15 +101,21 @@ class ScanReport:
         return pd.DataFrame([variable_row(v) for v in self.variables])
 
 
-def scan_inventory(inventory: Inventory, preset: Preset = Preset.KERNELS_ONLY) -> ScanReport:
+def scan_inventory(inventory: Inventory, policy: Policy | Preset | str = Preset.KERNELS_ONLY) -> ScanReport:
+    if not isinstance(policy, Policy):
+        policy = Policy(Preset(policy))
     classifications = classify(inventory.records)
+    result = apply_policy(inventory.records, classifications, policy)
     scanned = tuple(
-        ScannedVariable(record, classification, decide(record, classification, preset))
-        for record, classification in zip(inventory.records, classifications)
+        ScannedVariable(record, classification, decision)
+        for record, classification, decision in zip(inventory.records, classifications, result.decisions)
     )
-    return ScanReport(inventory=inventory, variables=scanned, preset=preset)
+    return ScanReport(inventory=inventory, variables=scanned, policy=policy, policy_findings=result.findings)
 
 
-def scan(source: Any, preset: Preset | str = Preset.KERNELS_ONLY, limits: Limits = DEFAULT_LIMITS) -> ScanReport:
-    """Scan a model file, SavedModel directory, directory with one model, or a live Keras model / tf.Module."""
-    return scan_inventory(load(source, limits), Preset(preset))
+def scan(source: Any, preset: Policy | Preset | str = Preset.KERNELS_ONLY, limits: Limits = DEFAULT_LIMITS) -> ScanReport:
+    """Scan a model file, SavedModel directory, directory with one model, or a live Keras model / tf.Module.
+
+    ``preset`` is a preset name or a full :class:`~decay_audit.policy.Policy` with overrides.
+    """
+    return scan_inventory(load(source, limits), preset)

@@ -57,7 +57,20 @@ def _write_output(text: str, output: Path | None) -> None:
 
 
 class _Group(click.Group):
-    """Turns every DecayAuditError into one stderr line and exit 2, wherever it is raised."""
+    """Turns every DecayAuditError, and click's own usage errors, into one stderr line and exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            result = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                  standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            _fail("aborted")
+        except click.ClickException as exc:
+            context = f"{exc.ctx.command_path}: " if getattr(exc, "ctx", None) else ""
+            _fail(f"{context}{exc.format_message()} (see --help)")
+        if isinstance(result, int) and standalone_mode:
+            sys.exit(result)
+        return result
 
     def invoke(self, ctx: click.Context):
         try:
@@ -68,6 +81,35 @@ class _Group(click.Group):
             raise
         except KeyboardInterrupt:
             _fail("interrupted")
+
+
+PRESETS = ["kernels-only", "no-bias-norm", "ndim", "decay-all"]
+
+
+def policy_options(command):
+    """--preset, --decay, --no-decay, --policy: the same policy vocabulary on every command."""
+    command = click.option("--policy", "policy_file", type=click.Path(path_type=Path),
+                           help="Policy file (YAML or JSON): preset plus ordered overrides; see README.")(command)
+    command = click.option("--no-decay", "no_decay", multiple=True, metavar="SELECTOR",
+                           help="Exclude what SELECTOR matches (kind:KIND, re:REGEX on the path, or a path glob). "
+                                "Wins over --decay where both match (reported as a conflict).")(command)
+    command = click.option("--decay", "decay", multiple=True, metavar="SELECTOR",
+                           help="Decay what SELECTOR matches (kind:KIND, re:REGEX on the path, or a path glob).")(command)
+    command = click.option("--preset", type=click.Choice(PRESETS), default="kernels-only", show_default=True,
+                           help="kernels-only: kernels only (minGPT). no-bias-norm: all but biases and norms "
+                                "(BERT, Model Garden, HF Trainer). ndim: ndim >= 2 (timm, nanoGPT). "
+                                "decay-all: every trainable variable (plain Keras weight_decay).")(command)
+    return command
+
+
+def _policy(preset: str, decay: tuple[str, ...], no_decay: tuple[str, ...], policy_file: Path | None):
+    from decay_audit.policy import build_policy, load_policy_file
+
+    if policy_file is not None:
+        if decay or no_decay:
+            raise UsageError("--policy", "give overrides either in the policy file or as --decay/--no-decay, not both")
+        return load_policy_file(policy_file)
+    return build_policy(preset, decay=decay, no_decay=no_decay)
 
 
 LIMIT_HELP = ("Raise a safety bound, NAME=N (repeatable). Names: " + ", ".join(_LIMIT_NAMES)
@@ -91,13 +133,12 @@ def main() -> None:
               default="table", show_default=True, help="Report format.")
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the report to this file instead of stdout.")
-@click.option("--preset", type=click.Choice(["kernels-only"]), default="kernels-only", show_default=True,
-              help="Decay policy: kernels-only decays kernels (minGPT convention) and nothing else.")
+@policy_options
 @click.option("--limit", "limits", multiple=True, metavar="NAME=N", help=LIMIT_HELP)
 @click.option("--strict", is_flag=True,
-              help="Exit 1 when any verdict is low-confidence or has conflicting evidence.")
-def scan(model: Path, output_format: str, output: Path | None, preset: str, limits: tuple[str, ...],
-         strict: bool) -> None:
+              help="Exit 1 when any verdict is low-confidence or has conflicting evidence, or an override is dead.")
+def scan(model: Path, output_format: str, output: Path | None, preset: str, decay, no_decay, policy_file,
+         limits: tuple[str, ...], strict: bool) -> None:
     """Classify every variable of MODEL and decide which get weight decay.
 
     MODEL is a .keras file, a legacy .h5 or .weights.h5, a SavedModel directory,
@@ -106,12 +147,99 @@ def scan(model: Path, output_format: str, output: Path | None, preset: str, limi
     from decay_audit.audit import scan as run_scan
     from decay_audit.report import OutputFormat
 
-    report = run_scan(model, preset=preset, limits=_limits(limits))
+    policy = _policy(preset, decay, no_decay, policy_file)
+    report = run_scan(model, preset=policy, limits=_limits(limits))
     _write_output(OutputFormat(output_format).render(report), output)
     summary = report.summary()
-    if strict and (summary.low_confidence or summary.conflicting):
+    problems = summary.low_confidence + summary.conflicting + len(report.policy_findings.dead_overrides)
+    if strict and problems:
         click.echo(f"decay-audit: {summary.low_confidence} low-confidence and {summary.conflicting} conflicting "
-                   "verdicts (--strict)", err=True)
+                   f"verdicts, {len(report.policy_findings.dead_overrides)} dead overrides (--strict)", err=True)
+        sys.exit(EXIT_FINDINGS)
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", required=True, type=click.Choice(["native", "keras", "tf-keras", "model-garden", "optax"]),
+              help="The tool whose rule language to write (see README for each one's matching semantics).")
+@policy_options
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the rule file here (YAML when it ends in .yaml/.yml, else JSON); default stdout.")
+@click.option("--snippet", is_flag=True, help="Also print a ready-to-paste Python snippet that applies the rule.")
+@click.option("--limit", "limits", multiple=True, metavar="NAME=N", help=LIMIT_HELP)
+def rules(model: Path, target: str, preset: str, decay, no_decay, policy_file, output: Path | None, snippet: bool,
+          limits: tuple[str, ...]) -> None:
+    """Write MODEL's exclusion rules in the language of a training tool.
+
+    Before writing, the rule is applied to the model with the tool's own matching
+    semantics; if it would select anything but the intended set, nothing is written
+    and the command exits 1 naming the variables.
+    """
+    from decay_audit.audit import scan as run_scan
+    from decay_audit.rulecheck import emit_rules
+
+    report = run_scan(model, preset=_policy(preset, decay, no_decay, policy_file), limits=_limits(limits))
+    emission = emit_rules(report, target)
+    if not emission.ok:
+        names = ", ".join((emission.unexpressible + emission.wrongly_selected)[:8])
+        click.echo(f"decay-audit: the {target} rule cannot select exactly the intended set; wrong for: {names}. "
+                   "Use --target native or optax, which name every variable.", err=True)
+        sys.exit(EXIT_FINDINGS)
+    _write_output(_serialise(emission.document, output), output)
+    if snippet and emission.snippet:
+        click.echo(emission.snippet.replace("{path!r}", repr(str(output) if output else "rules.json"))
+                   .replace("PATH", repr(str(output) if output else "rules.json")), err=output is None)
+
+
+def _serialise(document: dict, output: Path | None) -> str:
+    import json
+
+    if output is not None and output.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_dump(document, sort_keys=False)
+    return json.dumps(document, indent=2) + "\n"
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", required=True, type=click.Choice(["native", "keras", "tf-keras", "model-garden", "optax"]),
+              help="The tool whose matching semantics the rule is applied with.")
+@click.option("--rules", "rules_file", type=click.Path(path_type=Path), help="The rule file to audit.")
+@click.option("--var-names", "var_names", multiple=True, metavar="PATTERN",
+              help="Patterns as passed to the tool, instead of --rules: --var-names LayerNorm bias.")
+@click.argument("more_patterns", nargs=-1, metavar="")
+@policy_options
+@click.option("--keras-backend", type=click.Choice(["tensorflow", "jax", "torch", "numpy"]), default=None,
+              help="For --target keras: the backend that trains (default $KERAS_BACKEND, else tensorflow). "
+                   "Keras 3 matches var_names against 'path:0' on TensorFlow but the leaf elsewhere.")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--limit", "limits", multiple=True, metavar="NAME=N", help=LIMIT_HELP)
+def check(model: Path, target: str, rules_file: Path | None, var_names: tuple[str, ...], more_patterns, preset: str, decay,
+          no_decay, policy_file, keras_backend, output_format: str, limits: tuple[str, ...]) -> None:
+    """Audit an existing exclusion rule against MODEL and the policy.
+
+    Reports what each pattern matches, dead patterns, over-broad patterns, and
+    variables decayed or excluded against the policy. Exit 1 on any finding.
+    """
+    from decay_audit.audit import scan as run_scan
+    from decay_audit.rulecheck import check_rules
+    from decay_audit.rules import get_target
+    from decay_audit.rules.files import read_structured
+
+    if more_patterns and not var_names:
+        raise UsageError("check", f"unexpected arguments {' '.join(more_patterns)!r}")
+    var_names = var_names + more_patterns
+    if (rules_file is None) == (not var_names):
+        raise UsageError("check", "give exactly one of --rules FILE or --var-names PATTERN ...")
+    tool = get_target(target, keras_backend)
+    rule = tool.parse(read_structured(rules_file), str(rules_file)) if rules_file else tool.from_var_names(var_names)
+    report = run_scan(model, preset=_policy(preset, decay, no_decay, policy_file), limits=_limits(limits))
+    result = check_rules(report, target, rule, keras_backend)
+    from decay_audit.report.check_format import format_check
+
+    click.echo(format_check(result, output_format), nl=False)
+    if result.findings:
         sys.exit(EXIT_FINDINGS)
 
 

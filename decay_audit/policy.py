@@ -1,16 +1,23 @@
 """Turn classifications into decisions: decay or not, and why.
 
-The default is minGPT's convention (Karpathy, minGPT ``configure_optimizers``):
-decay kernels (weights that multiply activations) and nothing else. Non-trainable
-variables are never decayed: the optimizer does not update them.
+A policy is a named preset (the convention of a well-known code base) plus ordered
+overrides. Every variable ends in exactly one set; overrides that match nothing, and
+variables two overrides disagree on, are reported (:class:`PolicyFindings`), because
+both are how hand-written exclusion lists go wrong.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from decay_audit.classify import Classification
+from decay_audit.errors import UsageError
 from decay_audit.inventory import VariableRecord
 from decay_audit.kinds import Kind
 
@@ -19,15 +26,85 @@ class Preset(str, enum.Enum):
     """Named decay policies, each the convention of a well-known code base."""
 
     KERNELS_ONLY = "kernels-only"
-    """Decay kernels only (minGPT). The default."""
+    """Decay kernels only: minGPT ``configure_optimizers`` (whitelist Linear/Conv weights). The default."""
+    NO_BIAS_NORM = "no-bias-norm"
+    """Decay all but biases and norms: Google BERT ``exclude_from_weight_decay=["LayerNorm", "layer_norm",
+    "bias"]``, TF Model Garden, Hugging Face Trainer ``no_decay = ["bias", "LayerNorm.weight"]``."""
+    NDIM = "ndim"
+    """Decay iff ndim >= 2: timm ``param_groups_weight_decay`` and nanoGPT (``p.dim() >= 2``)."""
+    DECAY_ALL = "decay-all"
+    """Decay every trainable variable: what a plain Keras optimizer with ``weight_decay`` does."""
 
     def __str__(self) -> str:
         return self.value
 
 
-DECAYED_KINDS: dict[Preset, frozenset[Kind]] = {
-    Preset.KERNELS_ONLY: frozenset({Kind.KERNEL}),
-}
+def _preset_decays(preset: Preset, record: VariableRecord, classification: Classification) -> bool:
+    kind = classification.kind
+    if preset is Preset.KERNELS_ONLY:
+        return kind is Kind.KERNEL
+    if preset is Preset.NO_BIAS_NORM:
+        return kind not in (Kind.BIAS, Kind.NORM, Kind.STATISTIC)
+    if preset is Preset.NDIM:
+        return record.ndim >= 2
+    return True
+
+
+class Action(str, enum.Enum):
+    DECAY = "decay"
+    NO_DECAY = "no-decay"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which variables an override means: ``kind:bias``, ``re:REGEX`` (re.search on the path) or a glob."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        if self.text.startswith("kind:"):
+            kind = self.text[5:]
+            if kind not in {k.value for k in Kind}:
+                raise UsageError(self.text, f"unknown kind {kind!r} (one of {', '.join(k.value for k in Kind)})")
+        elif self.text.startswith("re:"):
+            try:
+                re.compile(self.text[3:])
+            except re.error as exc:
+                raise UsageError(self.text, f"invalid regular expression ({exc})") from None
+
+    def matches(self, record: VariableRecord, classification: Classification) -> bool:
+        if self.text.startswith("kind:"):
+            return classification.kind.value == self.text[5:]
+        if self.text.startswith("re:"):
+            return re.search(self.text[3:], record.path) is not None
+        return fnmatch.fnmatchcase(record.path, self.text)
+
+
+@dataclass(frozen=True)
+class Override:
+    action: Action
+    selector: Selector
+
+    def __str__(self) -> str:
+        return f"--{self.action.value} {self.selector.text}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A preset plus ordered overrides (later ones win)."""
+
+    preset: Preset = Preset.KERNELS_ONLY
+    overrides: tuple[Override, ...] = ()
+
+    def describe(self) -> str:
+        return " ".join([self.preset.value, *(str(o) for o in self.overrides)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"preset": self.preset.value,
+                "overrides": [{"action": o.action.value, "select": o.selector.text} for o in self.overrides]}
 
 
 @dataclass(frozen=True)
@@ -38,10 +115,78 @@ class Decision:
     reason: str
 
 
-def decide(record: VariableRecord, classification: Classification,
-           preset: Preset = Preset.KERNELS_ONLY) -> Decision:
-    if not record.trainable:
-        return Decision(False, "not trainable: the optimizer never updates it")
-    if classification.kind in DECAYED_KINDS[preset]:
-        return Decision(True, f"{classification.kind.value} under {preset.value}")
-    return Decision(False, f"{classification.kind.value} is excluded under {preset.value}")
+@dataclass(frozen=True)
+class PolicyFindings:
+    dead_overrides: tuple[str, ...] = ()
+    """Overrides that matched no variable."""
+    conflicts: tuple[str, ...] = ()
+    """Variables that overrides with opposite actions both matched (the later one won)."""
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    decisions: tuple[Decision, ...]
+    findings: PolicyFindings = field(default_factory=PolicyFindings)
+
+
+def decide(record: VariableRecord, classification: Classification, policy: Policy | Preset = Preset.KERNELS_ONLY) -> Decision:
+    """The decision for one variable (overrides included; findings need :func:`apply_policy`)."""
+    return apply_policy([record], [classification], policy).decisions[0]
+
+
+def apply_policy(records: Sequence[VariableRecord], classifications: Sequence[Classification],
+                 policy: Policy | Preset = Preset.KERNELS_ONLY) -> PolicyResult:
+    if isinstance(policy, (Preset, str)):
+        policy = Policy(Preset(policy))
+    used = [False] * len(policy.overrides)
+    conflicts = []
+    decisions = []
+    for record, classification in zip(records, classifications):
+        if not record.trainable:
+            decisions.append(Decision(False, "not trainable: the optimizer never updates it"))
+            for index, override in enumerate(policy.overrides):
+                used[index] = used[index] or override.selector.matches(record, classification)
+            continue
+        decay = _preset_decays(policy.preset, record, classification)
+        reason = f"{classification.kind.value} under {policy.preset.value}"
+        actions = set()
+        for index, override in enumerate(policy.overrides):
+            if override.selector.matches(record, classification):
+                used[index] = True
+                actions.add(override.action)
+                decay = override.action is Action.DECAY
+                reason = f"override {override}"
+        if len(actions) > 1:
+            conflicts.append(f"{record.path}: matched by both --decay and --no-decay overrides ({reason} won)")
+        if not decay and reason.startswith(classification.kind.value):
+            reason = f"{classification.kind.value} is excluded under {policy.preset.value}"
+        decisions.append(Decision(decay, reason))
+    dead = tuple(str(o) for o, hit in zip(policy.overrides, used) if not hit)
+    return PolicyResult(tuple(decisions), PolicyFindings(dead, tuple(conflicts)))
+
+
+def build_policy(preset: str | Preset = Preset.KERNELS_ONLY, decay: Iterable[str] = (),
+                 no_decay: Iterable[str] = (), ordered: Iterable[tuple[str, str]] = ()) -> Policy:
+    """A policy from CLI options: ``ordered`` keeps the command-line order of --decay/--no-decay."""
+    try:
+        preset = Preset(preset)
+    except ValueError:
+        raise UsageError("--preset", f"unknown preset {preset!r} (one of {', '.join(p.value for p in Preset)})") from None
+    overrides = [Override(Action(action), Selector(text)) for action, text in ordered]
+    overrides += [Override(Action.DECAY, Selector(t)) for t in decay]
+    overrides += [Override(Action.NO_DECAY, Selector(t)) for t in no_decay]
+    return Policy(preset, tuple(overrides))
+
+
+def load_policy_file(path: Path) -> Policy:
+    """A policy file (YAML or JSON): ``{preset: ..., overrides: [{action: decay|no-decay, select: ...}]}``."""
+    from decay_audit.rules.files import read_structured, validate
+
+    document = read_structured(path)
+    validate(document, "policy", path)
+    assert isinstance(document, Mapping)
+    try:
+        return build_policy(document.get("preset", Preset.KERNELS_ONLY.value),
+                            ordered=[(o["action"], o["select"]) for o in document.get("overrides", [])])
+    except UsageError as exc:
+        raise UsageError(str(path), str(exc)) from None

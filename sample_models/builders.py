@@ -56,8 +56,11 @@ class SimpleRMSNorm(keras.layers.Layer):
         return inputs * keras.ops.rsqrt(variance + 1e-6) * self.scale
 
 
-def zoo_model() -> keras.Model:
-    """One functional model with every layer family the classifier must get right."""
+def zoo_model(custom_layers: bool = True) -> keras.Model:
+    """One functional model with every layer family the classifier must get right.
+
+    ``custom_layers=False`` leaves out the two user classes, for rule targets that need
+    every leaf name (a scan never imports user classes, so their leaves are positional)."""
     image = keras.Input((8, 8, 3), name="image")
     x = L.Conv2D(4, 3, padding="same", name="stem_conv")(image)
     x = L.BatchNormalization(name="stem_bn")(x)
@@ -66,7 +69,8 @@ def zoo_model() -> keras.Model:
     x = L.SeparableConv2D(4, 3, padding="same", name="sep")(x)
     x = L.GroupNormalization(groups=2, name="gn")(x)
     x = L.Conv2DTranspose(4, 2, name="deconv", use_bias=False)(x)
-    x = LayerScale(name="block_layer_scale")(x)
+    if custom_layers:
+        x = LayerScale(name="block_layer_scale")(x)
     x = L.GlobalAveragePooling2D()(x)
     x = L.Dense(6, name="image_proj")(x)
 
@@ -75,7 +79,8 @@ def zoo_model() -> keras.Model:
     t = L.LayerNormalization(name="ln")(t)
     t = L.MultiHeadAttention(num_heads=2, key_dim=3, name="mha")(t, t)
     t = L.RMSNormalization(name="rms")(t)
-    t = SimpleRMSNorm(name="custom_norm")(t)
+    if custom_layers:
+        t = SimpleRMSNorm(name="custom_norm")(t)
     t = L.EinsumDense("abc,cd->abd", output_shape=(5, 6), bias_axes="d", name="einsum")(t)
     t = L.Conv1D(6, 3, padding="same", name="conv1d")(t)
     t = L.LSTM(4, return_sequences=True, name="lstm")(t)

@@ -20,6 +20,7 @@ from decay_audit.errors import ModelLoadError
 from decay_audit.inventory import VariableRecord
 from decay_audit.keras_layers import (
     NON_SCOPING_CONTAINERS,
+    SUBLAYER_ATTRIBUTES,
     SUBLAYER_CLASS_BY_PARENT,
     SUBLAYER_CONFIG_BY_PARENT,
     keras_class_name_candidates,
@@ -233,7 +234,7 @@ class KerasTreeWalker:
             self._own_variables(layer, vars_group, own_scope)
         child_scope = own_scope if _scopes(layer) else layer.scope
         child_parents = layer.parents + ((layer.class_name or "?"),)
-        for key in sorted(layer.group.keys()):
+        for key in _attribute_order(layer):
             if key == "vars" or (is_root and key in _ROOT_SKIP and key != "layers"):
                 continue
             child = layer.group[key]
@@ -356,6 +357,15 @@ class KerasTreeWalker:
     def _count(self) -> None:
         self.visited += 1
         self.limits.check("max_h5_objects", self.visited, self.subject)
+
+
+def _attribute_order(layer: _Layer) -> list[str]:
+    """Sublayers in creation order where Keras fixes it (MultiHeadAttention: query, key, value,
+    output), so the inventory follows ``model.trainable_variables``; other attributes sorted."""
+    keys = list(layer.group.keys())
+    known = SUBLAYER_ATTRIBUTES.get(layer.class_name or layer.hint or "", ())
+    first = [k for k in known if k in keys]
+    return ["layers"] * ("layers" in keys) + first + sorted(k for k in keys if k not in first and k != "layers")
 
 
 def _index(key: str) -> int:

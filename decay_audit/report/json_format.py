@@ -32,5 +32,19 @@ def report_dict(report: ScanReport) -> dict:
 
 
 def format_json(report: ScanReport) -> str:
-    # ensure_ascii keeps every control character and escape sequence out of the terminal.
-    return json.dumps(report_dict(report), indent=2, ensure_ascii=True) + "\n"
+    """One variable per line: readable in a diff, and ``indent=None`` keeps json's C encoder
+    (an indented dump of ConvNeXtTiny's report took 15 ms in the pure-Python encoder).
+    ensure_ascii keeps every control character and escape sequence out of the terminal."""
+    document = report_dict(report)
+    lines = ["{"]
+    keys = list(document)
+    for index, key in enumerate(keys):
+        comma = "," if index < len(keys) - 1 else ""
+        value = document[key]
+        if key == "variables" and value:
+            rows = ",\n".join("    " + json.dumps(row, ensure_ascii=True) for row in value)
+            lines.append(f'  "variables": [\n{rows}\n  ]{comma}')
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=True)}{comma}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"

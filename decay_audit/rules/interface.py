@@ -1,0 +1,79 @@
+"""What every rule target provides: emit a rule from decisions, and apply a rule the tool's way.
+
+Each target's matching semantics live in exactly one function (``excluded``), copied from
+the tool's source, and are used both to verify what decay-audit emits and to check
+a user's existing rule, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from decay_audit.errors import UsageError
+from decay_audit.inventory import VariableRecord
+
+
+@dataclass(frozen=True)
+class Match:
+    """Which trainable variables one pattern (or list entry) of a rule selects."""
+
+    pattern: str
+    paths: tuple[str, ...]
+    decays: bool = False
+    """True for inclusion patterns (Model Garden ``include_in_weight_decay``, optax mask True)."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A rule applied to a model with the target tool's semantics."""
+
+    excluded: frozenset[str]
+    """Paths of trainable variables the tool would NOT decay."""
+    matches: tuple[Match, ...] = ()
+    """Per pattern, what it selects (for dead / over-broad pattern findings)."""
+
+
+@dataclass(frozen=True)
+class Emitted:
+    document: dict[str, Any]
+    snippet: str = ""
+    unexpressible: tuple[str, ...] = field(default_factory=tuple)
+    """Paths the target cannot name (e.g. leaf unknown for a custom class)."""
+
+
+class Target(Protocol):
+    name: str
+    description: str
+    source: str
+    """Where the semantics were copied from (tool version and file)."""
+
+    def emit(self, records: Sequence[VariableRecord], decay: Sequence[bool]) -> Emitted: ...
+
+    def parse(self, document: Any, subject: str) -> Any: ...
+
+    def from_var_names(self, names: Sequence[str]) -> Any: ...
+
+    def apply(self, rule: Any, records: Sequence[VariableRecord]) -> Applied: ...
+
+
+def compile_pattern(pattern: str, subject: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise UsageError(subject, f"invalid regular expression {pattern!r} ({exc})") from None
+
+
+def trainable(records: Sequence[VariableRecord]) -> list[VariableRecord]:
+    """Optimizers only ever see trainable variables."""
+    return [r for r in records if r.trainable]
+
+
+def require_list_of_strings(value: Any, key: str, subject: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(subject, f"{key!r} must be a list of strings")
+    return list(value)

@@ -1,0 +1,120 @@
+"""Targets that ``re.search`` regexes against the full TensorFlow variable name (``dense/bias:0``).
+
+- ``tf-keras``: tf_keras 2.x optimizers' ``exclude_from_weight_decay(var_list=, var_names=)``;
+  semantics from tf_keras 2.21 ``tf_keras/src/optimizers/optimizer.py`` ``_use_weight_decay``:
+  each name is ``re.search``ed separately against ``variable.name``; any hit excludes.
+- ``model-garden``: TF Model Garden ``AdamWeightDecay`` (``official/modeling/optimization/
+  legacy_adamw.py`` ``_do_use_weight_decay(var.name)``): any ``include_in_weight_decay`` hit
+  decays, else any ``exclude_from_weight_decay`` hit excludes, else decays.
+
+Both see ``variable.name`` with the ``:0`` suffix. Emitted patterns are anchored: ``/L:0$``
+where every variable with leaf ``L`` is excluded, else the escaped full name. What they
+cannot express: variables whose name a scan does not know (positional leaves).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from decay_audit.errors import UsageError
+from decay_audit.inventory import VariableRecord
+from decay_audit.rules.interface import Applied, Emitted, Match, compile_pattern, require_list_of_strings, trainable
+
+
+def tf_name(record: VariableRecord) -> str:
+    return f"{record.path}:0"
+
+
+def _exclusion_patterns(records: Sequence[VariableRecord], decay: Sequence[bool]) -> tuple[list[str], list[str]]:
+    candidates = [(r, d) for r, d in zip(records, decay) if r.trainable]
+    by_leaf: dict[str, list[bool]] = {}
+    for record, decayed in candidates:
+        by_leaf.setdefault(record.leaf, []).append(decayed)
+    patterns, unexpressible = [], []
+    for record, decayed in candidates:
+        if decayed:
+            continue
+        if not record.leaf_known:
+            unexpressible.append(record.path)
+        elif not any(by_leaf[record.leaf]):
+            pattern = f"(^|/){re.escape(record.leaf)}:0$"
+            if pattern not in patterns:
+                patterns.append(pattern)
+        else:
+            patterns.append(f"^{re.escape(tf_name(record))}$")
+    return patterns, unexpressible
+
+
+def _matches(patterns: list[str], candidates: list[VariableRecord], decays: bool = False) -> list[Match]:
+    return [Match(p, tuple(r.path for r in candidates if re.search(p, tf_name(r))), decays) for p in patterns]
+
+
+class TfKerasTarget:
+    name = "tf-keras"
+    description = "tf_keras (Keras 2) optimizer.exclude_from_weight_decay(var_names=), full names with :0"
+    source = "tf_keras 2.21 tf_keras/src/optimizers/optimizer.py: exclude_from_weight_decay, _use_weight_decay"
+
+    def emit(self, records, decay) -> Emitted:
+        patterns, unexpressible = _exclusion_patterns(records, decay)
+        snippet = ("import json\noptimizer.exclude_from_weight_decay(var_names=json.load(open(PATH))"
+                   "[\"exclude_var_names\"])\n")
+        return Emitted({"exclude_var_names": patterns}, snippet=snippet, unexpressible=tuple(unexpressible))
+
+    def parse(self, document: Any, subject: str) -> list[str]:
+        if not isinstance(document, dict):
+            raise UsageError(subject, "rule file must be a JSON/YAML object")
+        names = require_list_of_strings(document.get("exclude_var_names"), "exclude_var_names", subject)
+        return self.from_var_names(names, subject)
+
+    def from_var_names(self, names: Sequence[str], subject: str = "--var-names") -> list[str]:
+        for name in names:
+            compile_pattern(name, subject)
+        return list(names)
+
+    def apply(self, rule: list[str], records: Sequence[VariableRecord]) -> Applied:
+        candidates = trainable(records)
+        excluded = frozenset(r.path for r in candidates if any(re.search(p, tf_name(r)) for p in rule))
+        return Applied(excluded, tuple(_matches(rule, candidates)))
+
+
+class ModelGardenTarget:
+    name = "model-garden"
+    description = "TF Model Garden AdamWeightDecay exclude_from_weight_decay / include_in_weight_decay"
+    source = "tensorflow/models official/modeling/optimization/legacy_adamw.py: _do_use_weight_decay"
+
+    def emit(self, records, decay) -> Emitted:
+        patterns, unexpressible = _exclusion_patterns(records, decay)
+        snippet = ("# optimizer config (YAML), e.g. in an experiment config:\n"
+                   "# optimizer:\n#   type: adamw\n#   adamw:\n#     exclude_from_weight_decay: [...see file...]\n")
+        return Emitted({"exclude_from_weight_decay": patterns, "include_in_weight_decay": []}, snippet=snippet,
+                       unexpressible=tuple(unexpressible))
+
+    def parse(self, document: Any, subject: str) -> dict[str, list[str]]:
+        if not isinstance(document, dict):
+            raise UsageError(subject, "rule file must be a JSON/YAML object")
+        rule = {key: require_list_of_strings(document.get(key), key, subject)
+                for key in ("exclude_from_weight_decay", "include_in_weight_decay")}
+        for pattern in rule["exclude_from_weight_decay"] + rule["include_in_weight_decay"]:
+            compile_pattern(pattern, subject)
+        return rule
+
+    def from_var_names(self, names: Sequence[str]) -> dict[str, list[str]]:
+        for name in names:
+            compile_pattern(name, "--var-names")
+        return {"exclude_from_weight_decay": list(names), "include_in_weight_decay": []}
+
+    def apply(self, rule: dict[str, list[str]], records: Sequence[VariableRecord]) -> Applied:
+        candidates = trainable(records)
+
+        def decays(record: VariableRecord) -> bool:
+            name = tf_name(record)
+            if any(re.search(p, name) for p in rule["include_in_weight_decay"]):
+                return True
+            return not any(re.search(p, name) for p in rule["exclude_from_weight_decay"])
+
+        excluded = frozenset(r.path for r in candidates if not decays(r))
+        matches = _matches(rule["exclude_from_weight_decay"], candidates)
+        matches += _matches(rule["include_in_weight_decay"], candidates, decays=True)
+        return Applied(excluded, tuple(matches))
