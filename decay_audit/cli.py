@@ -243,5 +243,92 @@ def check(model: Path, target: str, rules_file: Path | None, var_names: tuple[st
         sys.exit(EXIT_FINDINGS)
 
 
+class _OrderedExpectations(click.Command):
+    """Keeps --expect-decay / --expect-no-decay in command-line order, so later ones win."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ordered, index = [], 0
+        while index < len(args):
+            token = args[index]
+            for flag, decay in (("--expect-decay", True), ("--expect-no-decay", False)):
+                if token == flag and index + 1 < len(args):
+                    ordered.append((decay, args[index + 1]))
+                    index += 1
+                elif token.startswith(flag + "="):
+                    ordered.append((decay, token.split("=", 1)[1]))
+            index += 1
+        ctx.meta["ordered_expectations"] = ordered
+        return super().parse_args(ctx, args)
+
+
+@main.command(cls=_OrderedExpectations)
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--setup", "setup_spec", metavar="FILE.py:FUNCTION",
+              help="Import FILE (your own code, named explicitly) and call FUNCTION(): it returns a compiled "
+                   "keras.Model, a (model, optimizer) pair, or a dict with model, optimizer and optionally "
+                   "train_step(model, optimizer, x, y) and data_loss(y_true, y_pred).")
+@click.option("--optimizer", metavar="NAME", help="With MODEL: the optimizer to verify (adamw, adam, sgd, lion, "
+              "ftrl, ...). Without it, the optimizer saved in MODEL's compile config (what load_model gives).")
+@click.option("--learning-rate", type=float, help="With --optimizer (default 1e-3).")
+@click.option("--weight-decay", type=float, help="With --optimizer.")
+@click.option("--exclude-var-names", multiple=True, metavar="REGEX",
+              help="Passed to optimizer.exclude_from_weight_decay(var_names=...) (repeatable).")
+@click.option("--custom-module", "custom_modules", multiple=True, metavar="MODULE",
+              help="Import MODULE before rebuilding MODEL, for its custom classes. MODEL is rebuilt with "
+                   "safe_mode=True only: no Lambda bytecode, and no class from a module you did not name.")
+@policy_options
+@click.option("--rules", "rules_file", type=click.Path(path_type=Path),
+              help="Intent from a native rule file (decay-audit rules --target native).")
+@click.option("--expect-decay", multiple=True, metavar="GLOB", help="Variables (fnmatch on the path) that must decay.")
+@click.option("--expect-no-decay", multiple=True, metavar="GLOB",
+              help="Variables that must not decay. With --expect-decay, later ones win.")
+@click.option("--steps", type=click.IntRange(1, 1000), default=3, show_default=True,
+              help="Probe steps (raised to twice the gradient-accumulation steps when needed).")
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
+              help="Where to run the probe (default: the GPU when TensorFlow sees one).")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--junit", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write JUnit XML, one test case per variable.")
+@click.pass_context
+def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optimizer: str | None,
+           learning_rate: float | None, weight_decay: float | None, exclude_var_names: tuple[str, ...],
+           custom_modules: tuple[str, ...], preset: str, decay, no_decay, policy_file, rules_file: Path | None,
+           expect_decay, expect_no_decay, steps: int, device: str | None, output_format: str,
+           junit: Path | None) -> None:
+    """Measure, per variable, the decay a real training set-up applies; exit 1 where it differs from the intent.
+
+    Runs a short probe on synthetic batches: at every step, from one snapshot of all model
+    and optimizer state, the real step and its twin without decay; the difference is the
+    decay each variable received. The model's weights are restored afterwards.
+    """
+    if (model is None) == (setup_spec is None):
+        raise UsageError("verify", "give exactly one of MODEL or --setup FILE.py:FUNCTION")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter is not a report
+    if setup_spec and (optimizer or custom_modules):
+        raise UsageError("--setup", "--optimizer and --custom-module apply to MODEL, not to --setup")
+    from decay_audit.probe.setup import load_setup, setup_from_model_file
+    from decay_audit.report.verify_format import format_junit, format_verify_json, format_verify_table
+    from decay_audit.verify import verify as run_verify
+
+    if model is not None:
+        from decay_audit.loaders import load as load_inventory
+
+        load_inventory(model)  # a corrupt or hostile file fails here, before Keras sees it
+        training = setup_from_model_file(model, optimizer, learning_rate, weight_decay, exclude_var_names,
+                                         custom_modules)
+    else:
+        training = load_setup(setup_spec)
+
+    report = run_verify(training, steps=steps, preset=_policy(preset, decay, no_decay, policy_file),
+                        rules=rules_file, device=device, expect_decay=(),
+                        expect_no_decay=(), ordered_expectations=ctx.meta.get("ordered_expectations", ()))
+    text = format_verify_json(report) if output_format == "json" else format_verify_table(report)
+    click.echo(text, nl=False)
+    if junit is not None:
+        _write_output(format_junit(report), junit)
+    if not report.ok:
+        sys.exit(EXIT_FINDINGS)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
