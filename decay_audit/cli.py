@@ -303,7 +303,9 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
     """
     if (model is None) == (setup_spec is None):
         raise UsageError("verify", "give exactly one of MODEL or --setup FILE.py:FUNCTION")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter is not a report
+    from decay_audit.probe.quiet import import_tensorflow
+
+    import_tensorflow()  # TensorFlow's start-up chatter is not a report
     if setup_spec and (optimizer or custom_modules):
         raise UsageError("--setup", "--optimizer and --custom-module apply to MODEL, not to --setup")
     from decay_audit.probe.setup import load_setup, setup_from_model_file

@@ -63,7 +63,7 @@ class H5Node:
 
 
 def snapshot(h5: Any, subject: str, limits: Limits) -> H5Node:
-    """Copy the index of an open h5py File into H5Nodes, bounded by ``max_h5_objects``.
+    """Copy the index of an open h5py File into H5Nodes, bounded by ``max_objects``.
 
     Uses h5py's low-level API: ``h5o.visit`` lists objects without building a Python
     object per node (2 ms instead of 25 ms for ConvNeXtTiny's 474 objects).
@@ -75,7 +75,7 @@ def snapshot(h5: Any, subject: str, limits: Limits) -> H5Node:
 
     def visit(name: bytes, info: Any) -> None:
         listed.append((name, info.type))
-        limits.check("max_h5_objects", len(listed), subject)
+        limits.check("max_objects", len(listed), subject)
 
     h5py.h5o.visit(h5.id, visit, info=True)
     root = H5Node(path="", children={})
@@ -356,7 +356,7 @@ class KerasTreeWalker:
 
     def _count(self) -> None:
         self.visited += 1
-        self.limits.check("max_h5_objects", self.visited, self.subject)
+        self.limits.check("max_objects", self.visited, self.subject)
 
 
 def _attribute_order(layer: _Layer) -> list[str]:

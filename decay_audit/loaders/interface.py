@@ -40,10 +40,13 @@ class Limits:
     """Nesting depth of config.json (each nested layer adds about four levels)."""
     max_graph_bytes: int = 2 * 1024 * 1024 * 1024
     """saved_model.pb, which is read whole."""
-    max_variables: int = 1_000_000
+    max_variables: int = 100_000
     """Variables in one model."""
-    max_h5_objects: int = 2_000_000
-    """Groups and datasets visited in one h5 index."""
+    max_objects: int = 200_000
+    """Groups and datasets in one h5 index, or nodes in one SavedModel object graph
+    (ConvNeXtBase: about 1,000; a 7B-parameter LLM: a few thousand)."""
+    max_functions: int = 100_000
+    """Functions in a SavedModel's function library (read for graph-use evidence)."""
 
     def check(self, name: str, value: int, subject: str) -> None:
         limit = getattr(self, name)

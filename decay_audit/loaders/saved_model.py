@@ -69,7 +69,8 @@ def load_saved_model(directory: Path, limits: Limits) -> Inventory:
         limits.check("max_variables", len(variable_ids), str(pb_path))
         owners = _owners(nodes, variable_ids)
         layer_info = _layer_info(nodes, metadata)
-        uses = _graph_uses(graph_def, concrete, set(variable_ids)) if graph_def is not None else {}
+        uses = _graph_uses(graph_def, concrete, set(variable_ids), limits, str(pb_path)) \
+            if graph_def is not None else {}
     except ProtoDecodeError as exc:
         raise ModelLoadError(str(pb_path), f"corrupt protobuf ({exc})") from None
     records = [_record(node_id, nodes[node_id], paths[node_id], owners.get(node_id), layer_info,
@@ -113,7 +114,7 @@ def _object_graph(data: Any, limits: Limits, subject: str) -> tuple[list[_Node],
     for number, _, value in iter_fields(data):
         if number == 1:  # SavedObjectGraph.nodes
             nodes.append(_saved_object(value))
-            limits.check("max_h5_objects", len(nodes), subject)
+            limits.check("max_objects", len(nodes), subject)
         elif number == 2:  # concrete_functions map entry
             key, bound = "", []
             for entry_number, _, entry_value in iter_fields(value):
@@ -341,9 +342,10 @@ _PASS_THROUGH = frozenset({"Identity", "Cast", "IdentityN", "ReadVariableOp", "R
 _CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
 
 
-def _graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids: set[int]) -> dict[int, tuple[str, ...]]:
+def _graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids: set[int], limits: Limits,
+                subject: str) -> dict[int, tuple[str, ...]]:
     """Variable node id → sorted ``Op:input_position`` uses across the saved functions."""
-    functions = _functions(graph_def)
+    functions = _functions(graph_def, limits, subject)
     holds: dict[tuple[str, str], int] = {}  # (function, arg name) → variable id
     queue: deque[str] = deque()
     for fn_name, bound in concrete.items():
@@ -392,7 +394,7 @@ def _graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids:
     return {var: tuple(sorted(found)) for var, found in uses.items()}
 
 
-def _functions(graph_def: Any) -> dict[str, dict[str, Any]]:
+def _functions(graph_def: Any, limits: Limits, subject: str) -> dict[str, dict[str, Any]]:
     """FunctionDefs: name → {args, consumers: producer → [(op, input position, node, callee)]}."""
     functions: dict[str, dict[str, Any]] = {}
     for number, _, value in iter_fields(graph_def):
@@ -415,6 +417,7 @@ def _functions(graph_def: Any) -> dict[str, dict[str, Any]]:
                 elif fn_number == 3:  # node_def
                     _index_node(fn_field, consumers)
             functions[name] = {"args": args, "consumers": consumers}
+            limits.check("max_functions", len(functions), subject)
     return functions
 
 

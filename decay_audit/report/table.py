@@ -5,6 +5,8 @@ Both are one renderer with a different tabulate style, so they never drift apart
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tabulate import tabulate
 
 from decay_audit.audit import ScanReport, ScannedVariable
@@ -17,13 +19,13 @@ def _shape(variable: ScannedVariable) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in variable.record.shape) + ")"
 
 
-def _rows(report: ScanReport) -> list[tuple[str, ...]]:
+def _rows(report: ScanReport, cell: Callable[[object], str]) -> list[tuple[str, ...]]:
     rows = []
     groups: dict[tuple[str | None, str | None], list[ScannedVariable]] = {}
     for variable in report.variables:
         groups.setdefault((variable.record.layer, variable.record.layer_class), []).append(variable)
     for (layer, layer_class), members in groups.items():
-        label = safe_text(layer or "-") + (f" ({safe_text(layer_class)})" if layer_class else "")
+        label = cell(layer or "-") + (f" ({cell(layer_class)})" if layer_class else "")
         for index, variable in enumerate(members):
             classification = variable.classification
             evidence = classification.evidence[0] if classification.evidence else ""
@@ -31,17 +33,17 @@ def _rows(report: ScanReport) -> list[tuple[str, ...]]:
                 evidence += f" [conflict: {classification.conflicts[0]}]"
             rows.append((
                 label if index == 0 else "",
-                safe_text(variable.record.path),
+                cell(variable.record.path),
                 _shape(variable),
                 classification.kind.value,
                 "yes" if variable.decision.decay else "no",
                 classification.confidence.value,
-                safe_text(evidence),
+                cell(evidence),
             ))
     return rows
 
 
-def _summary(report: ScanReport, style: str) -> str:
+def _summary(report: ScanReport, style: str, cell: Callable[[object], str]) -> str:
     summary = report.summary()
     rows = [(k.kind.value, k.variables, f"{k.parameters:,}", k.decayed) for k in summary.per_kind]
     rows.append(("total", summary.variables, f"{summary.parameters:,}", summary.decayed_variables))
@@ -56,23 +58,27 @@ def _summary(report: ScanReport, style: str) -> str:
     ]
     for variable in report.variables:
         if variable.classification.conflicts:
-            lines.append(f"  conflict {safe_text(variable.record.path)}: "
-                         f"{safe_text('; '.join(variable.classification.conflicts))}")
+            lines.append(f"  conflict {cell(variable.record.path)}: "
+                         f"{cell('; '.join(variable.classification.conflicts))}")
     optimizer = report.inventory.optimizer
     if optimizer is not None and optimizer.weight_decay:
-        lines.append(f"saved optimizer: {safe_text(optimizer.class_name)} with weight_decay={optimizer.weight_decay}; "
+        lines.append(f"saved optimizer: {cell(optimizer.class_name)} with weight_decay={optimizer.weight_decay}; "
                      "exclusions are not saved, so after load_model it decays every variable")
     return "\n".join(lines)
 
 
-def _render(report: ScanReport, style: str, heading: str) -> str:
+def _render(report: ScanReport, style: str, heading: str, cell: Callable[[object], str] = safe_text) -> str:
     parts = [heading]
     for note in report.notes:
-        parts.append(f"note: {safe_text(note)}")
+        parts.append(f"note: {cell(note)}")
+    for dead in report.policy_findings.dead_overrides:
+        parts.append(f"warning: override {cell(dead)} matches no variable")
+    for conflict in report.policy_findings.conflicts:
+        parts.append(f"warning: {cell(conflict)}")
     parts.append("")
-    parts.append(tabulate(_rows(report), headers=_HEADERS, tablefmt=style))
+    parts.append(tabulate(_rows(report, cell), headers=_HEADERS, tablefmt=style, disable_numparse=True))
     parts.append("")
-    parts.append(_summary(report, style))
+    parts.append(_summary(report, style, cell))
     return "\n".join(parts) + "\n"
 
 
@@ -80,5 +86,11 @@ def format_table(report: ScanReport) -> str:
     return _render(report, "simple", f"{safe_text(report.source)} [{report.loader}]")
 
 
+def _markdown_cell(value: object) -> str:
+    """A "|" in a name from the file would split a Markdown table cell."""
+    return safe_text(value).replace("|", "\\|")
+
+
 def format_markdown(report: ScanReport) -> str:
-    return _render(report, "github", f"## decay-audit scan: `{safe_text(report.source)}` ({report.loader})")
+    return _render(report, "github", f"## decay-audit scan: `{_markdown_cell(report.source)}` ({report.loader})",
+                   cell=_markdown_cell)
