@@ -11,6 +11,7 @@ from typing import Any
 
 from decay_audit.errors import ModelLoadError
 from decay_audit.inventory import Inventory
+from decay_audit.loaders._isolate import load_isolated
 from decay_audit.loaders.interface import DEFAULT_LIMITS, Limits, LoaderName
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -86,7 +87,7 @@ def load(source: Any, limits: Limits = DEFAULT_LIMITS) -> Inventory:
         raise ModelLoadError(subject, "no such file or directory")
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
-            return _load_saved_model(path, limits)
+            return load_isolated(_load_saved_model, path, limits)
         candidates = _model_files_in(path)
         if len(candidates) != 1:
             found = ", ".join(c.name for c in candidates) or "none"
@@ -98,10 +99,10 @@ def load(source: Any, limits: Limits = DEFAULT_LIMITS) -> Inventory:
     except OSError as exc:
         raise ModelLoadError(subject, f"cannot read ({exc.strerror or exc})") from None
     if path.name == "saved_model.pb":
-        return _load_saved_model(path.parent, limits)
+        return load_isolated(_load_saved_model, path.parent, limits)
     for _, test, loader in SNIFFERS:
         if test(path, head):
-            return loader(path, limits)
+            return load_isolated(loader, path, limits)
     if not head:
         raise ModelLoadError(subject, "empty file")
     kinds = ", ".join(description for description, _, _ in SNIFFERS)

@@ -45,11 +45,12 @@ FORMATS = {
     "saved-model-tf-keras": SAMPLES / "tf_keras_savedmodel",
     "saved-model-module": SAMPLES / "tf_module_savedmodel",
 }
+# read-seconds below the per-case timeout: a file that hangs libhdf5 must be reported, not killed.
 COMMANDS = (
-    ["scan", "{path}", "--format", "json"],
-    ["scan", "{path}"],
-    ["rules", "{path}", "--target", "native"],
-    ["check", "{path}", "--target", "keras", "--var-names", "bias"],
+    ["scan", "{path}", "--format", "json", "--limit", "read-seconds=10"],
+    ["scan", "{path}", "--limit", "read-seconds=10"],
+    ["rules", "{path}", "--target", "native", "--limit", "read-seconds=10"],
+    ["check", "{path}", "--target", "keras", "--var-names", "bias", "--limit", "read-seconds=10"],
 )
 
 

@@ -1,0 +1,138 @@
+"""Read a model file in a child process: a hang or a memory blow-up in a C library is
+the child's problem, reported as one line, never the caller's.
+
+Fuzzing found HDF5 files whose corrupt attribute heap makes libhdf5 loop forever inside
+one C call (h5py attribute read), where no Python signal can interrupt it. The child is
+forked (no interpreter start-up, so a scan stays fast) when the process has not imported
+TensorFlow, whose threads make fork unsafe; otherwise it is spawned. Its address space is
+capped, and the parent waits at most ``read_seconds``.
+
+The child sends back JSON, not pickles: nothing crossing the boundary is executable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from decay_audit.errors import DecayAuditError, LimitExceededError, ModelLoadError
+from decay_audit.inventory import Inventory, OptimizerConfig, VariableRecord
+from decay_audit.loaders.interface import Limits
+
+
+def _encode(inventory: Inventory) -> bytes:
+    return json.dumps({"ok": dataclasses.asdict(inventory)}, default=str).encode()
+
+
+def _decode(payload: dict) -> Inventory:
+    records = tuple(
+        VariableRecord(**{**record, "shape": tuple(record["shape"]), "parent_classes": tuple(record["parent_classes"]),
+                          "graph_uses": tuple(record["graph_uses"])})
+        for record in payload["records"])
+    optimizer = OptimizerConfig(**payload["optimizer"]) if payload.get("optimizer") else None
+    return Inventory(source=payload["source"], loader=payload["loader"], records=records,
+                     notes=tuple(payload["notes"]), model_name=payload.get("model_name"), optimizer=optimizer)
+
+
+def _child(loader: Callable[[Path, Limits], Inventory], path: Path, limits: Limits, write_fd: int) -> None:
+    code = 0
+    try:
+        memory = limits.max_memory_mib << 20
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        payload = _encode(loader(path, limits))
+    except DecayAuditError as exc:
+        payload = json.dumps({"error": [type(exc).__name__, exc.subject, exc.problem]}).encode()
+    except MemoryError:
+        payload = json.dumps({"error": ["LimitExceededError", str(path),
+                                        f"reading needed more than {limits.max_memory_mib} MiB "
+                                        "(raise it with --limit memory-mib=N)"]}).encode()
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        payload = json.dumps({"error": ["ModelLoadError", str(path), f"unreadable ({type(exc).__name__}: {text})"]}).encode()
+        code = 1
+    view = memoryview(payload)
+    while view:
+        written = os.write(write_fd, view)
+        view = view[written:]
+    os.close(write_fd)
+    os._exit(code)
+
+
+_ERRORS = {"LimitExceededError": LimitExceededError, "ModelLoadError": ModelLoadError}
+
+
+def load_isolated(loader: Callable[[Path, Limits], Inventory], path: Path, limits: Limits) -> Inventory:
+    if not hasattr(os, "fork") or "tensorflow" in sys.modules or limits.read_seconds <= 0:
+        return _load_spawned(loader, path, limits) if hasattr(os, "fork") and limits.read_seconds > 0 \
+            else loader(path, limits)
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _child(loader, path, limits, write_fd)
+    os.close(write_fd)
+    return _collect(pid, read_fd, path, limits)
+
+
+def _collect(pid: int, read_fd: int, path: Path, limits: Limits) -> Inventory:
+    chunks, deadline = [], time.monotonic() + limits.read_seconds
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                os.kill(pid, signal.SIGKILL)
+                raise LimitExceededError(str(path), f"reading took longer than {limits.read_seconds} s "
+                                                    "(a corrupt file?); raise it with --limit read-seconds=N")
+            ready, _, _ = select.select([read_fd], [], [], min(remaining, 0.5))
+            if ready:
+                chunk = os.read(read_fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+        os.waitpid(pid, 0)
+    return _result(b"".join(chunks), path, limits)
+
+
+def _result(data: bytes, path: Path, limits: Limits) -> Inventory:
+    if not data:
+        raise ModelLoadError(str(path), f"the reader died (memory over {limits.max_memory_mib} MiB, or a crash in "
+                                        "a C library); raise memory with --limit memory-mib=N")
+    message = json.loads(data)
+    if "error" in message:
+        kind, subject, problem = message["error"]
+        raise _ERRORS.get(kind, ModelLoadError)(subject, problem)
+    return _decode(message["ok"])
+
+
+def _spawned_entry(loader_name: str, path: str, limits_json: str, write_fd: int) -> None:
+    from decay_audit import loaders
+
+    limits = Limits(**json.loads(limits_json))
+    _child(getattr(loaders, loader_name), Path(path), limits, write_fd)
+
+
+def _load_spawned(loader: Callable[[Path, Limits], Inventory], path: Path, limits: Limits) -> Inventory:
+    """For processes that imported TensorFlow: a fresh interpreter instead of fork."""
+    import subprocess
+
+    read_fd, write_fd = os.pipe()
+    code = ("import sys; from decay_audit.loaders._isolate import _spawned_entry; "
+            "_spawned_entry(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))")
+    process = subprocess.Popen([sys.executable, "-c", code, loader.__name__, str(path),
+                                json.dumps(dataclasses.asdict(limits)), str(write_fd)], pass_fds=(write_fd,),
+                               stdin=subprocess.DEVNULL)
+    os.close(write_fd)
+    return _collect(process.pid, read_fd, path, limits)
