@@ -18,11 +18,14 @@ from typing import Any
 
 from decay_audit.errors import ModelLoadError
 from decay_audit.inventory import VariableRecord
+from decay_audit.kinds import Kind
 from decay_audit.keras_layers import (
+    LAYER_VARIABLES,
     NON_SCOPING_CONTAINERS,
     SUBLAYER_ATTRIBUTES,
     SUBLAYER_CLASS_BY_PARENT,
     SUBLAYER_CONFIG_BY_PARENT,
+    VariableSlot,
     keras_class_name_candidates,
     slots_for,
     slots_for_count,
@@ -207,6 +210,7 @@ class KerasTreeWalker:
         self.limits = limits
         self.visited = 0
         self.records: list[VariableRecord] = []
+        self.notes: list[str] = []
 
     def walk_model(self, h5: Any, model_entry: Mapping[str, Any] | None) -> list[VariableRecord]:
         """Records for every variable under ``h5`` (an open h5py File), with the model's config entry."""
@@ -333,6 +337,9 @@ class KerasTreeWalker:
             slots = slots_for(layer.class_name, layer.config)
         elif layer.hint is not None:
             slots = slots_for_count(layer.hint, len(datasets))
+        if slots is None and layer.builtin and layer.entry is not None and layer.class_name not in LAYER_VARIABLES \
+                and layer.entry.get("module") == "keras.layers":
+            slots = self._built_slots(layer)
         if slots is not None and len(slots) != len(datasets):
             slots = None
         for position, (_, key, dataset) in enumerate(datasets):
@@ -353,6 +360,33 @@ class KerasTreeWalker:
                 class_hint=layer.hint if slot is not None else layer.hint,
                 layer_config=dict(layer.config) if layer.config else None,
             ))
+
+    def _built_slots(self, layer: _Layer) -> tuple[VariableSlot, ...] | None:
+        """A public Keras layer class this table does not know (newer Keras): build it, alone,
+        from its config and build_config, to learn its variable order. Keras' own code only:
+        the class comes from ``keras.layers`` and is deserialised with safe_mode=True."""
+        try:
+            from decay_audit.probe.quiet import import_tensorflow
+
+            import_tensorflow()
+            import keras
+
+            entry = dict(layer.entry)
+            built = keras.saving.deserialize_keras_object(
+                {k: entry[k] for k in ("module", "class_name", "config", "registered_name") if k in entry},
+                safe_mode=True)
+            if type(built).__module__.split(".")[0] != "keras":
+                return None
+            build_config = entry.get("build_config")
+            if isinstance(build_config, Mapping):
+                built.build_from_config(build_config)
+            variables = list(built._trainable_variables) + list(built._non_trainable_variables)
+        except Exception:  # noqa: BLE001 - the fallback is evidence only; positions remain
+            return None
+        self.notes.append(f"Keras class {layer.class_name} is not in decay-audit's table: built it from its "
+                          "config to learn its variable order")
+        return tuple(VariableSlot(v.name, Kind.OTHER, "variable of a Keras class built to learn its order",
+                                  trainable=bool(v.trainable)) for v in variables)
 
     def _count(self) -> None:
         self.visited += 1

@@ -63,6 +63,7 @@ def load_keras_zip(path: Path, limits: Limits) -> Inventory:
             with open_h5(source, f"{subject}:{WEIGHTS_MEMBER}") as h5:
                 records = walker.walk_model(h5, model_entry)
             source.close()
+    notes.extend(walker.notes)
     notes.extend(_unknown_class_notes(model_entry))
     config = model_entry.get("config") if isinstance(model_entry.get("config"), Mapping) else {}
     return Inventory(
