@@ -5,7 +5,14 @@ from __future__ import annotations
 import enum
 
 
-class Kind(str, enum.Enum):
+class TextEnum(str, enum.Enum):
+    """A str Enum that prints as its value: one vocabulary for CLI strings, JSON and the API."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Kind(TextEnum):
     """What a variable is, as far as weight decay is concerned."""
 
     KERNEL = "kernel"
@@ -23,17 +30,11 @@ class Kind(str, enum.Enum):
     OTHER = "other"
     """Nothing known says what it is."""
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Confidence(str, enum.Enum):
+class Confidence(TextEnum):
     HIGH = "high"
     """The owning layer is a known class and the variable's role in it is known."""
     MEDIUM = "medium"
     """Strong conventions (leaf name, graph use, class name) agree, but the class itself is not known."""
     LOW = "low"
     """Only shape or position speaks for the verdict."""
-
-    def __str__(self) -> str:
-        return self.value

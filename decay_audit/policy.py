@@ -8,7 +8,6 @@ both are how hand-written exclusion lists go wrong.
 
 from __future__ import annotations
 
-import enum
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,10 +18,10 @@ from typing import Any
 from decay_audit.classify import Classification
 from decay_audit.errors import UsageError
 from decay_audit.inventory import VariableRecord
-from decay_audit.kinds import Kind
+from decay_audit.kinds import Kind, TextEnum
 
 
-class Preset(str, enum.Enum):
+class Preset(TextEnum):
     """Named decay policies, each the convention of a well-known code base."""
 
     KERNELS_ONLY = "kernels-only"
@@ -35,8 +34,6 @@ class Preset(str, enum.Enum):
     DECAY_ALL = "decay-all"
     """Decay every trainable variable: what a plain Keras optimizer with ``weight_decay`` does."""
 
-    def __str__(self) -> str:
-        return self.value
 
 
 def _preset_decays(preset: Preset, record: VariableRecord, classification: Classification) -> bool:
@@ -50,12 +47,10 @@ def _preset_decays(preset: Preset, record: VariableRecord, classification: Class
     return True
 
 
-class Action(str, enum.Enum):
+class Action(TextEnum):
     DECAY = "decay"
     NO_DECAY = "no-decay"
 
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ and every disagreement with the policy becomes a finding.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from decay_audit.audit import ScanReport
+from decay_audit.kinds import TextEnum
 from decay_audit.rules import TargetName, get_target
 
 
@@ -53,7 +53,7 @@ def emit_rules(report: ScanReport, target: str | TargetName) -> RuleEmission:
     return RuleEmission(tool.name, emitted.document, emitted.snippet, wrong, emitted.unexpressible)
 
 
-class FindingKind(str, enum.Enum):
+class FindingKind(TextEnum):
     DEAD_PATTERN = "dead-pattern"
     OVER_BROAD = "over-broad"
     DECAYED_AGAINST_POLICY = "decayed-against-policy"
@@ -61,8 +61,6 @@ class FindingKind(str, enum.Enum):
     SAVED_OPTIMIZER = "saved-optimizer-decays-all"
     POLICY = "policy"
 
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import enum
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from decay_audit.errors import LimitExceededError, ModelLoadError
+from decay_audit.kinds import TextEnum
 
 
-class LoaderName(str, enum.Enum):
+class LoaderName(TextEnum):
     """Which reader produced an inventory; shown as ``loader`` in every report."""
 
     KERAS_ZIP = "keras-zip"
@@ -21,8 +21,6 @@ class LoaderName(str, enum.Enum):
     LIVE_KERAS = "live-keras"
     LIVE_MODULE = "live-tf-module"
 
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

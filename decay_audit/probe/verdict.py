@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 import numpy as np
 
+from decay_audit.kinds import TextEnum
 from decay_audit.probe.twin import ProbeRun, StepDelta
 
 # Optimizers whose update reads the variable's value, so the decayed value changes the
@@ -14,7 +14,7 @@ from decay_audit.probe.twin import ProbeRun, StepDelta
 VALUE_DEPENDENT_UPDATES = frozenset({"Ftrl", "Lamb", "Adafactor", "Muon"})
 
 
-class Outcome(str, enum.Enum):
+class Outcome(TextEnum):
     OK = "ok"
     DOUBLE_DECAY = "double-decay"
     """Both decoupled (optimizer) and coupled (penalty in the loss) decay on one variable."""
@@ -24,8 +24,6 @@ class Outcome(str, enum.Enum):
     RATE_MISMATCH = "rate-mismatch"
     """Decoupled decay present, but not lr_t * weight_decay * w."""
 
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 
 from decay_audit.audit import ScanReport
+from decay_audit.kinds import TextEnum
 
 
-class OutputFormat(str, enum.Enum):
+class OutputFormat(TextEnum):
     TABLE = "table"
     JSON = "json"
     CSV = "csv"
     MARKDOWN = "markdown"
 
-    def __str__(self) -> str:
-        return self.value
 
     def render(self, report: ScanReport) -> str:
         return _formatter(self)(report)

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import enum
 
 from decay_audit.errors import UsageError
+from decay_audit.kinds import TextEnum
 from decay_audit.rules.interface import Target
 
 
-class TargetName(str, enum.Enum):
+class TargetName(TextEnum):
     NATIVE = "native"
     KERAS = "keras"
     TF_KERAS = "tf-keras"
     MODEL_GARDEN = "model-garden"
     OPTAX = "optax"
 
-    def __str__(self) -> str:
-        return self.value
 
 
 def get_target(name: str | TargetName, keras_backend: str | None = None) -> Target:

@@ -59,6 +59,30 @@ class Target(Protocol):
     def apply(self, rule: Any, records: Sequence[VariableRecord]) -> Applied: ...
 
 
+@dataclass(frozen=True)
+class Exclusion:
+    """One trainable variable the policy excludes, and how a name-matching tool could select it."""
+
+    record: VariableRecord
+    whole_leaf: bool
+    """Every trainable variable with this leaf is excluded: one leaf pattern selects exactly them."""
+
+
+def exclusions(records: Sequence[VariableRecord], decay: Sequence[bool]) -> tuple[list[Exclusion], list[str]]:
+    """Excluded trainable variables in order, and the paths no name can select (leaf unknown)."""
+    candidates = [(r, d) for r, d in zip(records, decay) if r.trainable]
+    decayed_leaves = {r.leaf for r, d in candidates if d}
+    found, unexpressible = [], []
+    for record, decayed in candidates:
+        if decayed:
+            continue
+        if not record.leaf_known:
+            unexpressible.append(record.path)
+        else:
+            found.append(Exclusion(record, record.leaf not in decayed_leaves))
+    return found, unexpressible
+
+
 def compile_pattern(pattern: str, subject: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)

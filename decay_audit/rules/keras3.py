@@ -28,12 +28,14 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from decay_audit.errors import UsageError
 from decay_audit.inventory import VariableRecord
 from decay_audit.rules.interface import (
     Applied,
     Emitted,
     Match,
     compile_pattern,
+    exclusions,
     require_list_of_strings,
     trainable,
 )
@@ -67,27 +69,22 @@ class Keras3Target:
         self.backend = backend
 
     def emit(self, records: Sequence[VariableRecord], decay: Sequence[bool]) -> Emitted:
-        candidates = [(r, d) for r, d in zip(records, decay) if r.trainable]
-        excluded = [r for r, d in candidates if not d]
-        by_leaf: dict[str, list[bool]] = {}
-        for record, decayed in candidates:
-            by_leaf.setdefault(record.leaf, []).append(decayed)
-        names, paths, unexpressible = [], [], []
-        for record in excluded:
-            if not record.leaf_known:
-                unexpressible.append(record.path)
-            elif not any(by_leaf[record.leaf]):
-                pattern = f"(^|/){re.escape(record.leaf)}(:0)?$"
+        found, unexpressible = exclusions(records, decay)
+        names: list[str] = []
+        paths: list[str] = []
+        for exclusion in found:
+            if exclusion.whole_leaf:
+                pattern = f"(^|/){re.escape(exclusion.record.leaf)}(:0)?$"
                 if pattern not in names:
                     names.append(pattern)
             else:
-                paths.append(record.path)
+                paths.append(exclusion.record.path)
         return Emitted({"exclude_var_names": names, "exclude_paths": paths}, snippet=SNIPPET,
                        unexpressible=tuple(unexpressible))
 
     def parse(self, document: Any, subject: str) -> dict[str, list[str]]:
         if not isinstance(document, dict):
-            raise_type(subject)
+            raise UsageError(subject, "rule file must be a JSON/YAML object")
         rule = {"exclude_var_names": require_list_of_strings(document.get("exclude_var_names"), "exclude_var_names", subject),
                 "exclude_paths": require_list_of_strings(document.get("exclude_paths"), "exclude_paths", subject)}
         self._joined(rule["exclude_var_names"], subject)
@@ -117,8 +114,3 @@ class Keras3Target:
                     for path in rule["exclude_paths"]]
         return Applied(excluded, tuple(matches))
 
-
-def raise_type(subject: str) -> None:
-    from decay_audit.errors import UsageError
-
-    raise UsageError(subject, "rule file must be a JSON/YAML object")

@@ -20,7 +20,15 @@ from typing import Any
 
 from decay_audit.errors import UsageError
 from decay_audit.inventory import VariableRecord
-from decay_audit.rules.interface import Applied, Emitted, Match, compile_pattern, require_list_of_strings, trainable
+from decay_audit.rules.interface import (
+    Applied,
+    Emitted,
+    Match,
+    compile_pattern,
+    exclusions,
+    require_list_of_strings,
+    trainable,
+)
 
 
 def tf_name(record: VariableRecord) -> str:
@@ -28,22 +36,15 @@ def tf_name(record: VariableRecord) -> str:
 
 
 def _exclusion_patterns(records: Sequence[VariableRecord], decay: Sequence[bool]) -> tuple[list[str], list[str]]:
-    candidates = [(r, d) for r, d in zip(records, decay) if r.trainable]
-    by_leaf: dict[str, list[bool]] = {}
-    for record, decayed in candidates:
-        by_leaf.setdefault(record.leaf, []).append(decayed)
-    patterns, unexpressible = [], []
-    for record, decayed in candidates:
-        if decayed:
-            continue
-        if not record.leaf_known:
-            unexpressible.append(record.path)
-        elif not any(by_leaf[record.leaf]):
-            pattern = f"(^|/){re.escape(record.leaf)}:0$"
+    found, unexpressible = exclusions(records, decay)
+    patterns: list[str] = []
+    for exclusion in found:
+        if exclusion.whole_leaf:
+            pattern = f"(^|/){re.escape(exclusion.record.leaf)}:0$"
             if pattern not in patterns:
                 patterns.append(pattern)
         else:
-            patterns.append(f"^{re.escape(tf_name(record))}$")
+            patterns.append(f"^{re.escape(tf_name(exclusion.record))}$")
     return patterns, unexpressible
 
 
