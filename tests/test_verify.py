@@ -230,3 +230,15 @@ def test_mirrored_strategy_with_two_logical_cpus():
                             env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "True ['dense1/bias', 'dense2/bias']"
+
+
+def test_int_inputs_sparse_labels_and_two_heads():
+    inputs = keras.Input((6,), dtype="int32")
+    hidden = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(50, 8, name="embed")(inputs))
+    model = keras.Model(inputs, [keras.layers.Dense(5, name="a")(hidden), keras.layers.Dense(3, name="b")(hidden)])
+    optimizer = keras.optimizers.AdamW(1e-2, weight_decay=0.1)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "embeddings"])
+    model.compile(optimizer=optimizer, loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), "mse"])
+    report = verify(model)
+    assert report.ok, report.mismatches
+    assert outcomes(report)["embed/embeddings"] is Outcome.OK

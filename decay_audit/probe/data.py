@@ -40,13 +40,29 @@ def synthetic_batch(model: Any, batch_size: int, rng: np.random.Generator) -> tu
             xs.append(rng.normal(size=concrete).astype("float32"))
     x = xs[0] if len(xs) == 1 else xs
     y_pred = model(x, training=False)
-    y_pred = y_pred[0] if isinstance(y_pred, (list, tuple)) else y_pred
+    loss = getattr(model, "loss", None)
+    if isinstance(y_pred, dict):
+        return x, {key: _target(value, _loss_name(loss, key), rng) for key, value in y_pred.items()}
+    if isinstance(y_pred, (list, tuple)):
+        return x, [_target(value, _loss_name(loss, index), rng) for index, value in enumerate(y_pred)]
+    return x, _target(y_pred, _loss_name(loss, 0), rng)
+
+
+def _loss_name(loss: Any, key: Any) -> str:
+    """The compiled loss of one output, by position (list) or name (dict), as lower-case text."""
+    if isinstance(loss, dict):
+        loss = loss.get(key)
+    elif isinstance(loss, (list, tuple)):
+        loss = loss[key] if isinstance(key, int) and key < len(loss) else None
+    name = loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__) if loss is not None else ""
+    return name.lower()
+
+
+def _target(y_pred: Any, loss_name: str, rng: np.random.Generator) -> np.ndarray:
+    """A target the loss accepts: class ids for sparse losses, probabilities for cross-entropies."""
     shape = tuple(int(d) for d in y_pred.shape)
-    loss_name = str(getattr(model, "loss", "") or "").lower()
     if "sparse" in loss_name:
-        y = rng.integers(0, max(shape[-1], 1), size=shape[:-1]).astype("int32")
-    elif "entropy" in loss_name or "hinge" in loss_name:
-        y = rng.uniform(0, 1, size=shape).astype("float32")
-    else:
-        y = rng.normal(size=shape).astype("float32")
-    return x, y
+        return rng.integers(0, max(shape[-1], 1), size=shape[:-1]).astype("int32")
+    if "entropy" in loss_name or "hinge" in loss_name:
+        return rng.uniform(0, 1, size=shape).astype("float32")
+    return rng.normal(size=shape).astype("float32")
