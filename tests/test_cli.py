@@ -119,8 +119,10 @@ def test_scan_never_imports_tensorflow_or_keras():
     code = textwrap.dedent(f"""
         import sys
         import decay_audit
+        in_process = decay_audit.Limits(read_seconds=0)  # read here, not in a child, so imports show
         for sample in ("seed.keras", "zoo.keras", "seed.h5", "seed.weights.h5", "seed_export",
                        "tf_keras_savedmodel", "tf_module_savedmodel"):
+            decay_audit.scan({str(SAMPLES)!r} + "/" + sample, limits=in_process)
             decay_audit.scan({str(SAMPLES)!r} + "/" + sample)
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))
         print(heavy)

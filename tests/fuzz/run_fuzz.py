@@ -161,7 +161,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="decay-audit-fuzz-"))
-    stats = {"cases": {}, "failures": [], "slowest": (0.0, ""), "peak_rss_mib": 0.0}
+    stats = {"cases": {}, "failures": [], "slowest": (0.0, ""), "peak_rss_mib": 0.0, "peak_case": ""}
     try:
         for name, sample in FORMATS.items():
             stats["cases"][name] = fuzz_format(name, sample, work, stats, args)
@@ -204,7 +204,12 @@ def fuzz_format(name: str, sample: Path, work: Path, stats: dict, args: argparse
         problem = judge(result, str(path))
         if result["seconds"] > stats["slowest"][0]:
             stats["slowest"] = (round(result["seconds"], 3), f"{name} {' '.join(command[:1])}")
-        stats["peak_rss_mib"] = max(stats["peak_rss_mib"], result["rss_mib"])
+        if result["rss_mib"] > stats["peak_rss_mib"]:
+            stats["peak_rss_mib"] = result["rss_mib"]
+            kept = work.parent / "decay-audit-fuzz-peak-memory"
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(case_dir, kept)
+            stats["peak_case"] = f"{name}: {' '.join(arguments)}"
         if problem:
             kept = work.parent / f"decay-audit-fuzz-failure-{name}-{counter['n']}"
             shutil.copytree(case_dir, kept, dirs_exist_ok=True)
