@@ -272,3 +272,32 @@ def test_hostile_names_in_verify_outputs():
     assert "\\x1b" in case.get("name") and "\x1b" not in junit
     for text in (format_verify_table(report), format_verify_json(report)):
         assert "\x1b" not in text and "\x07" not in text
+
+
+# -- regressions found by the long fuzz run --------------------------------------------------------------
+
+FUZZ_FIXTURES = REPO / "tests" / "fixtures" / "fuzz"
+
+
+def test_hdf5_infinite_loop_is_bounded_by_read_seconds():
+    """A mutated seed.h5 on which libhdf5 loops forever inside one attribute read."""
+    start = time.perf_counter()
+    result = run_cli("scan", str(FUZZ_FIXTURES / "hdf5_loop.h5"), "--limit", "read-seconds=3")
+    _one_line_error(result, "hdf5_loop.h5", "read-seconds")
+    assert time.perf_counter() - start < 30
+
+
+def test_hdf5_heap_bomb_is_bounded_by_memory():
+    """A mutated tf_keras.h5 whose corrupt global heap makes libhdf5 allocate ~4 GiB."""
+    code = textwrap.dedent(f"""
+        import resource, subprocess, sys
+        result = subprocess.run([sys.executable, "-m", "decay_audit.cli", "scan",
+                                 {str(FUZZ_FIXTURES / 'heap_bomb.h5')!r}], capture_output=True, text=True)
+        print(result.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
+        print(result.stderr.strip())
+    """)
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    first, message = output.splitlines()[0], output.splitlines()[1]
+    code_text, peak_mib = first.split()
+    assert code_text == "2" and "heap_bomb.h5" in message
+    assert int(peak_mib) < 1100  # the reader's 1 GiB cap, not the 4 GiB the file asks for

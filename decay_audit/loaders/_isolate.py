@@ -47,7 +47,8 @@ def _child(loader: Callable[[Path, Limits], Inventory], path: Path, limits: Limi
     code = 0
     try:
         memory = limits.max_memory_mib << 20
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (memory, hard))  # soft: see allow_tensorflow_import
         payload = _encode(loader(path, limits))
     except DecayAuditError as exc:
         payload = json.dumps({"error": [type(exc).__name__, exc.subject, exc.problem]}).encode()
@@ -65,6 +66,20 @@ def _child(loader: Callable[[Path, Limits], Inventory], path: Path, limits: Limi
         view = view[written:]
     os.close(write_fd)
     os._exit(code)
+
+
+TENSORFLOW_IMPORT_MIB = 4096
+
+
+def allow_tensorflow_import() -> None:
+    """Importing TensorFlow maps about 1.5 GiB of address space, more than a reader needs
+    (ConvNeXtBase: 48 MiB). The one reader path that imports it (building a public Keras
+    layer class to learn its variable order) raises the soft cap for that import only;
+    parsing the file itself stays under ``memory-mib``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    wanted = TENSORFLOW_IMPORT_MIB << 20
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_AS, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
 
 
 _ERRORS = {"LimitExceededError": LimitExceededError, "ModelLoadError": ModelLoadError}

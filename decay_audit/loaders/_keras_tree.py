@@ -366,8 +366,10 @@ class KerasTreeWalker:
         from its config and build_config, to learn its variable order. Keras' own code only:
         the class comes from ``keras.layers`` and is deserialised with safe_mode=True."""
         try:
+            from decay_audit.loaders._isolate import allow_tensorflow_import
             from decay_audit.probe.quiet import import_tensorflow
 
+            allow_tensorflow_import()
             import_tensorflow()
             import keras
 

@@ -43,8 +43,9 @@ class Limits:
     max_objects: int = 200_000
     """Groups and datasets in one h5 index, or nodes in one SavedModel object graph
     (ConvNeXtBase: about 1,000; a 7B-parameter LLM: a few thousand)."""
-    max_memory_mib: int = 4096
-    """Address space of the process that reads a file (a bound, not a reservation)."""
+    max_memory_mib: int = 1024
+    """Address space of the process that parses a file (a bound, not a reservation). Fuzzing found
+    .h5 files whose corrupt global heap makes libhdf5 allocate ~4 GiB before failing."""
     read_seconds: int = 60
     """Wall time allowed to read one file; 0 reads in-process without isolation."""
     max_functions: int = 100_000
