@@ -144,11 +144,18 @@ def scan(model: Path, output_format: str, output: Path | None, preset: str, deca
     MODEL is a .keras file, a legacy .h5 or .weights.h5, a SavedModel directory,
     or a directory that holds exactly one of these.
     """
-    from decay_audit.audit import scan as run_scan
-    from decay_audit.report import OutputFormat
+    from decay_audit.loaders import start_load
 
-    policy = _policy(preset, decay, no_decay, policy_file)
-    report = run_scan(model, preset=policy, limits=_limits(limits))
+    pending = start_load(model, _limits(limits))  # the reader child works while the next stages import
+    try:
+        from decay_audit.audit import scan_inventory
+        from decay_audit.report import OutputFormat
+
+        policy = _policy(preset, decay, no_decay, policy_file)
+    except BaseException:
+        pending.cancel()
+        raise
+    report = scan_inventory(pending.result(), policy)
     _write_output(OutputFormat(output_format).render(report), output)
     summary = report.summary()
     problems = summary.low_confidence + summary.conflicting + len(report.policy_findings.dead_overrides)

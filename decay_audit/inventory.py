@@ -43,8 +43,6 @@ class VariableRecord:
     """How a saved computation graph consumes the variable, e.g. ``MatMul:1`` (op and input position)."""
     class_hint: str | None = None
     """A class guessed from naming conventions when no config says it (``batch_normalization_2`` → BatchNormalization)."""
-    layer_config: Any = field(default=None, compare=False, repr=False)
-    """The owning layer's config (a dict), when the source has it."""
 
     @property
     def size(self) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 from decay_audit.errors import ModelLoadError
 from decay_audit.inventory import Inventory
-from decay_audit.loaders._isolate import load_isolated
+from decay_audit.loaders._isolate import PendingLoad, start_isolated
 from decay_audit.loaders.interface import DEFAULT_LIMITS, Limits, LoaderName
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -77,36 +77,41 @@ def _sniff_file(path: Path) -> Callable[[Path, Limits], Inventory] | None:
 
 def load(source: Any, limits: Limits = DEFAULT_LIMITS) -> Inventory:
     """Inventory of a model file, a SavedModel directory, a directory holding one model, or a live model."""
+    return start_load(source, limits).result()
+
+
+def start_load(source: Any, limits: Limits = DEFAULT_LIMITS) -> PendingLoad:
+    """Start reading; files are read in a bounded child process (see loaders._isolate)."""
     if not isinstance(source, (str, Path)):
         from decay_audit.loaders.live import load_live
 
-        return load_live(source)
+        return PendingLoad(Path("."), limits, done=lambda: load_live(source))
     path = Path(source)
     subject = str(path)
     if not path.exists():
         raise ModelLoadError(subject, "no such file or directory")
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
-            return load_isolated(_load_saved_model, path, limits)
+            return start_isolated(_load_saved_model, path, limits)
         candidates = _model_files_in(path)
         if len(candidates) != 1:
             found = ", ".join(c.name for c in candidates) or "none"
             raise ModelLoadError(subject, f"directory must hold exactly one model, found {len(candidates)} ({found})")
-        return load(candidates[0], limits)
+        return start_load(candidates[0], limits)
     try:
         with open(path, "rb") as handle:
             head = handle.read(4096)
     except OSError as exc:
         raise ModelLoadError(subject, f"cannot read ({exc.strerror or exc})") from None
     if path.name == "saved_model.pb":
-        return load_isolated(_load_saved_model, path.parent, limits)
+        return start_isolated(_load_saved_model, path.parent, limits)
     for _, test, loader in SNIFFERS:
         if test(path, head):
-            return load_isolated(loader, path, limits)
+            return start_isolated(loader, path, limits)
     if not head:
         raise ModelLoadError(subject, "empty file")
     kinds = ", ".join(description for description, _, _ in SNIFFERS)
     raise ModelLoadError(subject, f"not a recognised model format (expected {kinds}, or a SavedModel directory)")
 
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "LoaderName", "load"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "LoaderName", "PendingLoad", "load", "start_load"]

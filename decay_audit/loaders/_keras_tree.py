@@ -358,7 +358,6 @@ class KerasTreeWalker:
                 parent_classes=tuple(c for c in layer.parents if c != "?"),
                 layer_builtin=layer.builtin,
                 class_hint=layer.hint if slot is not None else layer.hint,
-                layer_config=dict(layer.config) if layer.config else None,
             ))
 
     def _built_slots(self, layer: _Layer) -> tuple[VariableSlot, ...] | None:

@@ -139,5 +139,4 @@ def _legacy_record(weight_name: str, top_layer: str, dataset: Any, index: Mappin
         layer_builtin=is_builtin_entry(entry) or (entry is not None and "module" not in entry
                                                   and isinstance(class_name, str)),
         class_hint=hint,
-        layer_config=dict(config) if isinstance(config, Mapping) else None,
     )

@@ -97,7 +97,6 @@ def _keras_record(variable: Any, layer: Any, parents: tuple[str, ...]) -> Variab
         origin=f"{layer_class}.{leaf}" if layer_class else path,
         leaf_known=True, parent_classes=tuple(p for p in parents if p not in ("Functional", "Sequential")),
         layer_builtin=module.startswith(("keras.", "tf_keras.")),
-        layer_config=config,
     )
 
 

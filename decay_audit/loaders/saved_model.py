@@ -332,7 +332,7 @@ def _record(node_id: int, node: _Node, object_path: str, owner: tuple[int, str] 
         path=path, leaf=leaf, layer=layer_name, layer_class=layer_class if isinstance(layer_class, str) else None,
         shape=shape if shape is not None else (), dtype=variable.get("dtype", "float32"),
         trainable=bool(variable.get("trainable")), origin=origin, leaf_known=True, parent_classes=parents,
-        layer_builtin=builtin, graph_uses=uses, class_hint=hint, layer_config=config,
+        layer_builtin=builtin, graph_uses=uses, class_hint=hint,
     )
 
 
