@@ -27,6 +27,12 @@ _EXPORTS = {
     "DecayAuditError": "decay_audit.errors",
     "ModelLoadError": "decay_audit.errors",
     "OutputFormat": "decay_audit.report",
+    "verify": "decay_audit.verification",
+    "VerifyReport": "decay_audit.verification",
+    "assert_decay": "decay_audit.testing",
+    "Policy": "decay_audit.policy",
+    "emit_rules": "decay_audit.rulecheck",
+    "check_rules": "decay_audit.rulecheck",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -51,5 +57,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from decay_audit.kinds import Confidence, Kind
     from decay_audit.loaders import load
     from decay_audit.loaders.interface import Limits
-    from decay_audit.policy import Decision, Preset
+    from decay_audit.policy import Decision, Policy, Preset
     from decay_audit.report import OutputFormat
+    from decay_audit.rulecheck import check_rules, emit_rules
+    from decay_audit.testing import assert_decay
+    from decay_audit.verification import VerifyReport, verify

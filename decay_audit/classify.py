@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from decay_audit.inventory import VariableRecord
-from decay_audit.keras_layers import slot_for_leaf, slots_for
+from decay_audit.keras_layers import slot_for_leaf
 from decay_audit.kinds import Confidence, Kind
 
 ROLE = 4.0          # Keras' own class, variable's role known from its source
@@ -257,8 +257,3 @@ def classify(records: Iterable[VariableRecord]) -> list[Classification]:
         by_layer.setdefault((record.layer, record.path.rsplit("/", 1)[0]), []).append(record)
     return [classify_record(r, by_layer[(r.layer, r.path.rsplit("/", 1)[0])]) for r in records]
 
-
-def expected_slots(class_name: str, config: dict | None) -> list[str] | None:
-    """Leaves a known Keras class creates for this config (used by tests and the build fallback)."""
-    slots = slots_for(class_name, config)
-    return None if slots is None else [s.leaf for s in slots]

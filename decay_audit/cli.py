@@ -317,7 +317,7 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
         raise UsageError("--setup", "--optimizer and --custom-module apply to MODEL, not to --setup")
     from decay_audit.probe.setup import load_setup, setup_from_model_file
     from decay_audit.report.verify_format import format_junit, format_verify_json, format_verify_table
-    from decay_audit.verify import verify as run_verify
+    from decay_audit.verification import verify as run_verify
 
     if model is not None:
         from decay_audit.loaders import load as load_inventory

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from decay_audit.verify import VerifyReport, verify
+from decay_audit.verification import VerifyReport, verify
 
 
 def assert_decay(model_or_setup: Any, **options: Any) -> VerifyReport:

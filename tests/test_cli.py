@@ -14,7 +14,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conftest import REPO, SAMPLES, run_cli
+from conftest import SAMPLES, run_cli
 from decay_audit.schemas import load_schema
 
 

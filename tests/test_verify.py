@@ -14,7 +14,7 @@ import verify_setups
 from conftest import run_cli
 from decay_audit.probe.verdict import Outcome
 from decay_audit.testing import assert_decay
-from decay_audit.verify import verify
+from decay_audit.verification import verify
 
 TESTS = __import__("pathlib").Path(__file__).parent
 
@@ -219,7 +219,7 @@ def test_mirrored_strategy_with_two_logical_cpus():
         "cpu = tf.config.list_physical_devices('CPU')[0]\n"
         "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
         "import keras, verify_setups\n"
-        "from decay_audit.verify import verify\n"
+        "from decay_audit.verification import verify\n"
         "strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])\n"
         "with strategy.scope():\n"
         "    model = verify_setups.compiled(keras.optimizers.AdamW(1e-2, weight_decay=0.1))\n"
@@ -242,3 +242,12 @@ def test_int_inputs_sparse_labels_and_two_heads():
     report = verify(model)
     assert report.ok, report.mismatches
     assert outcomes(report)["embed/embeddings"] is Outcome.OK
+
+
+def test_public_api_names():
+    import decay_audit
+    import decay_audit.testing  # noqa: F401 - importing the submodules must not shadow the functions
+
+    model = verify_setups.compiled(keras.optimizers.AdamW(1e-2, weight_decay=0.1))
+    assert decay_audit.verify(model).ok
+    assert decay_audit.assert_decay is assert_decay

@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from decay_audit.errors import DecayAuditError, LimitExceededError, ModelLoadError
 from decay_audit.inventory import Inventory, OptimizerConfig, VariableRecord

@@ -16,7 +16,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from decay_audit.errors import ModelLoadError
 from decay_audit.inventory import VariableRecord
 from decay_audit.kinds import Kind
 from decay_audit.keras_layers import (
@@ -429,8 +428,3 @@ def _ordered_keys(group: Any, entries: list[Mapping[str, Any]], by_key: Mapping[
     ordered.extend(sorted(k for k in keys if k not in ordered))
     yield from ordered
 
-
-def require_group(group: Any, subject: str) -> Any:
-    if not _is_group(group):
-        raise ModelLoadError(subject, "weights file has no group structure")
-    return group

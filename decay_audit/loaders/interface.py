@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from decay_audit.errors import LimitExceededError, ModelLoadError
@@ -93,6 +92,3 @@ def _depth(value: Any) -> int:
                 stack.append((child, depth + 1))
     return deepest
 
-
-def describe(path: Path) -> str:
-    return str(path)

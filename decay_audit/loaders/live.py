@@ -83,12 +83,6 @@ def _keras_record(variable: Any, layer: Any, parents: tuple[str, ...]) -> Variab
     path = _variable_path(variable)
     leaf = path.rsplit("/", 1)[-1]
     layer_class = type(layer).__name__ if layer is not None else None
-    config = None
-    if layer is not None:
-        try:
-            config = layer.get_config()
-        except Exception:  # noqa: BLE001 - user get_config() may raise anything; config is only evidence
-            config = None
     module = type(layer).__module__ if layer is not None else ""
     return VariableRecord(
         path=path, leaf=leaf, layer=getattr(layer, "name", None), layer_class=layer_class,

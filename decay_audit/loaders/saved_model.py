@@ -311,14 +311,12 @@ def _record(node_id: int, node: _Node, object_path: str, owner: tuple[int, str] 
     leaf = parts[-1]
     layer_name = parts[-2] if len(parts) > 1 else None
     layer_class = None
-    config = None
     builtin = False
     parents: tuple[str, ...] = ()
     if owner is not None and owner[0] in layer_info:
         meta = layer_info[owner[0]]
         layer_class = meta.get("class_name")
         layer_name = meta.get("name", layer_name)
-        config = meta.get("config") if isinstance(meta.get("config"), dict) else None
         builtin = is_builtin_entry(meta) or ("module" not in meta and isinstance(layer_class, str))
     hint = None
     if layer_class is None and layer_name:

@@ -9,7 +9,7 @@ from xml.etree import ElementTree
 from tabulate import tabulate
 
 from decay_audit.report.sanitize import safe_text
-from decay_audit.verify import VerifyReport
+from decay_audit.verification import VerifyReport
 
 
 def verify_dict(report: VerifyReport) -> dict:
@@ -44,7 +44,7 @@ def format_junit(report: VerifyReport) -> str:
     suite = ElementTree.Element("testsuite", name="decay-audit verify", tests=str(len(report.measurements)),
                                 failures=str(len(report.mismatches)))
     for measurement in report.measurements:
-        case = ElementTree.SubElement(suite, "testcase", classname="decay_audit.verify",
+        case = ElementTree.SubElement(suite, "testcase", classname="decay-audit verify",
                                       name=safe_text(measurement.path))
         if not measurement.ok:
             failure = ElementTree.SubElement(case, "failure", message=measurement.outcome.value)
