@@ -251,3 +251,16 @@ def test_public_api_names():
     model = verify_setups.compiled(keras.optimizers.AdamW(1e-2, weight_decay=0.1))
     assert decay_audit.verify(model).ok
     assert decay_audit.assert_decay is assert_decay
+
+
+def test_multi_input_zoo_with_rnn_attention_and_batchnorm():
+    model = builders.zoo_model()
+    model(builders.zoo_inputs())
+    optimizer = keras.optimizers.AdamW(1e-2, weight_decay=0.1)
+    optimizer.exclude_from_weight_decay(var_list=[
+        v for v in model.trainable_variables
+        if v.name not in ("kernel", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel")])
+    model.compile(optimizer=optimizer, loss="mse")
+    report = verify(model)
+    assert report.ok, [(m.path, m.detail) for m in report.mismatches]
+    assert len(report.measurements) == len(model.trainable_variables)
