@@ -193,9 +193,8 @@ def rules(model: Path, target: str, preset: str, decay, no_decay, policy_file, o
                    "Use --target native or optax, which name every variable.", err=True)
         sys.exit(EXIT_FINDINGS)
     _write_output(_serialise(emission.document, output), output)
-    if snippet and emission.snippet:
-        click.echo(emission.snippet.replace("{path!r}", repr(str(output) if output else "rules.json"))
-                   .replace("PATH", repr(str(output) if output else "rules.json")), err=output is None)
+    if snippet and emission.emitted.snippet:
+        click.echo(emission.emitted.snippet_for(str(output) if output else "rules.json"), err=output is None)
 
 
 def _serialise(document: dict, output: Path | None) -> str:

@@ -15,16 +15,23 @@ from typing import Any
 from decay_audit.audit import ScanReport
 from decay_audit.kinds import TextEnum
 from decay_audit.rules import TargetName, get_target
+from decay_audit.rules.interface import Emitted
 
 
 @dataclass(frozen=True)
 class RuleEmission:
     target: str
-    document: dict[str, Any]
-    snippet: str
+    emitted: Emitted
     wrongly_selected: tuple[str, ...]
     """Paths where the emitted rule, applied with the target's semantics, differs from the intent."""
-    unexpressible: tuple[str, ...]
+
+    @property
+    def document(self) -> dict[str, Any]:
+        return self.emitted.document
+
+    @property
+    def unexpressible(self) -> tuple[str, ...]:
+        return self.emitted.unexpressible
 
     @property
     def ok(self) -> bool:
@@ -50,7 +57,7 @@ def emit_rules(report: ScanReport, target: str | TargetName) -> RuleEmission:
         applied = semantics.apply(semantics.parse(emitted.document, f"emitted {tool.name} rule"), records)
         wrong_set |= applied.excluded ^ intended
     wrong = tuple(sorted(wrong_set - set(emitted.unexpressible)))
-    return RuleEmission(tool.name, emitted.document, emitted.snippet, wrong, emitted.unexpressible)
+    return RuleEmission(tool.name, emitted, wrong)
 
 
 class FindingKind(TextEnum):

@@ -212,3 +212,12 @@ def test_policy_file_overrides_and_findings(tmp_path, builtin_zoo):
     assert result.returncode == 2 and str(bad) in result.stderr
     with pytest.raises(UsageError):
         build_policy(no_decay=["re:("])
+
+
+@pytest.mark.parametrize("target", ["keras", "tf-keras", "optax"])
+def test_snippet_opens_the_written_rule_file(tmp_path, target):
+    out = tmp_path / "rules.json"
+    result = run_cli("rules", str(SAMPLES / "seed.keras"), "--target", target, "--output", str(out), "--snippet")
+    assert result.returncode == 0, result.stderr
+    assert f"json.load(open({str(out)!r}))" in result.stdout
+    assert "RULES_PATH" not in result.stdout

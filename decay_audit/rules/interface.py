@@ -40,8 +40,12 @@ class Applied:
 class Emitted:
     document: dict[str, Any]
     snippet: str = ""
+    """Python that applies the rule; ``RULES_PATH`` stands for the rule file's path."""
     unexpressible: tuple[str, ...] = field(default_factory=tuple)
     """Paths the target cannot name (e.g. leaf unknown for a custom class)."""
+
+    def snippet_for(self, rules_path: str) -> str:
+        return self.snippet.replace("RULES_PATH", repr(rules_path))
 
 
 class Target(Protocol):

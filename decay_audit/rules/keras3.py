@@ -42,7 +42,7 @@ from decay_audit.rules.interface import (
 
 SNIPPET = '''import json
 
-rules = json.load(open({path!r}))
+rules = json.load(open(RULES_PATH))
 optimizer.exclude_from_weight_decay(  # call once, before the optimizer is built
     var_list=[v for v in model.trainable_variables if v.path in set(rules["exclude_paths"])],
     var_names=rules["exclude_var_names"],

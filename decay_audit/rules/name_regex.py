@@ -59,7 +59,7 @@ class TfKerasTarget:
 
     def emit(self, records, decay) -> Emitted:
         patterns, unexpressible = _exclusion_patterns(records, decay)
-        snippet = ("import json\noptimizer.exclude_from_weight_decay(var_names=json.load(open(PATH))"
+        snippet = ("import json\noptimizer.exclude_from_weight_decay(var_names=json.load(open(RULES_PATH))"
                    "[\"exclude_var_names\"])\n")
         return Emitted({"exclude_var_names": patterns}, snippet=snippet, unexpressible=tuple(unexpressible))
 

@@ -19,7 +19,7 @@ from decay_audit.rules.interface import Applied, Emitted, Match, trainable
 
 SNIPPET = '''import json, optax
 
-rules = json.load(open({path!r}))
+rules = json.load(open(RULES_PATH))
 assert [v.path for v in model.trainable_variables] == rules["paths"], "mask was made for another model"
 tx = optax.adamw(learning_rate, weight_decay=wd, mask=rules["mask"])
 '''
