@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from decay_audit import hf_names
 from decay_audit.inventory import VariableRecord
 from decay_audit.keras_layers import slot_for_leaf
 from decay_audit.kinds import Confidence, Kind
@@ -147,6 +148,18 @@ def _role_opinion(record: VariableRecord) -> _Opinion | None:
     return None
 
 
+def _library_opinion(record: VariableRecord) -> _Opinion | None:
+    """A library's own naming, where the file names no class (Hugging Face ``tf_model.h5``)."""
+    if record.naming not in (hf_names.HF_NAMING, hf_names.HF_NAMING_NEWER):
+        return None
+    entry = hf_names.hf_weight_for(record.path, record.shape)
+    if entry is None:
+        return None
+    strength = HINTED_ROLE if record.naming == hf_names.HF_NAMING else LEAF
+    where = "/".join(record.path.split("/")[-2:])
+    return _Opinion(entry.kind, strength, f"{record.naming_evidence}: `{where}`: {entry.role}")
+
+
 def _leaf_opinion(record: VariableRecord) -> _Opinion | None:
     if not record.leaf_known or _GENERIC_LEAF.match(record.leaf):
         return None
@@ -206,6 +219,9 @@ def classify_record(record: VariableRecord, siblings: Iterable[VariableRecord] =
     if role:
         opinions.append(role)
     opinions.extend(_graph_opinions(record))
+    library = _library_opinion(record)
+    if library:
+        opinions.append(library)
     leaf = _leaf_opinion(record)
     if leaf:
         opinions.append(leaf)

@@ -17,6 +17,8 @@ from decay_audit.loaders.interface import DEFAULT_LIMITS, Limits, LoaderName
 ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+HF_WEIGHTS_FILE = "tf_model.h5"   # transformers' TF2_WEIGHTS_NAME (4.49)
+HF_CONFIG_FILE = "config.json"
 
 
 def _load_zip(path: Path, limits: Limits) -> Inventory:
@@ -93,6 +95,10 @@ def start_load(source: Any, limits: Limits = DEFAULT_LIMITS) -> PendingLoad:
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return start_isolated(_load_saved_model, path, limits)
+        if (path / HF_WEIGHTS_FILE).is_file() and (path / HF_CONFIG_FILE).is_file():
+            # A Hugging Face ``save_pretrained`` directory: its TF weights are the model, whatever
+            # PyTorch/safetensors files sit beside them.
+            return start_load(path / HF_WEIGHTS_FILE, limits)
         candidates = _model_files_in(path)
         if len(candidates) != 1:
             found = ", ".join(c.name for c in candidates) or "none"

@@ -8,11 +8,13 @@ no config: classes are guessed from Keras' auto-generated names and the report s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from decay_audit.errors import ModelLoadError
+from decay_audit import hf_names
+from decay_audit.errors import LimitExceededError, ModelLoadError
 from decay_audit.inventory import Inventory, VariableRecord
 from decay_audit.keras_layers import SUBLAYER_CLASS_BY_PARENT, keras_class_name_candidates
 from decay_audit.loaders._compile_config import optimizer_from_compile_config
@@ -21,6 +23,7 @@ from decay_audit.loaders._keras_tree import KerasTreeWalker, is_builtin_entry, l
 from decay_audit.loaders.interface import Limits, LoaderName, parse_json
 
 NO_CONFIG_NOTE = "no model config in the file (weights only): classes inferred from layer names and shapes"
+HF_CONFIG_FILE = "config.json"
 
 
 def load_h5(path: Path, limits: Limits) -> Inventory:
@@ -34,17 +37,27 @@ def load_h5(path: Path, limits: Limits) -> Inventory:
             training = parse_json(training_text, f"{subject}:training_config", limits) if training_text else None
         else:
             model_entry, training = None, None
+        duplicates, legacy = 0, False
         if "model_weights" in h5 or "layer_names" in h5.attrs:
             weights_root = h5["model_weights"] if "model_weights" in h5 else h5
-            records = _legacy_records(weights_root, model_entry, subject, limits)
+            records, duplicates = _legacy_records(weights_root, model_entry, subject, limits)
+            legacy = True
             loader = LoaderName.LEGACY_H5 if model_entry is not None else LoaderName.WEIGHTS_H5
         elif "layers" in h5 or "vars" in h5:
             records = KerasTreeWalker(subject, limits).walk_model(h5, model_entry)
             loader = LoaderName.WEIGHTS_H5
         else:
             raise ModelLoadError(subject, "HDF5 file holds no Keras model or weights layout")
-    notes = () if model_entry is not None else (NO_CONFIG_NOTE,)
+    notes: tuple[str, ...] = () if model_entry is not None else (NO_CONFIG_NOTE,)
+    if duplicates:
+        notes += (f"{duplicates} weight names listed under more than one layer (a shared variable, such as "
+                  f"a tied embedding, saved once per layer that uses it): each variable listed once",)
     model_name = None
+    if model_entry is None and legacy:
+        hf = _hugging_face(path, records, limits)
+        if hf is not None:
+            records, hf_notes, model_name = hf
+            notes = hf_notes + notes[1:]
     if isinstance(model_entry, Mapping) and isinstance(model_entry.get("config"), Mapping):
         model_name = model_entry["config"].get("name")
     return Inventory(
@@ -73,9 +86,18 @@ def _config_index(model_entry: Any) -> dict[str, tuple[Mapping[str, Any], tuple[
     return index
 
 
-def _legacy_records(weights_root: Any, model_entry: Any, subject: str, limits: Limits) -> list[VariableRecord]:
+def _legacy_records(weights_root: Any, model_entry: Any, subject: str,
+                    limits: Limits) -> tuple[list[VariableRecord], int]:
+    """Records in file order, each weight name once, and how many repeated names were dropped.
+
+    tf_keras ``save_weights`` writes a variable under every top-level layer that tracks it: HF T5's
+    tied ``shared/shared/embeddings`` sits in the ``shared``, ``encoder`` and ``decoder`` groups
+    (transformers 4.49). It is one variable (one name in ``model.weights``), so one record.
+    """
     index = _config_index(model_entry)
     records: list[VariableRecord] = []
+    seen: set[str] = set()
+    duplicates = 0
     layer_names = weights_root.attrs.get("layer_names")
     names = [attr_text(n) for n in layer_names] if layer_names is not None else list(weights_root.keys())
     for layer_name in names:
@@ -88,12 +110,80 @@ def _legacy_records(weights_root: Any, model_entry: Any, subject: str, limits: L
         for weight_name in (attr_text(n) for n in weight_names):
             if not weight_name:
                 continue
+            if weight_name in seen:
+                duplicates += 1
+                continue
+            seen.add(weight_name)
             limits.check("max_variables", len(records) + 1, subject)
             if weight_name not in group:
                 raise ModelLoadError(subject, f"weight {weight_name!r} listed for layer {layer_name!r} is missing")
             dataset = group[weight_name]
             records.append(_legacy_record(weight_name, layer_name, dataset, index))
-    return records
+    return records, duplicates
+
+
+def _hugging_face(path: Path, records: list[VariableRecord],
+                  limits: Limits) -> tuple[list[VariableRecord], tuple[str, ...], str | None] | None:
+    """Mark the records of a Hugging Face ``tf_model.h5`` (``save_pretrained``), or None if it is not one.
+
+    Evidence, strongest first: a ``config.json`` beside the file naming a ``model_type`` (what
+    ``from_pretrained`` reads); HF's ``layer_._0`` naming of list-held layers in the weight names.
+    Paths stay the names the file lists, which are ``variable.name`` (less ``:0``) of the TF model
+    built by ``from_pretrained``: transformers' ``load_tf_weights_from_h5`` matches them after
+    dropping the first component, the model's own name (modeling_tf_utils.py, 4.49).
+    """
+    config = _hf_config(path.parent / HF_CONFIG_FILE, limits)
+    if config is None and not any(hf_names.NAME_SEPARATOR in r.path for r in records):
+        return None
+    notes: list[str] = []
+    if config is not None:
+        model_type = config.get("model_type")
+        architectures = config.get("architectures")
+        names = ", ".join(a for a in architectures if isinstance(a, str)) if isinstance(architectures, list) else ""
+        version = config.get("transformers_version")
+        evidence = f"Hugging Face checkpoint (config.json model_type {model_type!r}" + \
+            (f", {names}" if names else "") + ")"
+        notes.append(f"Hugging Face {model_type} checkpoint ({names or 'no architectures listed'}, saved by "
+                     f"transformers {version or 'unknown'}): paths are the TF model's variable names")
+        if not hf_names.version_is_checked(version if isinstance(version, str) else None):
+            notes.append(f"saved by transformers {version}, newer than the {hf_names.TRANSFORMERS_VERSION} "
+                         f"whose TF layers decay-audit knows: HF-specific names judged with lower confidence")
+            evidence += f", transformers {version} newer than the checked {hf_names.TRANSFORMERS_VERSION}"
+    naming = hf_names.HF_NAMING
+    if config is not None and not hf_names.version_is_checked(
+            config.get("transformers_version") if isinstance(config.get("transformers_version"), str) else None):
+        naming = hf_names.HF_NAMING_NEWER
+    if config is None:
+        evidence = f"Hugging Face TF naming (`{hf_names.NAME_SEPARATOR}` list layers; no config.json beside the file)"
+        notes.append("Hugging Face TF checkpoint without config.json: recognised by its layer naming")
+    marked = []
+    for record in records:
+        entry = hf_names.hf_weight_for(record.path, record.shape)
+        trainable = record.trainable and (entry is None or entry.trainable)
+        marked.append(dataclasses.replace(record, naming=naming, naming_evidence=evidence,
+                                          trainable=trainable))
+    model_name = records[0].path.split("/", 1)[0] if records and "/" in records[0].path else None
+    return marked, tuple(notes), model_name
+
+
+def _hf_config(path: Path, limits: Limits) -> Mapping[str, Any] | None:
+    """A ``save_pretrained`` ``config.json`` (a JSON object with ``model_type``), or None."""
+    try:
+        if not path.is_file():
+            return None
+        limits.check("max_config_bytes", path.stat().st_size, str(path))
+        text = path.read_bytes()
+    except OSError:
+        return None
+    try:
+        config = parse_json(text, str(path), limits)
+    except LimitExceededError:
+        raise
+    except ModelLoadError:
+        return None  # a broken config beside the weights: read the weights as any h5
+    if isinstance(config, Mapping) and isinstance(config.get("model_type"), str):
+        return config
+    return None
 
 
 def _legacy_record(weight_name: str, top_layer: str, dataset: Any, index: Mapping) -> VariableRecord:
