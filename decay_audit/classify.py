@@ -21,10 +21,12 @@ from decay_audit.kinds import Confidence, Kind
 
 ROLE = 4.0          # Keras' own class, variable's role known from its source
 HINTED_ROLE = 3.0   # same table, class guessed from Keras' auto-generated layer name, or a user class of that name
+TABLE = 2.75        # relative-position / segment tables by name: beats their einsum use in a graph
 GRAPH = 2.5         # MatMul/Conv/BiasAdd/FusedBatchNorm/Gather input position in a saved graph
 LEAF = 2.0          # leaf-name convention
 CLASS_NAME = 2.0    # tokens in the owning class's name (RMSNorm, LayerScale, PositionEmbedding)
 LAYER_NAME = 1.5    # tokens in the owning layer's name (ln_f, layer_norm, embed)
+SIBLING_SHAPE = 1.5 # n-D shape equal to the output axes of a higher-rank kernel beside it
 WEAK_GRAPH = 1.0    # elementwise Mul/Add: consistent with gains and offsets, proves little
 STATE = 1.0         # not trainable, nothing else known
 SHAPE = 0.5         # rank alone
@@ -54,13 +56,20 @@ class _Opinion:
 
 _LEAF_KINDS: tuple[tuple[re.Pattern[str], Kind, str], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), kind, why) for pattern, kind, why in (
+        (r"^reverse_embeddings$", Kind.KERNEL,
+         "untied LM head of keras_hub's ReversibleEmbedding: it multiplies hidden states into logits, as a "
+         "Dense kernel does (nothing looks its rows up by id)"),
         (r"^(kernel|depthwise_kernel|pointwise_kernel|recurrent_kernel|weights?|w|lora_kernel_[ab]|"
          r"kernel_\d+|query_kernel|key_kernel|value_kernel|output_kernel)$",
          Kind.KERNEL, "Keras/TF-Slim name for a weight matrix or filter"),
-        (r"^(bias|biases|b|bias_\d+|[a-z_]*_bias)$", Kind.BIAS, "conventional name of an additive bias"),
+        (r"^(bias|biases|b|bias_\d+|(?!relative_)[a-z_]*_bias)$", Kind.BIAS, "conventional name of an additive bias"),
         (r"^(gamma|beta|offset)$", Kind.NORM, "Keras/TF-Slim/Model Garden name of a normalization gain or offset"),
         (r"^(embeddings?|[a-z_]*_embeddings?|embedding_table|word_embeddings|wte|wpe)$",
          Kind.EMBEDDING, "conventional name of an embedding table"),
+        (r"^((cls|class|mask|dist|distillation|reg|register|group)_tokens?|[a-z_]*_emb|pos_embed|"
+         r"[a-z_]*_pos_embed)$",
+         Kind.EMBEDDING, "a learned token or position vector added to the inputs (timm's no_weight_decay "
+                         "names: cls_token, pos_embed, dist_token, mask_token)"),
         (r"^(moving_[a-z_]+|running_[a-z_]+|mean|variance|count|num_batches_tracked|seed|"
          r"seed_generator_state|iterations?|step|global_step|counter|[a-z_]*_count)$",
          Kind.STATISTIC, "conventional name of a running statistic or counter"),
@@ -70,6 +79,15 @@ _LEAF_KINDS: tuple[tuple[re.Pattern[str], Kind, str], ...] = tuple(
 )
 
 _GENERIC_LEAF = re.compile(r"^(variable(_\d+)?|var_\d+|Variable(_\d+)?)$")
+
+# Tables whose rows are picked by a relative distance, a bucket or a segment relation. They look
+# like matrices (and XLNet's segment table is even einsum-contracted with queries), but no row
+# multiplies an activation as a weight matrix does: the index picks the row. timm's
+# no_weight_decay lists ``relative_position_bias_table``; Hugging Face's Trainer excludes T5's
+# ``relative_attention_bias`` by its "bias" substring.
+_RELATIVE_TABLE = re.compile(
+    r"^(relative_attention_bias|relative_position_bias_table|relative_position_bias|rel_embeddings?|"
+    r"relative_embeddings?|rel_pos_[hw]|rel_pos|rel_pos_bias|segment_encoding|seg_embed)$", re.IGNORECASE)
 
 # -- name tokens (class or layer names) -----------------------------------------------------
 
@@ -160,6 +178,25 @@ def _library_opinion(record: VariableRecord) -> _Opinion | None:
     return _Opinion(entry.kind, strength, f"{record.naming_evidence}: `{where}`: {entry.role}")
 
 
+def _table_opinion(record: VariableRecord) -> _Opinion | None:
+    """Relative-position and segment tables, by the variable's or its own layer's name."""
+    if record.leaf_known and _RELATIVE_TABLE.match(record.leaf):
+        return _Opinion(Kind.EMBEDDING, TABLE, f"leaf `{record.leaf}`: a relative-position/segment table, "
+                                               f"rows picked by relative distance or segment id (an embedding)")
+    if record.layer and _RELATIVE_TABLE.match(record.layer) and record.ndim >= 2 and _table_shaped(record):
+        return _Opinion(Kind.EMBEDDING, TABLE, f"layer {record.layer!r}: a relative-position/segment table, "
+                                               f"rows picked by relative distance or segment id (an embedding)")
+    return None
+
+
+def _table_shaped(record: VariableRecord) -> bool:
+    """(rows, width), or that behind leading 1s ((1, N, D) position tables, (1, 1, D) tokens)."""
+    dims = list(record.shape)
+    while len(dims) > 1 and dims[0] == 1:
+        dims.pop(0)
+    return len(dims) <= 2
+
+
 def _leaf_opinion(record: VariableRecord) -> _Opinion | None:
     if not record.leaf_known or _GENERIC_LEAF.match(record.leaf):
         return None
@@ -187,8 +224,8 @@ def _name_opinions(record: VariableRecord) -> Iterable[_Opinion]:
     for name, strength, label in candidates:
         for pattern, kind, what in _NAME_TOKENS:
             if pattern.search(name):
-                if kind is Kind.EMBEDDING and record.ndim < 2:
-                    continue
+                if kind is Kind.EMBEDDING and (record.ndim < 2 or not _table_shaped(record)):
+                    continue  # a (kh, kw, in, out) filter in ``patch_embedding`` is a conv kernel, no table
                 if kind in (Kind.NORM, Kind.SCALE) and record.ndim > 1 and not _is_broadcast_vector(record):
                     continue
                 yield _Opinion(kind, strength, f"{label} {name!r} names a {what} layer")
@@ -198,6 +235,23 @@ def _name_opinions(record: VariableRecord) -> Iterable[_Opinion]:
 def _is_broadcast_vector(record: VariableRecord) -> bool:
     """(1, 1, C)-shaped gains are vectors in disguise (timm #2712's reg_token trap, inverted)."""
     return sum(1 for d in record.shape if d not in (1, None)) <= 1
+
+
+def _sibling_bias_opinion(record: VariableRecord, siblings: Iterable[VariableRecord]) -> _Opinion | None:
+    """An n-D variable shaped like the trailing (output) axes of a sibling kernel is its bias.
+
+    EinsumDense ``abc,cde->abde`` (keras_hub/Keras MultiHeadAttention query/key/value) has a
+    (in, heads, head_dim) kernel and a (heads, head_dim) bias: whatever the class, a tensor that
+    matches the output axes of a higher-rank kernel beside it is added to that output.
+    """
+    if record.ndim < 2 or _is_broadcast_vector(record):
+        return None
+    for other in siblings:
+        if other is not record and other.ndim > record.ndim and tuple(other.shape[-record.ndim:]) == record.shape:
+            return _Opinion(Kind.BIAS, SIBLING_SHAPE,
+                            f"shape {list(record.shape)} equals the output axes of the {list(other.shape)} "
+                            f"`{other.leaf}` beside it: an offset added to that kernel's output")
+    return None
 
 
 def _shape_opinion(record: VariableRecord, siblings: Iterable[VariableRecord]) -> _Opinion | None:
@@ -222,6 +276,9 @@ def classify_record(record: VariableRecord, siblings: Iterable[VariableRecord] =
     library = _library_opinion(record)
     if library:
         opinions.append(library)
+    table = _table_opinion(record)
+    if table:
+        opinions.append(table)
     leaf = _leaf_opinion(record)
     if leaf:
         opinions.append(leaf)
@@ -229,6 +286,9 @@ def classify_record(record: VariableRecord, siblings: Iterable[VariableRecord] =
     if not record.trainable:
         opinions.append(_Opinion(Kind.STATISTIC, STATE, "not trainable"))
     siblings = list(siblings)
+    sibling_bias = _sibling_bias_opinion(record, siblings)
+    if sibling_bias:
+        opinions.append(sibling_bias)
     shape = _shape_opinion(record, siblings)
     if shape:
         opinions.append(shape)

@@ -38,7 +38,24 @@ def record(path: str, shape, layer_class=None, builtin=False, trainable=True, gr
     ("InceptionV3/Conv2d_1a_3x3/weights", (3, 3, 3, 32), None, Kind.KERNEL),
     ("InceptionV3/Conv2d_1a_3x3/BatchNorm/beta", (32,), None, Kind.NORM),
     ("resnet/block1/prelu/alpha", (64,), None, Kind.SCALE),
-    ("vit/cls_token", (1, 1, 768), None, Kind.OTHER),
+    # Learned tokens: timm's no_weight_decay names (FACTS: timm #2712), not "other".
+    ("vit/cls_token", (1, 1, 768), None, Kind.EMBEDDING),
+    ("vit_patching_and_embedding/class_token", (1, 1, 768), None, Kind.EMBEDDING),
+    ("encoder_block_attn_mask_layer/mask_emb", (1, 1, 768), None, Kind.EMBEDDING),
+    # Relative-position and segment tables (issue 10 item 5): rows picked by index.
+    ("stage_0/blocks_0/attn/relative_position_bias_table", (169, 4), "WindowAttention", Kind.EMBEDDING),
+    ("encoder/block_0/SelfAttention/relative_attention_bias/embeddings", (32, 8), None, Kind.EMBEDDING),
+    ("t5/self_attention/relative_attention_bias", (32, 8), None, Kind.EMBEDDING),
+    ("rel_embedding/rel_embeddings", (512, 768), "RelativeEmbedding", Kind.EMBEDDING),
+    ("sam/attn/rel_pos_h", (27, 64), None, Kind.EMBEDDING),
+    # XLNet's attention biases are added to the query (q + r_w_bias), never indexed: biases.
+    ("xlnet_encoder_0/content_attention_bias", (12, 64), "XLNetEncoder", Kind.BIAS),
+    ("xlnet_encoder_0/positional_attention_bias", (12, 64), "XLNetEncoder", Kind.BIAS),
+    ("xlnet_encoder_0/segment_attention_bias", (12, 64), "XLNetEncoder", Kind.BIAS),
+    ("transformer/layer_0/rel_attn/r_w_bias", (12, 64), None, Kind.BIAS),
+    # Item 7: an untied LM head multiplies hidden states into logits: a kernel in every format.
+    ("token_embedding/reverse_embeddings", (768, 32000), "ReversibleEmbedding", Kind.KERNEL),
+    ("token_embedding/reverse_embeddings", (768, 32000), None, Kind.KERNEL),
 ])
 def test_real_model_conventions(path, shape, layer_class, kind):
     result = classify_record(record(path, shape, layer_class))
@@ -79,3 +96,51 @@ def test_builtin_role_beats_misleading_layer_name():
     tricky = record("layer_norm_like_dense/kernel", (8, 8), "Dense", builtin=True)
     result = classify_record(tricky)
     assert result.kind is Kind.KERNEL and result.confidence is Confidence.HIGH
+
+
+def test_segment_table_beats_its_einsum_use_in_a_graph():
+    """XLNet's (2, heads, head_dim) segment table is einsum-contracted with queries in the export,
+    but the segment relation of each pair picks the row: an embedding, and the graph is a conflict."""
+    table = record("xlnet_encoder_0/segment_encoding", (2, 12, 64), "XLNetEncoder", graph_uses=("Einsum:1",))
+    result = classify_record(table)
+    assert result.kind is Kind.EMBEDDING and "segment" in result.evidence[0]
+    assert any("Einsum" in c for c in result.conflicts)
+
+
+def test_reverse_embeddings_beats_the_embedding_layer_name():
+    head = record("token_embedding/reverse_embeddings", (16, 50), graph_uses=("MatMul:1",))
+    result = classify_record(head)
+    assert result.kind is Kind.KERNEL and "Dense kernel" in " ".join(result.evidence)
+    assert not result.conflicts or all("embedding" in c for c in result.conflicts)
+
+
+@pytest.mark.parametrize("kernel_shape,bias_shape", [((16, 2, 8), (2, 8)), ((16, 4, 2, 8), (2, 8)),
+                                                     ((3, 16, 2, 8), (16, 2, 8))])
+def test_nd_bias_matching_a_sibling_kernels_output_axes_is_a_bias(kernel_shape, bias_shape):
+    """keras_hub attention biases whose class is not importable: only positions and shapes are left."""
+    kernel = record("vit_encoder/block_0/attn/query/var_0", kernel_shape, "CachedMultiHeadAttention",
+                    leaf_known=False)
+    bias = record("vit_encoder/block_0/attn/query/var_1", bias_shape, "CachedMultiHeadAttention",
+                  leaf_known=False)
+    kinds = classify([kernel, bias])
+    assert [k.kind for k in kinds] == [Kind.KERNEL, Kind.BIAS]
+    assert "output axes" in kinds[1].evidence[0]
+    assert decide(bias, kinds[1]).decay is False
+
+
+def test_nd_variable_unlike_any_kernel_output_stays_a_matrix():
+    a = record("block/var_0", (16, 2, 8), "Custom", leaf_known=False)
+    b = record("block/var_1", (8, 2), "Custom", leaf_known=False)  # transposed: no output axes of var_0
+    assert [k.kind for k in classify([a, b])] == [Kind.KERNEL, Kind.KERNEL]
+
+
+def test_patch_embedding_filter_is_a_kernel_not_a_table():
+    """ViT/CLIP/SigLIP ``patch_embedding`` is a Conv2D: the layer-name token 'embedding' must not
+    turn its (kh, kw, in, out) filter into an embedding table."""
+    conv = record("vit_patching_and_embedding/patch_embedding/var_0", (16, 16, 3, 768), "Conv2D",
+                  leaf_known=False)
+    assert classify_record(conv).kind is Kind.KERNEL
+    named = record("vision_model/embeddings/patch_embedding/kernel", (4, 4, 3, 16))
+    assert classify_record(named).kind is Kind.KERNEL
+    table = record("text/token_embedding/var_0", (50, 16), leaf_known=False)
+    assert classify_record(table).kind is Kind.EMBEDDING

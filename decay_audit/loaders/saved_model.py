@@ -10,16 +10,18 @@ when no layer class is recorded. Variable values are never read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from decay_audit.errors import ModelLoadError
 from decay_audit.inventory import Inventory, VariableRecord
-from decay_audit.keras_layers import keras_class_name_candidates
+from decay_audit.keras_layers import LAYER_VARIABLES, keras_class_name_candidates
 from decay_audit.loaders._keras_tree import is_builtin_entry
 from decay_audit.loaders._protowire import (
     ProtoDecodeError,
@@ -69,13 +71,24 @@ def load_saved_model(directory: Path, limits: Limits) -> Inventory:
         limits.check("max_variables", len(variable_ids), str(pb_path))
         owners = _owners(nodes, variable_ids)
         layer_info = _layer_info(nodes, metadata)
-        uses = _graph_uses(graph_def, concrete, set(variable_ids), limits, str(pb_path)) \
-            if graph_def is not None else {}
+        uses, reads = _graph_uses(graph_def, concrete, set(variable_ids), limits, str(pb_path)) \
+            if graph_def is not None else ({}, {})
     except ProtoDecodeError as exc:
         raise ModelLoadError(str(pb_path), f"corrupt protobuf ({exc})") from None
+    frozen = _frozen_layers(metadata, nodes)
     records = [_record(node_id, nodes[node_id], paths[node_id], owners.get(node_id), layer_info,
-                       uses.get(node_id, ())) for node_id in variable_ids]
+                       uses.get(node_id, ()), frozen) for node_id in variable_ids]
     notes = []
+    keras3_export = not metadata and all(
+        paths[n].startswith(("trainable_variables/", "non_trainable_variables/")) for n in variable_ids)
+    records, renamed, numbered = _unique_paths(records, variable_ids, reads if keras3_export else {})
+    if renamed:
+        notes.append(f"{renamed} variables share their tf.Variable name with another (Keras 3 names a "
+                     f"variable by the layer scope it was created in): paths rebuilt from the layer scopes "
+                     f"the saved functions read them in")
+    if numbered:
+        notes.append(f"{numbered} variables still share a path with another (as in the Keras model itself): "
+                     f"numbered `#2`, `#3`, ... in object-graph order")
     seed_states = [r for r in records if r.leaf == SEED_STATE_LEAF and not r.trainable]
     if seed_states:
         # Keras 3 exports dropout/noise SeedGenerator states with the model's variables; they are
@@ -296,8 +309,41 @@ def _layer_info(nodes: list[_Node], metadata: Mapping[str, dict[str, Any]]) -> d
     return info
 
 
+def _frozen_layers(metadata: Mapping[str, dict[str, Any]], nodes: list[_Node]) -> set[int]:
+    """Object-graph ids of tf_keras layers that are frozen, directly or through an enclosing layer.
+
+    tf_keras ``layer.trainable = False`` leaves each ``tf.Variable``'s own trainable flag True
+    (tf_keras 2.21), so the object graph alone calls a frozen base trainable; ``keras_metadata.pb``
+    records ``"trainable": false`` on the layer (and on the model that holds it).
+    """
+    frozen_paths = [p for p, meta in metadata.items() if meta.get("trainable") is False]
+    frozen: set[int] = set()
+    if not frozen_paths:
+        return frozen
+    for node_path in metadata:
+        if any(node_path == p or node_path.startswith(p + ".") for p in frozen_paths):
+            node_id = _resolve_node_path(nodes, node_path)
+            if node_id >= 0:
+                frozen.add(node_id)
+    return frozen
+
+
+def _resolve_node_path(nodes: list[_Node], node_path: str) -> int:
+    parts = node_path.split(".")
+    if not parts or parts[0] != "root":
+        return -1
+    node_id = 0
+    for part in parts[1:]:
+        children = dict((name, child) for child, name in nodes[node_id].children)
+        if part not in children:
+            return -1
+        node_id = children[part]
+    return node_id
+
+
 def _record(node_id: int, node: _Node, object_path: str, owner: tuple[int, str] | None,
-            layer_info: Mapping[int, dict[str, Any]], uses: tuple[str, ...]) -> VariableRecord:
+            layer_info: Mapping[int, dict[str, Any]], uses: tuple[str, ...],
+            frozen: set[int] = frozenset()) -> VariableRecord:  # type: ignore[assignment]
     variable = node.variable or {}
     name = variable.get("name") or ""
     name = name[:-2] if name.endswith(":0") else name
@@ -326,12 +372,92 @@ def _record(node_id: int, node: _Node, object_path: str, owner: tuple[int, str] 
     if owner is not None:
         origin += f" (attribute {owner[1]!r})"
     shape = variable.get("shape")
+    trainable = bool(variable.get("trainable"))
+    if object_path.startswith("non_trainable_variables/"):
+        # Keras 3 ``model.export``: a frozen layer's variable keeps ``tf.Variable.trainable`` True
+        # (Keras 3.15 only stops handing it to the optimizer), but the export's own
+        # ``non_trainable_variables`` list, which is ``model.non_trainable_weights``, holds it.
+        trainable = False
+    if owner is not None and owner[0] in frozen:
+        trainable = False
     return VariableRecord(
         path=path, leaf=leaf, layer=layer_name, layer_class=layer_class if isinstance(layer_class, str) else None,
         shape=shape if shape is not None else (), dtype=variable.get("dtype", "float32"),
-        trainable=bool(variable.get("trainable")), origin=origin, leaf_known=True, parent_classes=parents,
+        trainable=trainable, origin=origin, leaf_known=True, parent_classes=parents,
         layer_builtin=builtin, graph_uses=uses, class_hint=hint,
     )
+
+
+# -- one path per variable ------------------------------------------------------------------
+
+_SCOPED = re.compile(r"^([a-z0-9_]*?)_(\d+)$")
+_KERAS_LEAVES = frozenset(slot.leaf for slots in LAYER_VARIABLES.values() for slot in slots)
+
+
+def _unique_paths(records: list[VariableRecord], variable_ids: list[int],
+                  reads: Mapping[int, set[str]]) -> tuple[list[VariableRecord], int, int]:
+    """Give variables that share a ``tf.Variable`` name the path of their layer.
+
+    Keras 3 (3.15, TF backend) names a ``tf.Variable`` by the name scope it was created in: layers
+    built inside another layer's ``build`` all get that layer's scope, so a T5 block's seven
+    kernels are all ``transformer_encoder_layer_0/kernel``. The saved functions still read each one
+    inside its own call scope: ``t5_backbone_1/transformer_encoder_layer_0_1/self_attention_1/
+    query_projector_1/Cast/ReadVariableOp``. Each layer scope there is the layer's name plus a
+    ``_N`` uniquifier; the scope just above ``ReadVariableOp`` is the consuming op's. Reading the
+    layers from the one matching the variable's first name component on gives the Keras path
+    (``transformer_encoder_layer_0/self_attention/query_projector/kernel``); of several reads, the
+    shortest wins (a parent's variable is sometimes read inside a child's scope). Names that are
+    unique are left alone unless their leaf is a Keras layer's own (``kernel``, ``gamma``): a
+    Swin ``patch_embedding/kernel`` is the kernel of ``patch_embedding/conv_projection``, while a
+    custom leaf (XLNet's ``content_attention_bias``) belongs to the layer it was created in, even
+    when a sublayer reads it. Paths still shared afterwards are numbered.
+    """
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.path] = counts.get(record.path, 0) + 1
+    renamed = 0
+    result = list(records)
+    for index, (record, node_id) in enumerate(zip(records, variable_ids)):
+        if (counts[record.path] < 2 and record.leaf not in _KERAS_LEAVES) or node_id not in reads:
+            continue
+        rebuilt = _path_from_reads(record.path, reads.get(node_id, ()))
+        if rebuilt and rebuilt != record.path:
+            parts = rebuilt.split("/")
+            result[index] = dataclasses.replace(record, path=rebuilt, layer=parts[-2] if len(parts) > 1 else None)
+            renamed += 1
+    seen: dict[str, int] = {}
+    numbered = 0
+    for index, record in enumerate(result):
+        seen[record.path] = seen.get(record.path, 0) + 1
+        if seen[record.path] > 1:
+            result[index] = dataclasses.replace(record, path=f"{record.path}#{seen[record.path]}")
+            numbered += 1
+    return result, renamed, numbered
+
+
+def _path_from_reads(name: str, read_nodes: Iterable[str]) -> str | None:
+    parts = name.split("/")
+    first, leaf = parts[0], parts[-1]
+    best: str | None = None
+    for node_name in read_nodes:
+        scopes = node_name.split("/")
+        if not scopes[-1].startswith("ReadVariableOp"):
+            continue
+        scopes = scopes[:-2]  # the read, and the scope of the op that consumes it
+        for position, scope in enumerate(scopes):
+            match = _SCOPED.match(scope)
+            if scope == first or (match and match.group(1) == first):
+                layers = [first]
+                for inner in scopes[position + 1:]:
+                    inner_match = _SCOPED.match(inner)
+                    if not inner_match:
+                        break
+                    layers.append(inner_match.group(1))
+                candidate = "/".join(layers + [leaf])
+                if best is None or len(candidate) < len(best):
+                    best = candidate
+                break
+    return best
 
 
 # -- how the graph uses each variable ---------------------------------------------------------
@@ -341,8 +467,10 @@ _CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
 
 
 def _graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids: set[int], limits: Limits,
-                subject: str) -> dict[int, tuple[str, ...]]:
-    """Variable node id → sorted ``Op:input_position`` uses across the saved functions."""
+                subject: str) -> tuple[dict[int, tuple[str, ...]], dict[int, set[str]]]:
+    """Variable node id → sorted ``Op:input_position`` uses across the saved functions, and
+    variable node id → names of the ``ReadVariableOp`` nodes that read it (their name scopes are
+    the layer scopes of the call, see :func:`_unique_paths`)."""
     functions = _functions(graph_def, limits, subject)
     holds: dict[tuple[str, str], int] = {}  # (function, arg name) → variable id
     queue: deque[str] = deque()
@@ -357,6 +485,7 @@ def _graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids:
                 holds[(fn_name, arg)] = node_id
         queue.append(fn_name)
     uses: dict[int, set[str]] = {}
+    reads: dict[int, set[str]] = {}
     visited: set[tuple[str, frozenset]] = set()
     while queue:
         fn_name = queue.popleft()
@@ -384,12 +513,14 @@ def _graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids:
                                     holds[key] = var
                                     queue.append(callee)
                         elif op in _PASS_THROUGH:
+                            if op == "ReadVariableOp" and depth == 0:
+                                reads.setdefault(var, set()).add(node_name)
                             next_frontier.append(node_name)
                         else:
                             uses.setdefault(var, set()).add(f"{op}:{position}")
                 frontier = next_frontier
                 depth += 1
-    return {var: tuple(sorted(found)) for var, found in uses.items()}
+    return {var: tuple(sorted(found)) for var, found in uses.items()}, reads
 
 
 def _functions(graph_def: Any, limits: Limits, subject: str) -> dict[str, dict[str, Any]]:
