@@ -189,8 +189,9 @@ def test_table_covers_every_add_weight_of_the_installed_transformers():
         path = f"{scope or 'owner'}/{name}"
         if hf_names.hf_weight_for(path, (4, 4)) is None:
             missing.append((module, cls, scope, name))
-    assert not missing
-    assert transformers.__version__ == hf_names.TRANSFORMERS_VERSION
+    # On a transformers other than hf_names.TRANSFORMERS_VERSION this still holds the table to every
+    # add_weight of the installed release; a new name fails here until the table gives it a role.
+    assert not missing, f"transformers {transformers.__version__}: no role in hf_names for {missing}"
 
 
 def test_hf_table_entries_pin_the_roles_that_matter():

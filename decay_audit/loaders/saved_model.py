@@ -316,12 +316,13 @@ def _frozen_layers(metadata: Mapping[str, dict[str, Any]], nodes: list[_Node]) -
     (tf_keras 2.21), so the object graph alone calls a frozen base trainable; ``keras_metadata.pb``
     records ``"trainable": false`` on the layer (and on the model that holds it).
     """
-    frozen_paths = [p for p, meta in metadata.items() if meta.get("trainable") is False]
+    frozen_paths = {p for p, meta in metadata.items() if meta.get("trainable") is False}
     frozen: set[int] = set()
     if not frozen_paths:
         return frozen
     for node_path in metadata:
-        if any(node_path == p or node_path.startswith(p + ".") for p in frozen_paths):
+        parts = node_path.split(".")
+        if any(".".join(parts[:end]) in frozen_paths for end in range(1, len(parts) + 1)):
             node_id = _resolve_node_path(nodes, node_path)
             if node_id >= 0:
                 frozen.add(node_id)
