@@ -205,3 +205,14 @@ def test_hf_table_entries_pin_the_roles_that_matter():
         is False
     assert hf_names.version_is_checked("4.49.0") and hf_names.version_is_checked("4.30.2")
     assert not hf_names.version_is_checked("4.50.0") and not hf_names.version_is_checked("5.0.0")
+
+
+def test_hostile_or_broken_config_beside_the_weights(hf_checkpoints, tmp_path):
+    _, directory, roles = hf_checkpoints["bert"]
+    (tmp_path / "tf_model.h5").write_bytes((directory / "tf_model.h5").read_bytes())
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "x" * 100_000, "architectures": [7, "A" * 500]}))
+    report = scan(tmp_path)
+    assert all(len(v.classification.evidence[0]) < 1000 for v in report.variables)
+    (tmp_path / "config.json").write_text("{not json")
+    report = scan(tmp_path)  # read as a bare HF checkpoint: the weights still name themselves
+    assert {v.record.path: v.classification.kind for v in report.variables} == roles

@@ -136,24 +136,25 @@ def _hugging_face(path: Path, records: list[VariableRecord],
     if config is None and not any(hf_names.NAME_SEPARATOR in r.path for r in records):
         return None
     notes: list[str] = []
+    naming = hf_names.HF_NAMING
     if config is not None:
-        model_type = config.get("model_type")
+        # Quoted in every variable's evidence: bounded, whatever the file claims.
+        model_type = _short(config.get("model_type"))
         architectures = config.get("architectures")
-        names = ", ".join(a for a in architectures if isinstance(a, str)) if isinstance(architectures, list) else ""
-        version = config.get("transformers_version")
+        names = ", ".join(_short(a) for a in architectures[:4] if isinstance(a, str)) \
+            if isinstance(architectures, list) else ""
+        raw_version = config.get("transformers_version")
+        version = _short(raw_version) if isinstance(raw_version, str) else None
         evidence = f"Hugging Face checkpoint (config.json model_type {model_type!r}" + \
             (f", {names}" if names else "") + ")"
         notes.append(f"Hugging Face {model_type} checkpoint ({names or 'no architectures listed'}, saved by "
                      f"transformers {version or 'unknown'}): paths are the TF model's variable names")
-        if not hf_names.version_is_checked(version if isinstance(version, str) else None):
+        if not hf_names.version_is_checked(raw_version if isinstance(raw_version, str) else None):
+            naming = hf_names.HF_NAMING_NEWER
             notes.append(f"saved by transformers {version}, newer than the {hf_names.TRANSFORMERS_VERSION} "
                          f"whose TF layers decay-audit knows: HF-specific names judged with lower confidence")
             evidence += f", transformers {version} newer than the checked {hf_names.TRANSFORMERS_VERSION}"
-    naming = hf_names.HF_NAMING
-    if config is not None and not hf_names.version_is_checked(
-            config.get("transformers_version") if isinstance(config.get("transformers_version"), str) else None):
-        naming = hf_names.HF_NAMING_NEWER
-    if config is None:
+    else:
         evidence = f"Hugging Face TF naming (`{hf_names.NAME_SEPARATOR}` list layers; no config.json beside the file)"
         notes.append("Hugging Face TF checkpoint without config.json: recognised by its layer naming")
     marked = []
@@ -164,6 +165,11 @@ def _hugging_face(path: Path, records: list[VariableRecord],
                                           trainable=trainable))
     model_name = records[0].path.split("/", 1)[0] if records and "/" in records[0].path else None
     return marked, tuple(notes), model_name
+
+
+def _short(text: Any, limit: int = 80) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _hf_config(path: Path, limits: Limits) -> Mapping[str, Any] | None:
