@@ -200,6 +200,7 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
             start = backend.read(state)
             before = values()
             rates = {i: backend.learning_rate(sources[i].optimizer) * sources[i].value for i in decoupled}
+            penalties = backend.penalty_gradients(setup, sources) if regularized else {}
             step(x, y)
             real = values()
             after_real = backend.read(state)
@@ -220,7 +221,6 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
             hand = None
             if reference is not None:
                 hand = twin(reference, start, {i: 0.0 for i in coupled}, x, y)
-            penalties = backend.penalty_gradients(setup, sources) if regularized else {}
             deltas = []
             for j, trainable in enumerate(trainables):
                 switchable = real[j] - no_coupled[j]

@@ -77,8 +77,10 @@ class DecaySource:
 
     @property
     def label(self) -> str:
+        """``AdamW weight_decay=0.01``; ``model regularizer L2(l2=0.001) on dense1/kernel``."""
         where = f" on {self.variables[0]}" if self.variables and len(self.variables) == 1 else ""
-        return f"{self.owner} {self.knob}={self.value:g}{where}"
+        value = "" if "(" in self.knob else f"={self.value:g}"
+        return f"{self.owner} {self.knob}{value}{where}"
 
 
 @dataclass(frozen=True)

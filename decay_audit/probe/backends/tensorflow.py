@@ -130,11 +130,20 @@ class TensorFlowBackend(ProbeBackend):
         return result
 
     def _labels(self, setup: Any) -> dict[int, str]:
-        optimizers = self.optimizers(setup)
-        names = [type(o).__name__ for o in optimizers]
-        if len(optimizers) == 1:
-            return {id(optimizers[0]): names[0]}
-        return {id(o): f"optimizers[{i}] {n}" for i, (o, n) in enumerate(zip(optimizers, names))}
+        """``AdamW`` alone; ``optimizers[1] AdamW`` (the set-up's list) or
+        ``MultiOptimizer.optimizers[1] AdamW`` (Keras' own order) when there are several."""
+        tops = top_level_optimizers(setup)
+        labels: dict[int, str] = {}
+        for position, top in enumerate(tops):
+            subs = _unwrap(top)
+            for index, optimizer in enumerate(subs):
+                name = type(optimizer).__name__
+                if len(subs) > 1:
+                    name = f"{type(inner_optimizer(top)).__name__}.optimizers[{index}] {name}"
+                if len(tops) > 1:
+                    name = f"optimizers[{position}] {name}"
+                labels.setdefault(id(optimizer), name)
+        return labels
 
     # ---- knobs ----------------------------------------------------------------------
     @contextlib.contextmanager
