@@ -172,6 +172,15 @@ class ProbeBackend(abc.ABC):
     def write(self, variables: Sequence[Any], values: Sequence[np.ndarray]) -> None:
         """Put values back exactly (bit for bit)."""
 
+    def snapshot(self, variables: Sequence[Any]) -> Any:
+        """A copy of the values that :meth:`restore` can put back; may stay on the device
+        (the probe takes one per step and restores it once per twin, so this is the hot path)."""
+        return self.read(variables)
+
+    def restore(self, variables: Sequence[Any], snapshot: Any) -> None:
+        """Put a :meth:`snapshot` back exactly."""
+        self.write(variables, snapshot)
+
     @abc.abstractmethod
     def make_step(self, setup: Any) -> Step:
         """The set-up's own step, compiled ONCE the way its training compiles it (Keras'
