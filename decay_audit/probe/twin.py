@@ -211,6 +211,10 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
             step(warm_x, warm_y)
             backend.write(model.variables, warm_start)
             state = backend.state_variables(setup)
+            # restored afterwards: what existed before, and the new optimizer state as the warm-up left it
+            known = {id(v): value for v, value in zip(original_state, original)}
+            original_state, original = list(state), [known.get(id(v), value) for v, value in
+                                                     zip(state, backend.read(state))]
         for index in range(steps):
             x, y = next_batch()
             before = values()
