@@ -328,3 +328,16 @@ def test_subclassed_train_step_with_an_optimizer_held_by_the_model():
     assert head_bias.decoupled_by == ("model.head_optimizer AdamW weight_decay=0.05",)
     assert head_bias.decoupled_ratio == pytest.approx(1.0, rel=1e-2)
     assert model.head_optimizer.weight_decay == 0.05
+
+
+def test_fine_tuning_l2_penalty_is_seen_through_an_amplified_twin():
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(16, name="dense1", kernel_regularizer=keras.regularizers.L2(1e-6))(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="dense2", bias_regularizer=keras.regularizers.L2(1e-6))(
+        hidden))
+    model.compile(optimizer=keras.optimizers.SGD(1e-4), loss="mse")  # 2 * lr * l2 = 2e-10 per step
+    report = verify(model)
+    result = outcomes(report)
+    assert result["dense1/kernel"] is Outcome.OK and by_path(report, "dense1/kernel").measured == "coupled"
+    assert result["dense2/bias"] is Outcome.DECAYED_AGAINST_INTENT
+    assert result["dense2/kernel"] is Outcome.NOT_DECAYED and result["dense1/bias"] is Outcome.OK
