@@ -341,3 +341,37 @@ def test_fine_tuning_l2_penalty_is_seen_through_an_amplified_twin():
     assert result["dense1/kernel"] is Outcome.OK and by_path(report, "dense1/kernel").measured == "coupled"
     assert result["dense2/bias"] is Outcome.DECAYED_AGAINST_INTENT
     assert result["dense2/kernel"] is Outcome.NOT_DECAYED and result["dense1/bias"] is Outcome.OK
+
+
+DECAYING_OPTIMIZERS = ["SGD", "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta", "Lion", "Lamb",
+                       "Adafactor", "Ftrl", "Muon", "ScheduleFreeAdamW"]
+
+
+@pytest.mark.parametrize("name", DECAYING_OPTIMIZERS)
+def test_every_optimizer_at_lr_wd_1e_9_catches_leaks_and_passes_exclusions(name):
+    def make(exclude):
+        kwargs = {"learning_rate": 1e-5, "weight_decay": 1e-4}
+        if name == "Muon":
+            kwargs["adam_weight_decay"] = 1e-4
+        return verify_setups.compiled(getattr(keras.optimizers, name)(**kwargs), exclude=exclude)
+
+    correct = verify(make(True))
+    assert correct.ok, [(m.path, m.detail) for m in correct.mismatches]
+    assert all(m.decoupled_steps and m.amplified for m in correct.measurements if m.expected_decay)
+    leaking = verify(make(False))
+    assert {m.path for m in leaking.mismatches} == {"dense1/bias", "dense2/bias"}
+
+
+def test_a_model_no_backend_accepts_is_a_one_line_input_error():
+    from decay_audit.errors import DecayAuditError
+    from decay_audit.probe.backends import NoBackendError
+    from decay_audit.probe.setup import TrainingSetup
+
+    class NotAModel:
+        variables = ()
+
+    with pytest.raises(NoBackendError, match="no probe backend accepts") as caught:
+        backend_for(TrainingSetup(NotAModel(), None, description="x.py:make"))
+    assert isinstance(caught.value, DecayAuditError)
+    with pytest.raises(NoBackendError, match="no probe backend named 'nope'"):
+        load_backend("nope")

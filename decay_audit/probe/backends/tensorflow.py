@@ -134,9 +134,8 @@ class TensorFlowBackend(ProbeBackend):
     def accepts(self, setup: Any) -> bool:
         import keras
 
-        if keras.backend.backend() != "tensorflow":
-            return False
-        return isinstance(setup.model, keras.Model) or hasattr(getattr(setup.model, "variables", None), "__iter__")
+        # Keras 3 objects only: a tf_keras model also has .variables but another optimizer API.
+        return keras.backend.backend() == "tensorflow" and isinstance(setup.model, keras.layers.Layer)
 
     def optimizers(self, setup: Any) -> list[Any]:
         seen, result = set(), []
