@@ -356,8 +356,9 @@ class TensorFlowBackend(ProbeBackend):
     def penalty_gradients(self, setup: Any, sources: Sequence[DecaySource]) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
-        regularized = [(s.variables[0], v) for s in sources if s.owner == "model" and s.variables
-                       for v in setup.model.trainable_variables if variable_path(v) == s.variables[0]]
+        by_path = {variable_path(v): v for v in setup.model.trainable_variables}
+        regularized = [(s.variables[0], by_path[s.variables[0]]) for s in sources
+                       if s.owner == "model" and s.variables and s.variables[0] in by_path]
         if not regularized:
             return {}
         gradients = {}
