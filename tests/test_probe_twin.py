@@ -375,3 +375,34 @@ def test_a_model_no_backend_accepts_is_a_one_line_input_error():
     assert isinstance(caught.value, DecayAuditError)
     with pytest.raises(NoBackendError, match="no probe backend named 'nope'"):
         load_backend("nope")
+
+
+def test_noise_floor_is_calibrated_on_a_step_that_is_not_reproducible():
+    """Like GPU kernels without determinism: every run of the step differs a little. The real step
+    repeated from the same snapshot measures that, and it is not reported as decay."""
+    model = builders.seed_model()
+    optimizer = keras.optimizers.SGD(0.1, weight_decay=0.1)
+    optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if v.name == "bias"])
+    loss = keras.losses.MeanSquaredError()
+
+    @tf.function
+    def train_step(model, optimizer, x, y):
+        with tf.GradientTape() as tape:
+            value = loss(y, model(x, training=True))
+        gradients = tape.gradient(value, model.trainable_variables)
+        jittered = [g + tf.random.normal(tf.shape(g), stddev=1e-5) for g in gradients]  # unseeded: differs per run
+        optimizer.apply_gradients(zip(jittered, model.trainable_variables))
+
+    report = verify({"model": model, "optimizer": optimizer, "train_step": train_step, "data_loss": loss})
+    assert report.ok, [(m.path, m.detail) for m in report.mismatches]
+    assert all(m.decoupled_ratio == pytest.approx(1.0, abs=0.05) for m in report.measurements if m.expected_decay)
+
+
+def test_an_unknown_decay_attribute_of_a_custom_optimizer_is_named_in_a_note():
+    class ShrinkingSGD(keras.optimizers.SGD):
+        def __init__(self, shrink_decay=0.01, **kwargs):
+            super().__init__(**kwargs)
+            self.shrink_decay = shrink_decay
+
+    report = verify(verify_setups.compiled(ShrinkingSGD(learning_rate=0.01, weight_decay=0.1)))
+    assert any("shrink_decay" in note and "not measured" in note for note in report.notes), report.notes

@@ -172,6 +172,13 @@ class TensorFlowBackend(ProbeBackend):
         labels = self._labels(setup)
         try:
             for optimizer in self.optimizers(setup):
+                unknown = sorted(name for name, value in vars(optimizer).items()
+                                 if ("decay" in name.lower() or "regulariz" in name.lower())
+                                 and not name.startswith("_") and name not in DECOUPLED_KNOBS + COUPLED_KNOBS + NOT_DECAY
+                                 and _number(value) is not None)
+                if unknown:
+                    self._notes.append(f"{labels[id(optimizer)]} has {', '.join(unknown)}, which verify does not know "
+                                       "how to switch: whatever decay it applies is not measured")
                 for kind, knobs in ((SourceKind.DECOUPLED, DECOUPLED_KNOBS), (SourceKind.COUPLED, COUPLED_KNOBS)):
                     for knob in knobs:
                         if not hasattr(optimizer, knob):
