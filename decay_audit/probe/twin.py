@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from decay_audit.probe.backends import DecaySource, ProbeBackend, SourceKind, backend_for, load_backend
-from decay_audit.probe.backends.tensorflow import inner_optimizer  # noqa: F401 - public name kept for callers
 from decay_audit.probe.data import synthetic_batch
 from decay_audit.probe.setup import TrainingSetup
 
@@ -197,6 +196,7 @@ def run_probe(setup: TrainingSetup, steps: int = 3, batch_size: int = 4, seed: i
     """Measure per step and per variable; the model and optimizers are restored afterwards."""
     chosen = (load_backend(backend) if isinstance(backend, str) else backend) or backend_for(setup)
     device_name = chosen.device(device)
+    steps = max(steps, 2 * chosen.update_every(setup))  # decay happens only on the steps that update
     with chosen.scope(setup, device_name), chosen.determinism(), chosen.switchable(setup) as sources:
         return _run_probe(chosen, setup, list(sources), steps, batch_size, seed, device_name)
 

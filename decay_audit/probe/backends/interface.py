@@ -203,6 +203,11 @@ class ProbeBackend(abc.ABC):
         L2), before the optimizer transforms it (issue 11, item 9)."""
         return {}
 
+    def update_every(self, setup: Any) -> int:
+        """How many steps one optimizer update takes (gradient accumulation): decay happens only
+        on updating steps, so the probe runs at least twice this many steps."""
+        return 1
+
     def device(self, requested: str | None) -> str:
         """The device the probe runs on, in words (``CPU``, ``GPU``); ``requested`` is
         ``cpu``/``gpu``/None (None = the framework's default)."""

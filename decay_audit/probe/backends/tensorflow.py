@@ -379,6 +379,9 @@ class TensorFlowBackend(ProbeBackend):
                 gradients[path] = np.asarray(tf.convert_to_tensor(gradient), dtype=np.float64)
         return gradients
 
+    def update_every(self, setup: Any) -> int:
+        return max([int(getattr(o, "gradient_accumulation_steps", None) or 1) for o in self.optimizers(setup)] or [1])
+
     # ---- where ----------------------------------------------------------------------
     def device(self, requested: str | None) -> str:
         import tensorflow as tf
