@@ -87,6 +87,7 @@ class StepDelta:
     effects: tuple[SourceEffect, ...] = ()
     """Per decoupled source."""
     coupled_present: bool = False
+    """A coupled contribution above the noise floor (or seen through the amplified penalty twin)."""
     hand_written: bool = False
     """The coupled part came from penalties in the hand-written step (no knob reaches them)."""
     penalty_gradient: float | None = None
@@ -95,15 +96,22 @@ class StepDelta:
 
 @dataclass(frozen=True)
 class ProbeRun:
+    """Everything one probe measured, for :func:`decay_audit.probe.verdict.judge`."""
+
     paths: tuple[str, ...]
+    """The trainable variables, in the model's order."""
     steps: tuple[tuple[StepDelta, ...], ...]
     """steps[i][j]: step i, trainable variable j."""
     optimizer_name: str
+    """The optimizer class(es), a wrapper shown around its inner one: ``LossScaleOptimizer(AdamW)``."""
     weight_decay: float | None
+    """The ``weight_decay`` configured (the largest, with several optimizers); None without."""
     device: str
     hand_written_step: bool
     sources: tuple[DecaySource, ...] = ()
+    """Every decay knob found and switched in the twins."""
     backend: str = "tensorflow"
+    """The probe backend's name."""
     noise_calibration: float = 0.0
     """Largest difference between the real step and its repeat from the same snapshot."""
     notes: tuple[str, ...] = ()
