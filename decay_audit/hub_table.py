@@ -1,0 +1,203 @@
+"""Look-ups over the generated keras_hub table (decay_audit/keras_hub_layers.py), without keras_hub.
+
+The table holds, per keras_hub class, what the source says; this module answers the
+walker's questions: which class a config entry or an h5 key means, which classes an
+attribute may hold, and which leaves a class's saved variables have, given how many the
+file holds (sublayers of keras_hub classes have no config in ``config.json``, so optional
+variables are decided by count and by constant constructor arguments).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from decay_audit.keras_hub_layers import CLASSES, KERAS_HUB_VERSION, ROLES
+from decay_audit.keras_layers import (
+    LAYER_VARIABLES,
+    SUBLAYER_ATTRIBUTES,
+    VariableSlot,
+    slots_for,
+    slots_for_count,
+    snake_case,
+)
+from decay_audit.kinds import Kind
+
+__all__ = ["KERAS_HUB_VERSION", "HubClass", "hub_class", "class_for_entry", "classes_for_key",
+           "hub_slots", "builtin_slots", "slot_for_hub_leaf", "is_hub_entry"]
+
+
+@dataclass(frozen=True)
+class HubClass:
+    """One keras_hub class, as the generated table describes it."""
+
+    id: str
+    """``module.ClassName`` in keras_hub {KERAS_HUB_VERSION}."""
+    name: str
+    registered: str | None
+    scopes: bool
+    """Whether its sublayers' variable paths start with its name (False for Functional models)."""
+    keras_base: str | None
+    """The Keras class it extends, when that class's variables are in decay_audit.keras_layers."""
+    variables: tuple[tuple[str, bool, bool, str, int, bool], ...]
+    sublayers: Mapping[str, tuple[str, ...]]
+    lists: Mapping[str, tuple[str, ...]]
+    constants: Mapping[str, Mapping[str, object]]
+    created_in_init: tuple[str, ...] = ()
+    """Sublayer attributes constructed in ``__init__`` (in this class's construction scope)."""
+    built_in_init: tuple[str, ...] = ()
+    """Sublayer attributes built in ``__init__``: their variables take the construction scope."""
+    prefixes: bool = False
+    """Names its layers ``f"{name}_..."`` when constructed with a name, as ``load_model`` does."""
+
+    def attribute_classes(self, key: str) -> tuple[str, ...]:
+        """Classes the h5 key may hold: the attribute itself, or a private attribute behind a
+        public property of the same name (MultiHeadAttention's ``query_dense`` -> ``_query_dense``)."""
+        return self.sublayers.get(key) or self.sublayers.get(f"_{key}") or ()
+
+    def attribute_constants(self, key: str) -> Mapping[str, object]:
+        return self.constants.get(key) or self.constants.get(f"_{key}") or {}
+
+    def list_classes(self, key: str) -> tuple[str, ...]:
+        return self.lists.get(key) or self.lists.get(f"_{key}") or ()
+
+
+@lru_cache(maxsize=None)
+def hub_class(class_id: str) -> HubClass | None:
+    row = CLASSES.get(class_id)
+    if row is None:
+        return None
+    return HubClass(class_id, *row)
+
+
+@lru_cache(maxsize=1)
+def _by_registered() -> dict[str, str]:
+    return {row[1]: key for key, row in CLASSES.items() if row[1]}
+
+
+@lru_cache(maxsize=1)
+def _by_snake() -> dict[str, list[str]]:
+    index: dict[str, list[str]] = {}
+    for key, row in CLASSES.items():
+        index.setdefault(snake_case(row[0]), []).append(key)
+    for name in list(LAYER_VARIABLES) + list(SUBLAYER_ATTRIBUTES):
+        index.setdefault(snake_case(name), []).append(name)
+    return index
+
+
+@lru_cache(maxsize=1)
+def _by_name() -> dict[str, list[str]]:
+    index: dict[str, list[str]] = {}
+    for key, row in CLASSES.items():
+        index.setdefault(row[0], []).append(key)
+    return index
+
+
+def is_hub_entry(entry: Mapping | None) -> bool:
+    if not isinstance(entry, Mapping):
+        return False
+    module = entry.get("module")
+    registered = entry.get("registered_name")
+    return (isinstance(module, str) and module.startswith("keras_hub")) or (
+        isinstance(registered, str) and registered.startswith("keras_hub>"))
+
+
+def class_for_entry(entry: Mapping | None) -> str | None:
+    """The table id of a config entry's keras_hub class (by module path, then registered name)."""
+    if not is_hub_entry(entry):
+        return None
+    class_name = entry.get("class_name")
+    module = entry.get("module")
+    if isinstance(module, str) and isinstance(class_name, str) and f"{module}.{class_name}" in CLASSES:
+        return f"{module}.{class_name}"
+    registered = entry.get("registered_name")
+    if isinstance(registered, str) and registered in _by_registered():
+        return _by_registered()[registered]
+    return None
+
+
+def classes_for_key(key: str, candidates: tuple[str, ...] = ()) -> list[str]:
+    """Classes whose h5 key (snake_case class name, ``_N`` for repeats) is ``key``.
+
+    ``candidates`` (what the parent's source says the list may hold) narrow the answer
+    where two classes share a snake_case name (keras_hub has several ``MLP``s).
+    """
+    stem = re.sub(r"_\d+$", "", key)
+    found = list(_by_snake().get(stem, ())) + list(_by_snake().get(key, ()))
+    if candidates:
+        narrowed = [c for c in candidates if c in found or snake_case(_short(c)) in (stem, key)]
+        if narrowed:
+            return narrowed
+    return list(dict.fromkeys(found))
+
+
+def _short(class_id: str) -> str:
+    return class_id.rsplit(".", 1)[-1]
+
+
+def _choose(slots: list[VariableSlot], optional: list[bool], count: int) -> tuple[VariableSlot, ...] | None:
+    """The one leaf sequence with ``count`` variables, trying every subset of the optional slots."""
+    answers = set()
+    optional_positions = [i for i, flag in enumerate(optional) if flag]
+    if len(optional_positions) > 12:
+        return None
+    for size in range(len(optional_positions) + 1):
+        for chosen in itertools.combinations(optional_positions, size):
+            present = [s for i, s in enumerate(slots) if not optional[i] or i in chosen]
+            ordered = tuple([s for s in present if s.trainable] + [s for s in present if not s.trainable])
+            if len(ordered) == count:
+                answers.add(ordered)
+    if len(answers) == 1:
+        return answers.pop()
+    leaves = {tuple(s.leaf for s in answer) for answer in answers}
+    return next(iter(answers)) if len(leaves) == 1 else None
+
+
+def _slot(row: tuple[str, bool, bool, str, int, bool], class_name: str) -> VariableSlot:
+    leaf, trainable, _, kind, role, _ = row
+    return VariableSlot(leaf, Kind(kind), f"{ROLES[role]} (keras_hub {KERAS_HUB_VERSION} {class_name})",
+                        trainable=trainable)
+
+
+def in_init_leaves(class_id: str) -> frozenset[str]:
+    """Leaves this class creates in ``__init__`` (outside the scope it is built in)."""
+    entry = hub_class(class_id)
+    return frozenset(row[0] for row in entry.variables if row[5] and row[0]) if entry else frozenset()
+
+
+def hub_slots(class_id: str, count: int) -> tuple[VariableSlot, ...] | None:
+    """Leaves of a keras_hub class's ``count`` saved variables, in save order, or None if unsure."""
+    entry = hub_class(class_id)
+    if entry is None:
+        return None
+    if not entry.variables and entry.keras_base:
+        return slots_for_count(entry.keras_base, count)
+    slots = [_slot(row, entry.name) for row in entry.variables]
+    optional = [row[2] for row in entry.variables]
+    return _choose(slots, optional, count)
+
+
+def builtin_slots(class_name: str, constants: Mapping[str, object], count: int) -> tuple[VariableSlot, ...] | None:
+    """Slots of a Keras class created by keras_hub code (no config saved): the constant constructor
+    arguments where they decide, else the count."""
+    slots = slots_for(class_name, constants)
+    if slots is not None and len(slots) == count:
+        return slots
+    return slots_for_count(class_name, count)
+
+
+@lru_cache(maxsize=None)
+def slot_for_hub_leaf(class_name: str, leaf: str) -> VariableSlot | None:
+    """The role of ``leaf`` in keras_hub classes named ``class_name``, when they all agree."""
+    found = set()
+    slot = None
+    for class_id in _by_name().get(class_name, ()):
+        entry = hub_class(class_id)
+        for row in entry.variables:
+            if row[0] == leaf:
+                slot = _slot(row, class_name)
+                found.add((row[3], row[1]))
+    return slot if len(found) == 1 else None
