@@ -62,8 +62,8 @@ BACKBONES: dict[str, Callable] = {
     "distil_bert": lambda: _hub().DistilBertBackbone(num_heads=2, max_sequence_length=16, **TEXT),
     "albert": lambda: _hub().AlbertBackbone(num_heads=2, embedding_dim=8, max_sequence_length=16, **TEXT),
     "opt": lambda: _hub().OPTBackbone(num_heads=2, max_sequence_length=16, **TEXT),
-    "resnet": lambda: _hub().ResNetBackbone(input_conv_filters=[8], input_conv_kernel_sizes=[3],
-                                            stackwise_num_filters=[8], stackwise_num_blocks=[1],
+    "resnet": lambda: _hub().ResNetBackbone(input_conv_filters=[64], input_conv_kernel_sizes=[3],
+                                            stackwise_num_filters=[64], stackwise_num_blocks=[1],
                                             stackwise_num_strides=[1], block_type="basic_block",
                                             image_shape=(16, 16, 3)),
 }

@@ -270,6 +270,10 @@ class _ClassReader:
         if isinstance(func, ast.Attribute) and _is_self(func.value):
             self._run(self.cls, func.attr, guarded, depth + 1, stack)
             return
+        if isinstance(func, ast.Attribute) and func.attr == "__init__" and isinstance(func.value, ast.Name) \
+                and (len(call.args) >= 2 or any(k.arg == "inputs" for k in call.keywords)):
+            self.functional = True  # ``Task.__init__(self, inputs=..., outputs=...)`` (ViTImageClassifier)
+            return
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call) \
                 and isinstance(func.value.func, ast.Name) and func.value.func.id == "super":
             if func.attr == "__init__" and (call.args or any(k.arg == "inputs" for k in call.keywords)):
@@ -417,7 +421,7 @@ KERAS_HUB_VERSION = {version!r}
 
 '''
 
-FLAGS = {"use_bias", "bias_axes", "center", "scale", "rms_scaling", "tie_weights", "use_scale", "score_mode"}
+FLAGS = {"trainable", "use_bias", "bias_axes", "center", "scale", "rms_scaling", "tie_weights", "use_scale", "score_mode"}
 
 
 def render(table: dict) -> str:

@@ -289,9 +289,16 @@ class KerasTreeWalker:
                 # layers; nested models it was given (a Task's backbone) are config entries.
                 entry = nested.get(key)
                 if entry is None:
-                    candidates = _referenced_classes(parent.hub)
-                    self._walk_hub_child(parent, key, child, hub_table.classes_for_key(key, candidates),
-                                         {}, scope, parents, name, in_init=True)
+                    hub_parent = hub_table.hub_class(parent.hub)
+                    candidates = hub_table.classes_for_key(key, _referenced_classes(parent.hub))
+                    constants: Mapping[str, Any] = {}
+                    if name and hub_parent.attribute_classes(name):
+                        # keras_hub models keep each layer in an attribute of the layer's own name
+                        # (``self.encoder_position_embedding = PositionEmbedding(..., trainable=False)``).
+                        candidates = [c for c in hub_parent.attribute_classes(name) if c in candidates] or candidates
+                        constants = hub_parent.attribute_constants(name)
+                    self._walk_hub_child(parent, key, child, candidates, constants, scope, parents, name,
+                                         in_init=True)
                     continue
             self._walk_child(parent, key, child, entry, scope, parents, name)
 
@@ -317,7 +324,8 @@ class KerasTreeWalker:
         class_name = hub_table.hub_class(hub).name if hub else chosen
         self._walk(_Layer(
             group=group, key=key, name=vars_name or key, class_name=class_name, builtin=hub is None,
-            config=dict(constants), entry=None, scope=scope, parents=parents, trainable=parent.trainable,
+            config=dict(constants), entry=None, scope=scope, parents=parents,
+            trainable=parent.trainable and constants.get("trainable", True) is not False,
             nested=True, hub=hub, configless=hub is None, construction=construction,
         ))
 
