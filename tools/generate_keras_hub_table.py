@@ -129,6 +129,37 @@ def class_id(cls) -> str:
 
 # -- source reading -------------------------------------------------------------------------
 
+def _bindings(classes) -> dict[str, dict[str, list]]:
+    """Layer classes passed as constructor arguments anywhere in keras_hub:
+    ``SwinTransformerStage(downsample=PatchMerging if ... else None)`` -> {stage: {downsample: [PatchMerging]}}."""
+    import keras
+
+    found: dict[str, dict[str, list]] = {}
+    for cls in classes.values():
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        module = sys.modules[cls.__module__]
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+            target = _resolve(call.func, module)
+            if not (inspect.isclass(target) and issubclass(target, keras.layers.Layer)):
+                continue
+            for keyword in call.keywords:
+                values = [keyword.value.body, keyword.value.orelse] if isinstance(keyword.value, ast.IfExp) \
+                    else [keyword.value]
+                for value in values:
+                    resolved = _resolve(value, module) if isinstance(value, (ast.Name, ast.Attribute)) else None
+                    if inspect.isclass(resolved) and issubclass(resolved, keras.layers.Layer):
+                        bound = found.setdefault(class_id(target), {}).setdefault(keyword.arg, [])
+                        if resolved not in bound:
+                            bound.append(resolved)
+    return found
+
+
+BINDINGS: dict[str, dict[str, list]] = {}
+
+
 class _ClassReader:
     def __init__(self, cls, keras_known: set[str]):
         self.cls = cls
@@ -143,7 +174,8 @@ class _ClassReader:
         self.created_in_init: set[str] = set()
         self.prefixes = False
         self.root = "__init__"
-        self.defaults: dict[str, object] = {}
+        self.defaults: dict[str, list] = {}
+        self.aliases: dict[str, str] = {}
 
     def _method(self, owner, name):
         for klass in owner.__mro__:
@@ -168,7 +200,10 @@ class _ClassReader:
             for argument, default in zip(arguments, init.args.defaults):
                 resolved = _resolve(default, module)
                 if resolved is not None:
-                    self.defaults[argument.arg] = resolved
+                    self.defaults[argument.arg] = [resolved]
+            for argument, bound in BINDINGS.get(class_id(self.cls), {}).items():
+                self.defaults.setdefault(argument, [])
+                self.defaults[argument] += [b for b in bound if b not in self.defaults[argument]]
         for name in ("__init__", "build"):
             self.root = name
             self._run(self.cls, name, guarded=False, depth=0, stack=())
@@ -212,7 +247,14 @@ class _ClassReader:
         # Calls nested anywhere in the expression, in source order.
         for call in _calls_in_order(value):
             self._call(call, klass, module, guarded, depth, stack, method, attr if call is value else None)
+        if attr and isinstance(value, ast.Name) and value.id in self.defaults:
+            self.aliases[attr] = value.id  # ``self.norm_layer = norm_layer``
         layer_class = self._layer_class_of(value, module)
+        if layer_class and attr and self._alternatives(value):
+            for alternative in self._alternatives(value)[1:]:
+                self.sublayers.setdefault(attr, [])
+                if alternative not in self.sublayers[attr]:
+                    self.sublayers[attr].append(alternative)
         if (layer_class and attr) or (attr and isinstance(value, (ast.List, ast.ListComp, ast.Tuple))):
             if self.root == "__init__":
                 self.created_in_init.add(attr)
@@ -285,12 +327,25 @@ class _ClassReader:
                         self._run(base, func.attr, guarded, depth + 1, stack)
                     break
 
+    def _alternatives(self, value):
+        """Classes a call may construct when it calls a constructor argument (Swin's ``norm_layer``)."""
+        import keras
+
+        if not isinstance(value, ast.Call):
+            return []
+        func = value.func
+        parameter = func.id if isinstance(func, ast.Name) else (
+            self.aliases.get(func.attr) if isinstance(func, ast.Attribute) and _is_self(func.value) else None)
+        return [class_id(c) for c in self.defaults.get(parameter, ())
+                if inspect.isclass(c) and issubclass(c, keras.layers.Layer)]
+
     def _layer_class_of(self, value, module):
         if not isinstance(value, ast.Call):
             return None
         resolved = _resolve(value.func, module)
-        if resolved is None and isinstance(value.func, ast.Name):
-            resolved = self.defaults.get(value.func.id)
+        if resolved is None or not inspect.isclass(resolved):
+            alternatives = self._alternatives(value)
+            return alternatives[0] if alternatives else None
         import keras
 
         if inspect.isclass(resolved) and issubclass(resolved, keras.layers.Layer):
@@ -348,6 +403,7 @@ def build_table() -> dict:
 
     keras_known = set(LAYER_VARIABLES) | set(SUBLAYER_ATTRIBUTES)
     classes = _layer_classes()
+    BINDINGS.update(_bindings(classes))
     table = {}
     for key, cls in sorted(classes.items()):
         reader = _ClassReader(cls, keras_known)
