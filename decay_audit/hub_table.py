@@ -9,7 +9,9 @@ variables are decided by count and by constant constructor arguments).
 
 from __future__ import annotations
 
+import ast
 import itertools
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,7 +44,8 @@ class HubClass:
     """Whether its sublayers' variable paths start with its name (False for Functional models)."""
     keras_base: str | None
     """The Keras class it extends, when that class's variables are in decay_audit.keras_layers."""
-    variables: tuple[tuple[str, bool, bool, str, int, bool], ...]
+    variables: tuple[tuple[str, bool, str | None, str, int, bool, int | None], ...]
+    """(leaf, trainable, guarding condition or None, kind, role index, created in ``__init__``, rank)."""
     sublayers: Mapping[str, tuple[str, ...]]
     lists: Mapping[str, tuple[str, ...]]
     constants: Mapping[str, Mapping[str, object]]
@@ -138,27 +141,90 @@ def _short(class_id: str) -> str:
     return class_id.rsplit(".", 1)[-1]
 
 
-def _choose(slots: list[VariableSlot], optional: list[bool], count: int) -> tuple[VariableSlot, ...] | None:
-    """The one leaf sequence with ``count`` variables, trying every subset of the optional slots."""
-    answers = set()
-    optional_positions = [i for i, flag in enumerate(optional) if flag]
-    if len(optional_positions) > 12:
+_COMPARE = {ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Lt: operator.lt, ast.LtE: operator.le,
+            ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Is: operator.is_, ast.IsNot: operator.is_not}
+_UNKNOWN = object()
+
+
+@lru_cache(maxsize=None)
+def _parsed(condition: str):
+    try:
+        return ast.parse(condition, mode="eval").body
+    except SyntaxError:
         return None
-    for size in range(len(optional_positions) + 1):
-        for chosen in itertools.combinations(optional_positions, size):
-            present = [s for i, s in enumerate(slots) if not optional[i] or i in chosen]
-            ordered = tuple([s for s in present if s.trainable] + [s for s in present if not s.trainable])
+
+
+def _value(node, context: Mapping[str, object]):
+    """``self.X`` is read from the model's config (keras_hub passes constructor arguments down
+    under the same names: DINOv2's ``use_mask_token``); constants as written; anything else unknown."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+        return context.get(node.attr, _UNKNOWN)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        inner = _value(node.operand, context)
+        return _UNKNOWN if inner is _UNKNOWN else not inner
+    if isinstance(node, ast.BoolOp):
+        values = [_value(v, context) for v in node.values]
+        if isinstance(node.op, ast.And):
+            if any(v is not _UNKNOWN and not v for v in values):
+                return False
+            return _UNKNOWN if _UNKNOWN in values else True
+        if any(v is not _UNKNOWN and v for v in values):
+            return True
+        return _UNKNOWN if _UNKNOWN in values else False
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARE:
+        left, right = _value(node.left, context), _value(node.comparators[0], context)
+        if left is _UNKNOWN or right is _UNKNOWN:
+            return _UNKNOWN
+        try:
+            return bool(_COMPARE[type(node.ops[0])](left, right))
+        except TypeError:
+            return _UNKNOWN
+    return _UNKNOWN
+
+
+def condition_holds(condition: str | None, context: Mapping[str, object] | None) -> bool | None:
+    """True/False when the model's config decides a guarding condition, None when it cannot."""
+    if condition is None:
+        return True
+    if not context or condition == "?":
+        return None
+    node = _parsed(condition)
+    value = _value(node, context) if node is not None else _UNKNOWN
+    return None if value is _UNKNOWN else bool(value)
+
+
+def _choose(slots: list[VariableSlot], optional: list[bool], count: int,
+            decided: list[bool | None] | None = None, declared_ranks: list[int | None] | None = None,
+            saved_ranks: tuple[int, ...] | None = None) -> tuple[VariableSlot, ...] | None:
+    """The one leaf sequence with ``count`` variables, trying every subset of the optional slots:
+    first keeping or dropping those the model's config decides, then among what fits the count,
+    those whose declared ranks (literal ``shape=`` tuples) match the saved shapes."""
+    positions = [i for i, flag in enumerate(optional) if flag]
+    if len(positions) > 12:
+        return None
+    fitting: list[list[int]] = []
+    for size in range(len(positions) + 1):
+        for chosen in itertools.combinations(positions, size):
+            present = [i for i in range(len(slots)) if not optional[i] or i in chosen]
+            ordered = [i for i in present if slots[i].trainable] + [i for i in present if not slots[i].trainable]
             if len(ordered) == count:
-                answers.add(ordered)
-    if len(answers) == 1:
-        return answers.pop()
-    leaves = {tuple(s.leaf for s in answer) for answer in answers}
-    return next(iter(answers)) if len(leaves) == 1 else None
+                fitting.append(ordered)
+    if decided:
+        agreeing = [o for o in fitting if all(decided[i] is None or decided[i] == (i in o) for i in positions)]
+        fitting = agreeing or fitting
+    if len(fitting) > 1 and declared_ranks and saved_ranks:
+        ranked = [o for o in fitting if all(declared_ranks[i] in (None, r) for i, r in zip(o, saved_ranks))]
+        fitting = ranked or fitting
+    leaves = {tuple(slots[i].leaf for i in o) for o in fitting}
+    return tuple(slots[i] for i in fitting[0]) if len(leaves) == 1 else None
 
 
-def _slot(row: tuple[str, bool, bool, str, int, bool], class_name: str) -> VariableSlot:
-    leaf, trainable, _, kind, role, _ = row
-    return VariableSlot(leaf, Kind(kind), f"{ROLES[role]} (keras_hub {KERAS_HUB_VERSION} {class_name})",
+def _slot(row: tuple, class_name: str) -> VariableSlot:
+    leaf, trainable, _, kind, role = row[:5]
+    # An unnamed add_weight: Keras 3.15 names it ``variable`` (``variable_N`` after others in the process).
+    return VariableSlot(leaf or "variable", Kind(kind), f"{ROLES[role]} (keras_hub {KERAS_HUB_VERSION} {class_name})",
                         trainable=trainable)
 
 
@@ -168,16 +234,21 @@ def in_init_leaves(class_id: str) -> frozenset[str]:
     return frozenset(row[0] for row in entry.variables if row[5] and row[0]) if entry else frozenset()
 
 
-def hub_slots(class_id: str, count: int) -> tuple[VariableSlot, ...] | None:
-    """Leaves of a keras_hub class's ``count`` saved variables, in save order, or None if unsure."""
+def hub_slots(class_id: str, count: int, context: Mapping[str, object] | None = None,
+              ranks: tuple[int, ...] | None = None) -> tuple[VariableSlot, ...] | None:
+    """Leaves of a keras_hub class's ``count`` saved variables, in save order, or None if unsure.
+
+    ``context`` is the config of the keras_hub model the layer belongs to: it decides guarding
+    conditions such as ``self.use_mask_token`` where the count alone cannot."""
     entry = hub_class(class_id)
     if entry is None:
         return None
     if not entry.variables and entry.keras_base:
         return slots_for_count(entry.keras_base, count)
     slots = [_slot(row, entry.name) for row in entry.variables]
-    optional = [row[2] for row in entry.variables]
-    return _choose(slots, optional, count)
+    optional = [row[2] is not None for row in entry.variables]
+    decided = [condition_holds(row[2], context) for row in entry.variables] if context else None
+    return _choose(slots, optional, count, decided, [row[6] for row in entry.variables], ranks)
 
 
 def builtin_slots(class_name: str, constants: Mapping[str, object], count: int) -> tuple[VariableSlot, ...] | None:
@@ -197,7 +268,7 @@ def slot_for_hub_leaf(class_name: str, leaf: str) -> VariableSlot | None:
     for class_id in _by_name().get(class_name, ()):
         entry = hub_class(class_id)
         for row in entry.variables:
-            if row[0] == leaf:
+            if (row[0] or "variable") == leaf:
                 slot = _slot(row, class_name)
                 found.add((row[3], row[1]))
     return slot if len(found) == 1 else None

@@ -65,6 +65,15 @@ _SPECIAL = {
     ("RelativeEmbedding", "rel_embedding"): "embedding",
     ("ReversibleEmbedding", "reverse_embeddings"): "kernel",     # multiplies hidden states into logits
     ("WindowAttention", "relative_position_bias_table"): "embedding",
+    ("DINOV2Embedding", "cls_token"): "embedding",
+    ("DINOV2Embedding", "mask_token"): "embedding",
+    ("DINOV2Embedding", "interpolated_position_embeddings"): "embedding",
+    ("DINOV2LayerScale", "lambda1"): "scale",                    # layer-scale gain on the residual branch
+    ("SigLIPMultiHeadAttentionPooling", "variable"): "embedding",  # the learned query token (probe)
+    ("SigLIPVisionEmbedding", "position_ids"): "statistic",
+    ("MixtralMoeExperts", "expert_feedforward_gate_dense"): "kernel",   # per-expert weight matrices
+    ("MixtralMoeExperts", "expert_feedforward_intermediate_dense"): "kernel",
+    ("MixtralMoeExperts", "expert_feedforward_output_dense"): "kernel",
 }
 
 

@@ -164,7 +164,7 @@ class _ClassReader:
     def __init__(self, cls, keras_known: set[str]):
         self.cls = cls
         self.keras_known = keras_known
-        self.variables: list[tuple[str | None, bool, bool]] = []  # (leaf, trainable, optional)
+        self.variables: list[tuple] = []  # (leaf, trainable, condition, attribute, created in __init__)
         self.sublayers: dict[str, list[str]] = {}
         self.lists: dict[str, list[str]] = {}
         self.constants: dict[str, dict] = {}
@@ -173,6 +173,7 @@ class _ClassReader:
         self.locals: dict[str, str] = {}
         self.created_in_init: set[str] = set()
         self.prefixes = False
+        self.prefix_from_name = False
         self.root = "__init__"
         self.defaults: dict[str, list] = {}
         self.aliases: dict[str, str] = {}
@@ -206,7 +207,7 @@ class _ClassReader:
                 self.defaults[argument] += [b for b in bound if b not in self.defaults[argument]]
         for name in ("__init__", "build"):
             self.root = name
-            self._run(self.cls, name, guarded=False, depth=0, stack=())
+            self._run(self.cls, name, guarded="", depth=0, stack=())
 
     def _run(self, owner, name, guarded, depth, stack):
         klass, tree = self._method(owner, name)
@@ -220,8 +221,17 @@ class _ClassReader:
             self._statement(statement, klass, module, guarded, depth, stack, method)
 
     def _statement(self, node, klass, module, guarded, depth, stack, method):
-        if isinstance(node, (ast.If, ast.For, ast.While, ast.With, ast.Try)):
-            inner_guarded = guarded or isinstance(node, (ast.If, ast.For, ast.While, ast.Try))
+        if isinstance(node, ast.If):
+            # ``guarded`` is the condition text under which the code runs ("?" when not expressible).
+            test = ast.unparse(node.test)
+            body = f"({guarded}) and ({test})" if guarded and guarded != "?" else ("?" if guarded else test)
+            orelse = f"({guarded}) and not ({test})" if guarded and guarded != "?" else (
+                "?" if guarded else f"not ({test})")
+            self._body(node.body, klass, module, body, depth, stack, method)
+            self._body(node.orelse, klass, module, orelse, depth, stack, method)
+            return
+        if isinstance(node, (ast.For, ast.While, ast.With, ast.Try)):
+            inner_guarded = "?" if isinstance(node, (ast.For, ast.While, ast.Try)) else guarded
             for field in ("body", "orelse", "finalbody"):
                 self._body(getattr(node, field, []) or [], klass, module, inner_guarded, depth, stack, method)
             for handler in getattr(node, "handlers", []) or []:
@@ -244,6 +254,8 @@ class _ClassReader:
     def _expression(self, value, klass, module, guarded, depth, stack, method, target):
         attr = target.attr if isinstance(target, ast.Attribute) and _is_self(target.value) else None
         local = target.id if isinstance(target, ast.Name) else None
+        if local == "prefix" and any(isinstance(n, ast.Name) and n.id == "name" for n in ast.walk(value)):
+            self.prefix_from_name = True  # ``prefix = str(name) + "_" if name is not None else ""``
         # Calls nested anywhere in the expression, in source order.
         for call in _calls_in_order(value):
             self._call(call, klass, module, guarded, depth, stack, method, attr if call is value else None)
@@ -285,13 +297,16 @@ class _ClassReader:
             if keyword.arg == "name" and isinstance(keyword.value, ast.JoinedStr) and keyword.value.values \
                     and isinstance(keyword.value.values[0], ast.FormattedValue) \
                     and isinstance(keyword.value.values[0].value, ast.Name) \
-                    and keyword.value.values[0].value.id == "prefix" and self.root == "__init__":
+                    and keyword.value.values[0].value.id == "prefix" and self.root == "__init__" \
+                    and self.prefix_from_name:
                 self.prefixes = True
         if isinstance(func, ast.Attribute) and func.attr in ("add_weight", "add_variable") and _is_self(func.value):
             leaf = _constant_kwarg(call, "name")
             trainable = _constant_kwarg(call, "trainable", default=True)
+            shape = next((k.value for k in call.keywords if k.arg == "shape"), call.args[0] if call.args else None)
+            rank = len(shape.elts) if isinstance(shape, (ast.Tuple, ast.List)) else None
             self.variables.append((leaf if isinstance(leaf, str) else None,
-                                   trainable is not False, guarded, attr, self.root == "__init__"))
+                                   trainable is not False, guarded or None, attr, self.root == "__init__", rank))
             return
         if isinstance(func, ast.Attribute) and func.attr == "append" and isinstance(func.value, ast.Attribute) \
                 and _is_self(func.value.value) and call.args:
@@ -414,15 +429,15 @@ def build_table() -> dict:
         functional = is_model and (reader.functional or any(
             _ClassReader(b, keras_known).functional for b in ()))
         variables = []
-        for leaf, trainable, optional, attr, in_init in reader.variables:
+        for leaf, trainable, optional, attr, in_init, rank in reader.variables:
             if leaf is None:
                 # Keras names it ``variable``, ``variable_1``, ... by a process-wide counter.
                 kind, role = _reviewed_kind(cls.__name__, f"attribute:{attr}", trainable)
                 variables.append(("", trainable, optional, kind, role + " (unnamed: Keras numbers it variable_N)",
-                                  in_init))
+                                  in_init, rank))
                 continue
             kind, role = _reviewed_kind(cls.__name__, leaf, trainable)
-            variables.append((leaf, trainable, optional, kind, role, in_init))
+            variables.append((leaf, trainable, optional, kind, role, in_init, rank))
         registered = keras.saving.get_registered_name(cls)
         table[key] = {
             "name": cls.__name__,
@@ -454,9 +469,9 @@ Generated by ``tools/generate_keras_hub_table.py`` from the source of keras_hub 
 2. whether its sublayers' variable paths start with its name (False for Functional
    subclasses such as Backbones and Tasks, whose layers are built at construction);
 3. the Keras class it extends when decay_audit.keras_layers knows that class's variables;
-4. its own variables in creation order: (leaf, trainable, optional, kind, index into
-   ``ROLES``, created in ``__init__``); ``optional`` means a condition or loop guards the
-   ``add_weight`` call; a variable created in ``__init__`` takes the name scope active when the
+4. its own variables in creation order: (leaf, trainable, condition, kind, index into
+   ``ROLES``, created in ``__init__``, rank when the ``shape=`` is a literal tuple); ``condition`` is None when the ``add_weight`` call always
+   runs, else the source of the ``if`` tests that guard it (``"?"`` under a loop or ``try``); a variable created in ``__init__`` takes the name scope active when the
    layer was constructed, not the one where it is built (T5's relative_attention_bias);
 5. sublayers: h5 key (attribute name) -> classes the attribute may hold;
 6. list attributes -> classes of their members (saved under snake_case class-name keys);
@@ -487,10 +502,10 @@ def render(table: dict) -> str:
         if not (entry["variables"] or entry["sublayers"] or entry["lists"] or entry["model"] or entry["keras_base"]):
             continue
         variables = []
-        for leaf, trainable, optional, kind, role, in_init in entry["variables"]:
+        for leaf, trainable, optional, kind, role, in_init, rank in entry["variables"]:
             if role not in roles:
                 roles.append(role)
-            variables.append((leaf, trainable, optional, kind, roles.index(role), in_init))
+            variables.append((leaf, trainable, optional, kind, roles.index(role), in_init, rank))
         constants = {attr: {k: v for k, v in values.items() if k in FLAGS}
                      for attr, values in entry["constants"].items()}
         row = (entry["name"], entry["registered"], entry["scopes"], entry["keras_base"], tuple(variables),

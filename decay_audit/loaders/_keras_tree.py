@@ -132,6 +132,8 @@ class _Layer:
     """The keras_hub table id (``module.ClassName``) when the class is a known keras_hub class."""
     configless: bool = False
     construction: tuple[str, ...] | None = None
+    context: Mapping[str, Any] | None = None
+    """Config of the nearest enclosing keras_hub model: decides guarded variables (``use_mask_token``)."""
     """The name scope active when the layer was constructed, where it differs from ``scope``:
     variables created in ``__init__`` take it (Keras 3.15 ``add_weight`` opens only the layer's
     own name, so T5's relative_attention_bias is ``self_attention/embeddings``)."""
@@ -241,6 +243,7 @@ class KerasTreeWalker:
                 hub_table.hub_class(hub).name if hub else None),
             builtin=is_builtin_entry(model_entry), config=config, entry=model_entry,
             scope=(), parents=(), trainable=bool(config.get("trainable", True)), hub=hub,
+            context=config if hub else None,
         )
         self._walk(model, is_root=True)
         return self.records
@@ -326,7 +329,7 @@ class KerasTreeWalker:
             group=group, key=key, name=vars_name or key, class_name=class_name, builtin=hub is None,
             config=dict(constants), entry=None, scope=scope, parents=parents,
             trainable=parent.trainable and constants.get("trainable", True) is not False,
-            nested=True, hub=hub, configless=hub is None, construction=construction,
+            nested=True, hub=hub, configless=hub is None, construction=construction, context=parent.context,
         ))
 
     def _walk_attribute(self, parent: _Layer, key: str, group: Any, scope: tuple[str, ...],
@@ -401,6 +404,7 @@ class KerasTreeWalker:
             group=group, key=key, name=name, class_name=class_name, builtin=builtin, config=config,
             entry=entry, scope=scope, parents=parents, trainable=trainable, hint=hint, nested=True,
             hub=hub_table.class_for_entry(entry),
+            context=config if hub_table.class_for_entry(entry) else parent.context,
         ))
 
     # -- variables -------------------------------------------------------------------------
@@ -418,7 +422,8 @@ class KerasTreeWalker:
         self.limits.check("max_variables", len(self.records) + len(datasets), self.subject)
         slots = None
         if layer.hub is not None:
-            slots = hub_table.hub_slots(layer.hub, len(datasets))
+            slots = hub_table.hub_slots(layer.hub, len(datasets), layer.context,
+                                        tuple(len(d.shape) for _, _, d in datasets))
         elif layer.configless and layer.class_name is not None:
             slots = hub_table.builtin_slots(layer.class_name, layer.config, len(datasets))
         elif layer.class_name is not None:
@@ -512,6 +517,14 @@ def _fit(candidates: list[str] | tuple[str, ...], group: Any) -> str | None:
         return candidates[0]
     vars_group = group.get("vars")
     count = sum(1 for k in vars_group.keys() if vars_group[k].is_dataset) if vars_group is not None else 0
+    children = {k for k in group.keys() if k != "vars" and not group[k].is_dataset}
+    if children:
+        # Two classes an attribute may hold (DINOv2's MLP or SwiGLU ``mlp``): the one whose
+        # sublayer attributes are the saved children.
+        fitting = [c for c in candidates if hub_table.hub_class(c) is not None and children <= {
+            k.lstrip("_") for k in hub_table.hub_class(c).sublayers} | set(hub_table.hub_class(c).sublayers)
+            | set(hub_table.hub_class(c).lists)]
+        candidates = fitting or candidates
     for candidate in candidates:
         if hub_table.hub_class(candidate) is not None:
             if count == 0 or hub_table.hub_slots(candidate, count) is not None:

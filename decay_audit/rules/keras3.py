@@ -69,6 +69,7 @@ optimizer.exclude_from_weight_decay(  # call once, before the optimizer is built
 
 
 BACKENDS = ("tensorflow", "jax", "torch", "numpy")
+_AUTO_NAMED = re.compile(r"^variable(_\d+)?$")
 
 
 def searched_name(record: VariableRecord, backend: str) -> str:
@@ -86,6 +87,10 @@ class Keras3Target:
 
     def emit(self, records: Sequence[VariableRecord], decay: Sequence[bool]) -> Emitted:
         found, positional = exclusions(records, decay)
+        # Keras numbers unnamed variables process-wide (``variable_3``, FACTS: ConvNeXt's LayerScale):
+        # their path is not stable across processes, so they are selected by layer and position too.
+        positional += [e.record.path for e in found if _AUTO_NAMED.match(e.record.leaf)]
+        found = [e for e in found if not _AUTO_NAMED.match(e.record.leaf)]
         names: list[str] = []
         paths: list[str] = []
         for exclusion in found:
