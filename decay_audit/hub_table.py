@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from decay_audit.keras_hub_layers import CLASSES, KERAS_HUB_VERSION, ROLES
 from decay_audit.keras_layers import (
     LAYER_VARIABLES,
     SUBLAYER_ATTRIBUTES,
@@ -28,8 +27,22 @@ from decay_audit.keras_layers import (
 )
 from decay_audit.kinds import Kind
 
-__all__ = ["KERAS_HUB_VERSION", "HubClass", "hub_class", "class_for_entry", "classes_for_key",
+__all__ = ["keras_hub_version", "HubClass", "hub_class", "class_for_entry", "classes_for_key",
            "hub_slots", "builtin_slots", "slot_for_hub_leaf", "is_hub_entry"]
+
+
+@lru_cache(maxsize=1)
+def _table():
+    """The generated table, imported on first use: ~200 kB of literals a scan of a model made of
+    Keras' own layers never needs (measured 0.1 s to compile without a .pyc)."""
+    from decay_audit import keras_hub_layers
+
+    return keras_hub_layers
+
+
+def keras_hub_version() -> str:
+    """The keras_hub release the table was generated from."""
+    return _table().KERAS_HUB_VERSION
 
 
 @dataclass(frozen=True)
@@ -37,7 +50,7 @@ class HubClass:
     """One keras_hub class, as the generated table describes it."""
 
     id: str
-    """``module.ClassName`` in keras_hub {KERAS_HUB_VERSION}."""
+    """``module.ClassName`` in the keras_hub release the table covers."""
     name: str
     registered: str | None
     scopes: bool
@@ -70,7 +83,7 @@ class HubClass:
 
 @lru_cache(maxsize=None)
 def hub_class(class_id: str) -> HubClass | None:
-    row = CLASSES.get(class_id)
+    row = _table().CLASSES.get(class_id)
     if row is None:
         return None
     return HubClass(class_id, *row)
@@ -78,13 +91,13 @@ def hub_class(class_id: str) -> HubClass | None:
 
 @lru_cache(maxsize=1)
 def _by_registered() -> dict[str, str]:
-    return {row[1]: key for key, row in CLASSES.items() if row[1]}
+    return {row[1]: key for key, row in _table().CLASSES.items() if row[1]}
 
 
 @lru_cache(maxsize=1)
 def _by_snake() -> dict[str, list[str]]:
     index: dict[str, list[str]] = {}
-    for key, row in CLASSES.items():
+    for key, row in _table().CLASSES.items():
         index.setdefault(snake_case(row[0]), []).append(key)
     for name in list(LAYER_VARIABLES) + list(SUBLAYER_ATTRIBUTES):
         index.setdefault(snake_case(name), []).append(name)
@@ -94,7 +107,7 @@ def _by_snake() -> dict[str, list[str]]:
 @lru_cache(maxsize=1)
 def _by_name() -> dict[str, list[str]]:
     index: dict[str, list[str]] = {}
-    for key, row in CLASSES.items():
+    for key, row in _table().CLASSES.items():
         index.setdefault(row[0], []).append(key)
     return index
 
@@ -114,7 +127,7 @@ def class_for_entry(entry: Mapping | None) -> str | None:
         return None
     class_name = entry.get("class_name")
     module = entry.get("module")
-    if isinstance(module, str) and isinstance(class_name, str) and f"{module}.{class_name}" in CLASSES:
+    if isinstance(module, str) and isinstance(class_name, str) and f"{module}.{class_name}" in _table().CLASSES:
         return f"{module}.{class_name}"
     registered = entry.get("registered_name")
     if isinstance(registered, str) and registered in _by_registered():
@@ -224,7 +237,8 @@ def _choose(slots: list[VariableSlot], optional: list[bool], count: int,
 def _slot(row: tuple, class_name: str) -> VariableSlot:
     leaf, trainable, _, kind, role = row[:5]
     # An unnamed add_weight: Keras 3.15 names it ``variable`` (``variable_N`` after others in the process).
-    return VariableSlot(leaf or "variable", Kind(kind), f"{ROLES[role]} (keras_hub {KERAS_HUB_VERSION} {class_name})",
+    return VariableSlot(leaf or "variable", Kind(kind),
+                        f"{_table().ROLES[role]} (keras_hub {keras_hub_version()} {class_name})",
                         trainable=trainable)
 
 
@@ -262,13 +276,12 @@ def builtin_slots(class_name: str, constants: Mapping[str, object], count: int) 
 
 @lru_cache(maxsize=None)
 def slot_for_hub_leaf(class_name: str, leaf: str) -> VariableSlot | None:
-    """The role of ``leaf`` in keras_hub classes named ``class_name``, when they all agree."""
-    found = set()
-    slot = None
-    for class_id in _by_name().get(class_name, ()):
-        entry = hub_class(class_id)
-        for row in entry.variables:
-            if (row[0] or "variable") == leaf:
-                slot = _slot(row, class_name)
-                found.add((row[3], row[1]))
-    return slot if len(found) == 1 else None
+    """The role of ``leaf`` in keras_hub classes named ``class_name``, when they all agree
+    (from the small generated roles module, so custom-class models do not load the full table)."""
+    from decay_audit.keras_hub_roles import KERAS_HUB_VERSION, ROLES_BY_CLASS_NAME
+
+    found = ROLES_BY_CLASS_NAME.get(class_name, {}).get(leaf)
+    if found is None:
+        return None
+    kind, trainable, role = found
+    return VariableSlot(leaf, Kind(kind), f"{role} (keras_hub {KERAS_HUB_VERSION} {class_name})", trainable=trainable)

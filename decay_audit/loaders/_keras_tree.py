@@ -12,6 +12,7 @@ it reconstructs, because that is the model a user of the file trains.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,7 @@ def snapshot(h5: Any, subject: str, limits: Limits) -> H5Node:
     return root
 
 
+_KERAS_MODEL_NAME = re.compile(r"^(functional|sequential|model)(_\d+)?$")
 _ROOT_SKIP = frozenset({"optimizer", "metrics", "compile_metrics", "loss", "vars", "layers"})
 
 
@@ -233,7 +235,7 @@ class KerasTreeWalker:
         class_name = model_entry.get("class_name") if isinstance(model_entry, Mapping) else None
         name = _entry_name(model_entry) if model_entry else None
         hub = hub_table.class_for_entry(model_entry)
-        if model_entry is None and _vars_name(root):
+        if model_entry is None and _vars_name(root) and not _KERAS_MODEL_NAME.match(_vars_name(root)):
             # Weights-only file: keras_hub models are named after their class (``bert_backbone``).
             guesses = [c for c in hub_table.classes_for_key(_vars_name(root)) if hub_table.hub_class(c)]
             hub = guesses[0] if len(guesses) == 1 else None

@@ -101,7 +101,7 @@ def _unknown_class_notes(model_entry: Mapping) -> list[str]:
     notes = []
     if hub_unknown:
         notes.append(f"keras_hub classes not in decay-audit's table (generated from keras_hub "
-                     f"{hub_table.KERAS_HUB_VERSION}; a newer keras_hub?), judged from names, shapes and positions: "
+                     f"{hub_table.keras_hub_version()}; a newer keras_hub?), judged from names, shapes and positions: "
                      f"{', '.join(sorted(hub_unknown))}")
     if not custom:
         return notes
