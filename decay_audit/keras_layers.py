@@ -220,7 +220,12 @@ def slots_for_count(class_name: str, count: int) -> tuple[VariableSlot, ...] | N
 
 
 def slot_for_leaf(class_name: str, leaf: str) -> VariableSlot | None:
+    """The role of ``leaf`` in ``class_name``: Keras' own classes, then keras_hub's (generated table)."""
     for slot in LAYER_VARIABLES.get(class_name, ()):
         if slot.leaf == leaf:
             return slot
-    return None
+    if class_name in LAYER_VARIABLES:
+        return None
+    from decay_audit.hub_table import slot_for_hub_leaf  # the hub table builds on this module
+
+    return slot_for_hub_leaf(class_name, leaf)

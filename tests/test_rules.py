@@ -73,9 +73,7 @@ def test_keras_rule_on_a_real_keras_optimizer(builtin_zoo, preset):
     rules = emit_rules(report, "keras").document
     model = keras.saving.load_model(builtin_zoo)
     optimizer = keras.optimizers.AdamW(learning_rate=0.1, weight_decay=0.5)
-    optimizer.exclude_from_weight_decay(
-        var_list=[v for v in model.trainable_variables if v.path in set(rules["exclude_paths"])],
-        var_names=rules["exclude_var_names"] or None)
+    apply_keras_rule(model, rules, optimizer)
     expected = {v.record.path for v in report.variables if v.decision.decay}
     assert _decayed_by_real_optimizer(model, optimizer) == expected
 
@@ -105,14 +103,47 @@ def test_tf_keras_rule_on_a_real_tf_keras_optimizer(tf_keras_files):
     assert moved == {v.record.path for v in report.variables if v.decision.decay}
 
 
-def test_custom_leaves_cannot_be_named_so_keras_target_refuses(tmp_path):
-    result = run_cli("rules", str(SAMPLES / "zoo.keras"), "--target", "keras", "--output", str(tmp_path / "r.json"))
-    assert result.returncode == 1
-    assert "custom_norm/var_0" in result.stderr and "--target native or optax" in result.stderr
-    assert not (tmp_path / "r.json").exists()
-    native = run_cli("rules", str(SAMPLES / "zoo.keras"), "--target", "native", "--output", str(tmp_path / "n.yaml"))
-    assert native.returncode == 0, native.stderr
-    assert (tmp_path / "n.yaml").read_text().startswith("schema_version: 1")
+def apply_keras_rule(model, rules, optimizer):
+    """What the emitted snippet does (decay_audit.rules.keras3.SNIPPET), against a live model."""
+    owned = {}
+    for v in model.weights:
+        owned.setdefault(v.path.rpartition("/")[0], []).append(v)
+    var_list = [v for v in model.trainable_variables if v.path in set(rules["exclude_paths"])
+                or v.path.rpartition("/")[0] in set(rules.get("exclude_layers", []))]
+    var_list += [owned[p["layer"]][p["index"]] for p in rules.get("exclude_positions", [])]
+    optimizer.exclude_from_weight_decay(var_list=var_list, var_names=rules["exclude_var_names"] or None)
+
+
+def test_snippet_text_is_what_the_tests_apply():
+    from decay_audit.rules.keras3 import SNIPPET
+
+    assert 'owned[p["layer"]][p["index"]]' in SNIPPET and "exclude_layers" in SNIPPET
+
+
+@pytest.mark.parametrize("preset", ["kernels-only", "no-bias-norm"])
+def test_custom_classes_are_excluded_by_layer_path_and_position(tmp_path, preset):
+    """The project's own zoo.keras: its custom classes' leaves are unknown (stored by position),
+    but variable.path names their layers on every backend: a real AdamW step decays exactly the policy's set."""
+    out = tmp_path / "r.json"
+    result = run_cli("rules", str(SAMPLES / "zoo.keras"), "--target", "keras", "--preset", preset,
+                     "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    rules = json.loads(out.read_text())
+    assert rules["exclude_layers"] or rules["exclude_positions"]
+    report = scan(SAMPLES / "zoo.keras", preset=preset)
+    model = keras.saving.load_model(SAMPLES / "zoo.keras")  # builders registered the sample classes
+    optimizer = keras.optimizers.AdamW(learning_rate=0.1, weight_decay=0.5)
+    apply_keras_rule(model, rules, optimizer)
+    owned_paths = {}
+    for record in (v.record for v in report.variables):
+        owned_paths.setdefault(record.path.rpartition("/")[0], []).append(record.path)
+    live_paths = {}
+    for v in model.weights:
+        live_paths.setdefault(v.path.rpartition("/")[0], []).append(v.path)
+    # The scan's var_N stands for the live leaf at the same position of the same layer.
+    live_of = {p: live_paths[owner][i] for owner, paths in owned_paths.items() for i, p in enumerate(paths)}
+    expected = {live_of[v.record.path] for v in report.variables if v.decision.decay}
+    assert _decayed_by_real_optimizer(model, optimizer) == expected
 
 
 @pytest.mark.parametrize("target,backend,names,dead,decayed_against", [

@@ -12,10 +12,12 @@ it reconstructs, because that is the model a user of the file trains.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from decay_audit import hub_table
 from decay_audit.inventory import VariableRecord
 from decay_audit.kinds import Kind
 from decay_audit.keras_layers import (
@@ -108,6 +110,7 @@ def snapshot(h5: Any, subject: str, limits: Limits) -> H5Node:
     return root
 
 
+_KERAS_MODEL_NAME = re.compile(r"^(functional|sequential|model)(_\d+)?$")
 _ROOT_SKIP = frozenset({"optimizer", "metrics", "compile_metrics", "loss", "vars", "layers"})
 
 
@@ -127,6 +130,17 @@ class _Layer:
     trainable: bool
     hint: str | None = None
     nested: bool = False
+    hub: str | None = None
+    """The keras_hub table id (``module.ClassName``) when the class is a known keras_hub class."""
+    configless: bool = False
+    construction: tuple[str, ...] | None = None
+    context: Mapping[str, Any] | None = None
+    """Config of the nearest enclosing keras_hub model: decides guarded variables (``use_mask_token``)."""
+    """The name scope active when the layer was constructed, where it differs from ``scope``:
+    variables created in ``__init__`` take it (Keras 3.15 ``add_weight`` opens only the layer's
+    own name, so T5's relative_attention_bias is ``self_attention/embeddings``)."""
+    """A Keras class created inside keras_hub code: ``config`` holds only the constant
+    constructor arguments read from the source, so optional variables are decided by count."""
 
 
 def is_builtin_entry(entry: Mapping[str, Any] | None) -> bool:
@@ -187,6 +201,8 @@ def _is_group(obj: H5Node) -> bool:
 
 def _scopes(layer: _Layer) -> bool:
     """Whether sublayers' variable paths start with this layer's name (see NON_SCOPING_CONTAINERS)."""
+    if layer.hub is not None:
+        return hub_table.hub_class(layer.hub).scopes
     if layer.entry is None and not layer.nested and "layers" in layer.group:
         return False  # weights-only file: a root ``layers`` list means a Functional/Sequential model
     if layer.class_name in NON_SCOPING_CONTAINERS and layer.builtin:
@@ -218,11 +234,18 @@ class KerasTreeWalker:
         config = config if isinstance(config, Mapping) else {}
         class_name = model_entry.get("class_name") if isinstance(model_entry, Mapping) else None
         name = _entry_name(model_entry) if model_entry else None
+        hub = hub_table.class_for_entry(model_entry)
+        if model_entry is None and _vars_name(root) and not _KERAS_MODEL_NAME.match(_vars_name(root)):
+            # Weights-only file: keras_hub models are named after their class (``bert_backbone``).
+            guesses = [c for c in hub_table.classes_for_key(_vars_name(root)) if hub_table.hub_class(c)]
+            hub = guesses[0] if len(guesses) == 1 else None
         model = _Layer(
             group=root, key="", name=name or _vars_name(root) or "model",
-            class_name=class_name if isinstance(class_name, str) else None,
+            class_name=class_name if isinstance(class_name, str) else (
+                hub_table.hub_class(hub).name if hub else None),
             builtin=is_builtin_entry(model_entry), config=config, entry=model_entry,
-            scope=(), parents=(), trainable=bool(config.get("trainable", True)),
+            scope=(), parents=(), trainable=bool(config.get("trainable", True)), hub=hub,
+            context=config if hub else None,
         )
         self._walk(model, is_root=True)
         return self.records
@@ -252,6 +275,10 @@ class KerasTreeWalker:
         entries = layer_configs(parent.entry)
         by_name = {_entry_name(entry): entry for entry in entries}
         by_key = _keras_keys(entries)
+        nested = _nested_entries(parent) if parent.hub is not None else {}
+        prefix = None
+        if parent.hub is not None and parent.entry is not None and hub_table.hub_class(parent.hub).prefixes:
+            prefix = f"{parent.name}_"
         for key in _ordered_keys(group, entries, by_key):
             child = group[key]
             if not _is_group(child):
@@ -260,23 +287,85 @@ class KerasTreeWalker:
             entry = by_name.get(name) if name else None
             if entry is None:
                 entry = by_key.get(key)
+            if name and prefix and not name.startswith(prefix):
+                name = prefix + name  # the name this layer gets when load_model rebuilds its model
+            if entry is None and parent.hub is not None:
+                # A keras_hub Functional model: its config holds constructor arguments, not its
+                # layers; nested models it was given (a Task's backbone) are config entries.
+                entry = nested.get(key)
+                if entry is None:
+                    hub_parent = hub_table.hub_class(parent.hub)
+                    candidates = hub_table.classes_for_key(key, _referenced_classes(parent.hub))
+                    constants: Mapping[str, Any] = {}
+                    if name and hub_parent.attribute_classes(name):
+                        # keras_hub models keep each layer in an attribute of the layer's own name
+                        # (``self.encoder_position_embedding = PositionEmbedding(..., trainable=False)``).
+                        candidates = [c for c in hub_parent.attribute_classes(name) if c in candidates] or candidates
+                        constants = hub_parent.attribute_constants(name)
+                    self._walk_hub_child(parent, key, child, candidates, constants, scope, parents, name,
+                                         in_init=True)
+                    continue
             self._walk_child(parent, key, child, entry, scope, parents, name)
 
+    def _walk_hub_child(self, parent: _Layer, key: str, group: Any, candidates: list[str] | tuple[str, ...],
+                        constants: Mapping[str, Any], scope: tuple[str, ...], parents: tuple[str, ...],
+                        vars_name: str | None, attribute: str | None = None, in_init: bool = False) -> None:
+        """A sublayer created by keras_hub code: its class comes from the generated table."""
+        hub_parent = hub_table.hub_class(parent.hub) if parent.hub else None
+        construction = scope
+        if hub_parent is not None and attribute is not None:
+            in_init = in_init or attribute in hub_parent.created_in_init or \
+                f"_{attribute}" in hub_parent.created_in_init
+        if in_init:
+            construction = parent.construction if parent.construction is not None else parent.scope
+            if hub_parent is not None and attribute is not None and (
+                    attribute in hub_parent.built_in_init or f"_{attribute}" in hub_parent.built_in_init):
+                scope = construction
+        chosen = _fit(candidates, group)
+        if chosen is None:
+            self._walk_child(parent, key, group, None, scope, parents, vars_name)
+            return
+        hub = chosen if hub_table.hub_class(chosen) is not None else None
+        class_name = hub_table.hub_class(hub).name if hub else chosen
+        self._walk(_Layer(
+            group=group, key=key, name=vars_name or key, class_name=class_name, builtin=hub is None,
+            config=dict(constants), entry=None, scope=scope, parents=parents,
+            trainable=parent.trainable and constants.get("trainable", True) is not False,
+            nested=True, hub=hub, configless=hub is None, construction=construction, context=parent.context,
+        ))
+
     def _walk_attribute(self, parent: _Layer, key: str, group: Any, scope: tuple[str, ...],
-                        parents: tuple[str, ...]) -> None:
+                        parents: tuple[str, ...], members_of: str | None = None) -> None:
         if "vars" not in group and not any(k == "layers" for k in group.keys()):
             # A Python list/dict attribute (``self.blocks = [...]``): its members are
             # layers of the parent, and lists open no name scope.
             self._count()
-            for sub_key in sorted(group.keys()):
+            for sub_key in _list_order(group):
                 sub = group[sub_key]
                 if _is_group(sub):
-                    self._walk_attribute(parent, sub_key, sub, scope, parents)
+                    self._walk_attribute(parent, sub_key, sub, scope, parents, members_of=key)
+            return
+        hub_parent = hub_table.hub_class(parent.hub) if parent.hub else None
+        if hub_parent is not None and (members_of is not None or hub_parent.attribute_classes(key)):
+            if members_of is not None:
+                candidates = hub_table.classes_for_key(key, hub_parent.list_classes(members_of))
+                constants: Mapping[str, Any] = {}
+            else:
+                candidates = list(hub_parent.attribute_classes(key))
+                constants = hub_parent.attribute_constants(key)
+            self._walk_hub_child(parent, key, group, candidates, constants, scope, parents, _vars_name(group),
+                                 attribute=members_of or key)
             return
         entry = None
         fixed_class = None
         config: Mapping[str, Any] | None = None
         parent_class = parent.class_name if parent.builtin else parent.hint
+        if hub_parent is not None and hub_parent.keras_base:
+            parent_class = hub_parent.keras_base
+            if (parent_class, key) in SUBLAYER_CLASS_BY_PARENT:
+                self._walk_hub_child(parent, key, group, [SUBLAYER_CLASS_BY_PARENT[(parent_class, key)]], {},
+                                     scope, parents, _vars_name(group))
+                return
         if (parent_class, key) in SUBLAYER_CLASS_BY_PARENT:
             fixed_class = SUBLAYER_CLASS_BY_PARENT[(parent_class, key)]
             derive = SUBLAYER_CONFIG_BY_PARENT.get((parent_class, key))
@@ -316,6 +405,8 @@ class KerasTreeWalker:
         self._walk(_Layer(
             group=group, key=key, name=name, class_name=class_name, builtin=builtin, config=config,
             entry=entry, scope=scope, parents=parents, trainable=trainable, hint=hint, nested=True,
+            hub=hub_table.class_for_entry(entry),
+            context=config if hub_table.class_for_entry(entry) else parent.context,
         ))
 
     # -- variables -------------------------------------------------------------------------
@@ -332,7 +423,12 @@ class KerasTreeWalker:
         datasets.sort(key=lambda entry: entry[0])
         self.limits.check("max_variables", len(self.records) + len(datasets), self.subject)
         slots = None
-        if layer.class_name is not None:
+        if layer.hub is not None:
+            slots = hub_table.hub_slots(layer.hub, len(datasets), layer.context,
+                                        tuple(len(d.shape) for _, _, d in datasets))
+        elif layer.configless and layer.class_name is not None:
+            slots = hub_table.builtin_slots(layer.class_name, layer.config, len(datasets))
+        elif layer.class_name is not None:
             slots = slots_for(layer.class_name, layer.config)
         elif layer.hint is not None:
             slots = slots_for_count(layer.hint, len(datasets))
@@ -341,11 +437,13 @@ class KerasTreeWalker:
             slots = self._built_slots(layer)
         if slots is not None and len(slots) != len(datasets):
             slots = None
+        in_init = hub_table.in_init_leaves(layer.hub) if layer.hub and slots else frozenset()
+        construction_scope = (layer.construction if layer.construction is not None else layer.scope) + (layer.name,)
         for position, (_, key, dataset) in enumerate(datasets):
             slot = slots[position] if slots else None
             leaf = slot.leaf if slot else f"var_{position}"
             self.records.append(VariableRecord(
-                path="/".join(scope + (leaf,)),
+                path="/".join((construction_scope if leaf in in_init else scope) + (leaf,)),
                 leaf=leaf,
                 layer=layer.name,
                 layer_class=layer.class_name,
@@ -355,7 +453,7 @@ class KerasTreeWalker:
                 origin=dataset.path,
                 leaf_known=slot is not None,
                 parent_classes=tuple(c for c in layer.parents if c != "?"),
-                layer_builtin=layer.builtin,
+                layer_builtin=layer.builtin or (layer.hub is not None and slot is not None),
                 class_hint=layer.hint if slot is not None else layer.hint,
             ))
 
@@ -393,6 +491,61 @@ class KerasTreeWalker:
         self.limits.check("max_objects", self.visited, self.subject)
 
 
+def _nested_entries(layer: _Layer) -> dict[str, Mapping[str, Any]]:
+    """Config entries a keras_hub model was built from (a Task's ``backbone``, CLIP's encoders),
+    keyed as Keras keys them in its ``layers`` list: the snake_case class name."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for value in layer.config.values():
+        if isinstance(value, Mapping) and isinstance(value.get("class_name"), str):
+            key = snake_case(value["class_name"])
+            found[key if key not in found else f"{key}_{len(found)}"] = value
+    return found
+
+
+def _referenced_classes(class_id: str) -> tuple[str, ...]:
+    entry = hub_table.hub_class(class_id)
+    if entry is None:
+        return ()
+    classes = [c for values in entry.sublayers.values() for c in values]
+    classes += [c for values in entry.lists.values() for c in values]
+    return tuple(dict.fromkeys(classes))
+
+
+def _fit(candidates: list[str] | tuple[str, ...], group: Any) -> str | None:
+    """The candidate class whose variables fit the count saved in ``group`` (the first, if several do)."""
+    if not candidates:
+        return None
+    if len(candidates) == 1:
+        return candidates[0]
+    vars_group = group.get("vars")
+    count = sum(1 for k in vars_group.keys() if vars_group[k].is_dataset) if vars_group is not None else 0
+    children = {k for k in group.keys() if k != "vars" and not group[k].is_dataset}
+    if children:
+        # Two classes an attribute may hold (DINOv2's MLP or SwiGLU ``mlp``): the one whose
+        # sublayer attributes are the saved children.
+        fitting = [c for c in candidates if hub_table.hub_class(c) is not None and children <= {
+            k.lstrip("_") for k in hub_table.hub_class(c).sublayers} | set(hub_table.hub_class(c).sublayers)
+            | set(hub_table.hub_class(c).lists)]
+        candidates = fitting or candidates
+    for candidate in candidates:
+        if hub_table.hub_class(candidate) is not None:
+            if count == 0 or hub_table.hub_slots(candidate, count) is not None:
+                return candidate
+        elif count == 0 or slots_for_count(candidate, count) is not None:
+            return candidate
+    return candidates[0]
+
+
+def _list_order(group: Any) -> list[str]:
+    """Members of a saved list in list order: Keras keys them ``name``, ``name_1``, ``name_2``, ..."""
+    def order(key: str) -> tuple[str, int]:
+        stem, _, number = key.rpartition("_")
+        if stem and number.isdigit():
+            return stem, int(number)
+        return key, 0
+    return sorted(group.keys(), key=order)
+
+
 def _attribute_order(layer: _Layer) -> list[str]:
     """Sublayers in creation order where Keras fixes it (MultiHeadAttention: query, key, value,
     output), so the inventory follows ``model.trainable_variables``; other attributes sorted."""
@@ -418,13 +571,18 @@ def _ordered_keys(group: Any, entries: list[Mapping[str, Any]], by_key: Mapping[
         name = _vars_name(child) if _is_group(child) else None
         if name:
             by_name_key[name] = key
+    # Keyed by identity, and a set beside the list: a scan per entry was quadratic in the
+    # layers a config declares (50,000 layers: 31 s, issue 14).
+    key_of_entry = {id(e): k for k, e in by_key.items()}
     ordered: list[str] = []
+    placed: set[str] = set()
     for entry in entries:
         key = by_name_key.get(_entry_name(entry))
         if key is None:
-            key = next((k for k, e in by_key.items() if e is entry), None)
-        if key is not None and key in group and key not in ordered:
+            key = key_of_entry.get(id(entry))
+        if key is not None and key in group and key not in placed:
             ordered.append(key)
-    ordered.extend(sorted(k for k in keys if k not in ordered))
+            placed.add(key)
+    ordered.extend(sorted(k for k in keys if k not in placed))
     yield from ordered
 

@@ -78,21 +78,31 @@ def load_keras_zip(path: Path, limits: Limits) -> Inventory:
 
 def _unknown_class_notes(model_entry: Mapping) -> list[str]:
     """Say which classes are not Keras' own: their variables are judged from weaker evidence."""
+    from decay_audit import hub_table
     from decay_audit.loaders._keras_tree import is_builtin_entry
 
     custom: set[str] = set()
+    hub_unknown: set[str] = set()
     stack = [model_entry]
     while stack:
         entry = stack.pop()
         if not isinstance(entry, Mapping):
             continue
         class_name = entry.get("class_name")
-        if isinstance(class_name, str) and not is_builtin_entry(entry) and class_name not in ("Functional",):
+        if isinstance(class_name, str) and hub_table.is_hub_entry(entry):
+            if hub_table.class_for_entry(entry) is None:
+                hub_unknown.add(class_name)
+        elif isinstance(class_name, str) and not is_builtin_entry(entry) and class_name not in ("Functional",):
             custom.add(f"{entry.get('module') or '?'}.{class_name}")
         stack.extend(layer_configs(entry))
         config = entry.get("config")
         if isinstance(config, Mapping):
             stack.extend(v for v in config.values() if isinstance(v, Mapping) and "class_name" in v)
+    notes = []
+    if hub_unknown:
+        notes.append(f"keras_hub classes not in decay-audit's table (generated from keras_hub "
+                     f"{hub_table.keras_hub_version()}; a newer keras_hub?), judged from names, shapes and positions: "
+                     f"{', '.join(sorted(hub_unknown))}")
     if not custom:
-        return []
-    return [f"custom classes (not imported, judged from names, shapes and positions): {', '.join(sorted(custom))}"]
+        return notes
+    return notes + [f"custom classes (not imported, judged from names, shapes and positions): {', '.join(sorted(custom))}"]

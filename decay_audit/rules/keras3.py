@@ -17,9 +17,19 @@ Which name is searched depends on the backend, observed on Keras 3.15:
   and is therefore not what training does on TensorFlow.
 
 The emitted file holds ``exclude_var_names`` (``(^|/)LEAF(:0)?$``, right on every backend,
-only where every variable with that leaf is excluded) and ``exclude_paths`` (turned into
-``var_list`` by path). What it cannot express: variables whose leaf is unknown to a scan
-(custom classes in a .keras file, stored by position), because their live path is not known.
+only where every variable with that leaf is excluded) and three ``var_list`` forms, built from
+``variable.path``, which names a variable the same way on every backend:
+
+- ``exclude_paths``: exact paths;
+- ``exclude_layers``: a layer's path, for variables whose leaf a scan cannot know (classes
+  not importable, stored by position) when every variable that layer owns is excluded: the
+  snippet selects variables whose path minus the leaf equals it;
+- ``exclude_positions``: ``{"layer": path, "index": i}``, the i-th variable the layer owns, in
+  ``model.weights`` order (Keras 3.15 lists a layer's own variables as it saves them,
+  ``_trainable_variables + _non_trainable_variables``), where the layer's variables differ.
+
+What it cannot express: a leaf-unknown variable whose layer path is shared by another layer
+(two layers, one name scope), since neither prefix nor position then singles it out.
 """
 
 from __future__ import annotations
@@ -43,8 +53,14 @@ from decay_audit.rules.interface import (
 SNIPPET = '''import json
 
 rules = json.load(open(RULES_PATH))
+owned = {}  # layer path -> the variables it owns, in model.weights order
+for v in model.weights:
+    owned.setdefault(v.path.rpartition("/")[0], []).append(v)
+var_list = [v for v in model.trainable_variables if v.path in set(rules["exclude_paths"])
+            or v.path.rpartition("/")[0] in set(rules.get("exclude_layers", []))]
+var_list += [owned[p["layer"]][p["index"]] for p in rules.get("exclude_positions", [])]
 optimizer.exclude_from_weight_decay(  # call once, before the optimizer is built
-    var_list=[v for v in model.trainable_variables if v.path in set(rules["exclude_paths"])],
+    var_list=var_list,
     var_names=rules["exclude_var_names"],
 )
 # Under mixed_float16, call this on the inner optimizer BEFORE compile() wraps it in a
@@ -53,6 +69,7 @@ optimizer.exclude_from_weight_decay(  # call once, before the optimizer is built
 
 
 BACKENDS = ("tensorflow", "jax", "torch", "numpy")
+_AUTO_NAMED = re.compile(r"^variable(_\d+)?$")
 
 
 def searched_name(record: VariableRecord, backend: str) -> str:
@@ -69,7 +86,11 @@ class Keras3Target:
         self.backend = backend
 
     def emit(self, records: Sequence[VariableRecord], decay: Sequence[bool]) -> Emitted:
-        found, unexpressible = exclusions(records, decay)
+        found, positional = exclusions(records, decay)
+        # Keras numbers unnamed variables process-wide (``variable_3``, FACTS: ConvNeXt's LayerScale):
+        # their path is not stable across processes, so they are selected by layer and position too.
+        positional += [e.record.path for e in found if _AUTO_NAMED.match(e.record.leaf)]
+        found = [e for e in found if not _AUTO_NAMED.match(e.record.leaf)]
         names: list[str] = []
         paths: list[str] = []
         for exclusion in found:
@@ -79,19 +100,22 @@ class Keras3Target:
                     names.append(pattern)
             else:
                 paths.append(exclusion.record.path)
-        return Emitted({"exclude_var_names": names, "exclude_paths": paths}, snippet=SNIPPET,
-                       unexpressible=tuple(unexpressible))
+        layers, positions, unexpressible = _by_layer(records, decay, set(positional))
+        return Emitted({"exclude_var_names": names, "exclude_paths": paths, "exclude_layers": layers,
+                        "exclude_positions": positions}, snippet=SNIPPET, unexpressible=tuple(unexpressible))
 
     def parse(self, document: Any, subject: str) -> dict[str, list[str]]:
         if not isinstance(document, dict):
             raise UsageError(subject, "rule file must be a JSON/YAML object")
         rule = {"exclude_var_names": require_list_of_strings(document.get("exclude_var_names"), "exclude_var_names", subject),
-                "exclude_paths": require_list_of_strings(document.get("exclude_paths"), "exclude_paths", subject)}
+                "exclude_paths": require_list_of_strings(document.get("exclude_paths"), "exclude_paths", subject),
+                "exclude_layers": require_list_of_strings(document.get("exclude_layers"), "exclude_layers", subject),
+                "exclude_positions": _positions(document.get("exclude_positions"), subject)}
         self._joined(rule["exclude_var_names"], subject)
         return rule
 
     def from_var_names(self, names: Sequence[str]) -> dict[str, list[str]]:
-        rule = {"exclude_var_names": list(names), "exclude_paths": []}
+        rule = {"exclude_var_names": list(names), "exclude_paths": [], "exclude_layers": [], "exclude_positions": []}
         self._joined(rule["exclude_var_names"], "--var-names")
         return rule
 
@@ -104,13 +128,78 @@ class Keras3Target:
     def apply(self, rule: dict[str, list[str]], records: Sequence[VariableRecord]) -> Applied:
         joined = self._joined(rule["exclude_var_names"], "rule")
         listed = set(rule["exclude_paths"])
+        layers = set(rule.get("exclude_layers", ()))
+        positions = {(p["layer"], p["index"]) for p in rule.get("exclude_positions", ())}
+        place = _owned_positions(records)
         candidates = trainable(records)
         backend = self.backend
-        excluded = frozenset(r.path for r in candidates if r.path in listed or (
+        excluded = frozenset(r.path for r in candidates if r.path in listed or place[id(r)][0] in layers
+                             or place[id(r)] in positions or (
             joined is not None and joined.search(searched_name(r, backend)) is not None))
         matches = [Match(name, tuple(r.path for r in candidates if re.search(name, searched_name(r, backend))))
                    for name in rule["exclude_var_names"]]
         matches += [Match(f"path {path}", tuple(r.path for r in candidates if r.path == path))
                     for path in rule["exclude_paths"]]
+        matches += [Match(f"layer {layer}", tuple(r.path for r in candidates if place[id(r)][0] == layer))
+                    for layer in rule.get("exclude_layers", ())]
+        matches += [Match(f"layer {p['layer']} variable {p['index']}",
+                          tuple(r.path for r in candidates if place[id(r)] == (p["layer"], p["index"])))
+                    for p in rule.get("exclude_positions", ())]
         return Applied(excluded, tuple(matches))
+
+
+def _owner(record: VariableRecord) -> str:
+    return record.path.rpartition("/")[0]
+
+
+def _owned_positions(records: Sequence[VariableRecord]) -> dict[int, tuple[str, int]]:
+    """Each record's (layer path, index among the variables that layer path owns), in inventory
+    order, which for a Keras file is the save order: what the snippet's ``owned`` lists hold."""
+    counters: dict[str, int] = {}
+    place = {}
+    for record in records:
+        owner = _owner(record)
+        place[id(record)] = (owner, counters.get(owner, 0))
+        counters[owner] = counters.get(owner, 0) + 1
+    return place
+
+
+def _by_layer(records: Sequence[VariableRecord], decay: Sequence[bool],
+              positional: set[str]) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """Exclusions for variables whose leaf is unknown: the whole layer where all it owns is
+    excluded, else positions; nothing where two layers share the path (T5 has two
+    ``self_attention`` layers at top level), since the snippet could not tell them apart."""
+    if not positional:
+        return [], [], []
+    place = _owned_positions(records)
+    owners: dict[str, list[tuple[VariableRecord, bool]]] = {}
+    layer_of: dict[str, set[tuple[str | None, str | None]]] = {}
+    for record, decayed in zip(records, decay):
+        owners.setdefault(_owner(record), []).append((record, decayed))
+        layer_of.setdefault(_owner(record), set()).add((record.layer, record.origin.rpartition("/")[0]))
+    layers: list[str] = []
+    positions: list[dict[str, Any]] = []
+    unexpressible: list[str] = []
+    for record, decayed in zip(records, decay):
+        if record.path not in positional or not record.trainable or decayed:
+            continue
+        owner = _owner(record)
+        if len(layer_of[owner]) > 1:
+            unexpressible.append(record.path)
+        elif all(not d or not r.trainable for r, d in owners[owner]):
+            if owner not in layers:
+                layers.append(owner)
+        else:
+            positions.append({"layer": owner, "index": place[id(record)][1]})
+    return layers, positions, unexpressible
+
+
+def _positions(value: Any, subject: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+            isinstance(v, dict) and isinstance(v.get("layer"), str) and isinstance(v.get("index"), int)
+            and not isinstance(v.get("index"), bool) for v in value):
+        raise UsageError(subject, "'exclude_positions' must be a list of {layer: str, index: int}")
+    return [{"layer": v["layer"], "index": v["index"]} for v in value]
 
