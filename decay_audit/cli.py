@@ -169,6 +169,10 @@ def scan(models: tuple[Path, ...], output_format: str, output: Path | None, pres
     holding several models (searched recursively) or a glob scan every model found,
     one summary row each.
     """
+    if plot_file is not None:
+        from decay_audit.plot import require_matplotlib
+
+        require_matplotlib()
     single = _single_model(models)
     if single is None:
         _scan_many(models, output_format, output, _policy(preset, decay, no_decay, policy_file), _limits(limits),
@@ -380,12 +384,14 @@ class _OrderedExpectations(click.Command):
 @click.option("--format", "output_format", type=_format_choices("verify"), default="table", show_default=True)
 @click.option("--junit", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write JUnit XML, one test case per variable.")
+@click.option("--plot", "plot_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also draw each variable's measured decay against lr_t*wd as a PNG (needs the [plot] extra).")
 @click.pass_context
 def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optimizer: str | None,
            learning_rate: float | None, weight_decay: float | None, exclude_var_names: tuple[str, ...],
            custom_modules: tuple[str, ...], preset: str, decay, no_decay, policy_file, rules_file: Path | None,
            expect_decay, expect_no_decay, steps: int, device: str | None, output_format: str,
-           junit: Path | None) -> None:
+           junit: Path | None, plot_file: Path | None) -> None:
     """Measure, per variable, the decay a real training set-up applies; exit 1 where it differs from the intent.
 
     Runs a short probe on synthetic batches: at every step, from one snapshot of all model
@@ -394,6 +400,10 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
     """
     if (model is None) == (setup_spec is None):
         raise UsageError("verify", "give exactly one of MODEL or --setup FILE.py:FUNCTION")
+    if plot_file is not None:
+        from decay_audit.plot import require_matplotlib
+
+        require_matplotlib()
     from decay_audit.probe.quiet import import_tensorflow
 
     import_tensorflow()  # TensorFlow's start-up chatter is not a report
@@ -420,6 +430,10 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
     click.echo(render(Subject.VERIFY, output_format, report, setup=setup_spec, model=model), nl=False)
     if junit is not None:
         _write_output(format_junit(report), junit)
+    if plot_file is not None:
+        from decay_audit.plot import plot_verify
+
+        plot_verify(report, plot_file)
     if not report.ok:
         sys.exit(EXIT_FINDINGS)
 
