@@ -72,8 +72,8 @@ def main() -> None:
         loop = time.perf_counter() - start
     n = len(models)
     print(f"{n} models ({', '.join(SOURCES)}), {os.cpu_count()} CPUs, median of {options.repeats}")
-    print(f"| run | total s | ms / model | vs one process per model |")
-    print(f"| --- | --- | --- | --- |")
+    print("| run | total s | ms / model | vs one process per model |")
+    print("| --- | --- | --- | --- |")
     print(f"| `scan DIR` | {batch:.2f} | {1000 * batch / n:.1f} | {loop / batch:.1f}x faster |")
     print(f"| `scan DIR --jobs 1` | {serial:.2f} | {1000 * serial / n:.1f} | {loop / serial:.1f}x faster |")
     print(f"| `scan MODEL` x {n} | {loop:.2f} | {1000 * loop / n:.1f} | 1x |")
