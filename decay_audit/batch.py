@@ -16,10 +16,12 @@ from __future__ import annotations
 import glob
 import os
 import stat
+import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from decay_audit.audit import ScanReport, scan_inventory
 from decay_audit.errors import DecayAuditError
@@ -231,28 +233,37 @@ def scan_many(models: Sequence[str | os.PathLike], policy: Policy | Preset | str
               on_done: Callable[[BatchItem], None] | None = None) -> BatchReport:
     """Scan every model in ``models`` (paths as :func:`discover` returns them), up to ``jobs``
     readers at a time. A model that cannot be read becomes an item with an ``error``; the
-    others are scanned regardless. ``on_done`` is called once per model, in order."""
-    from decay_audit.loaders import start_load
+    others are scanned regardless. ``on_done`` is called once per model, in order.
 
+    In a process that has imported TensorFlow (a notebook, a test suite), forking is unsafe and
+    each reader would be a fresh interpreter; the reads then go to ONE helper interpreter that
+    forks the readers itself, so the sweep still costs one interpreter start, not one per model."""
     if not isinstance(policy, Policy):
         policy = Policy(Preset(policy))
     jobs = max(1, jobs or default_jobs())
-    _preload_loaders()
+    paths = [Path(m) for m in models]
+    can_fork = hasattr(os, "fork") and limits.read_seconds > 0
+    reads = _read_in_helper(paths, limits, jobs) if can_fork and "tensorflow" in sys.modules else \
+        _read_all(paths, limits, jobs)
     items: list[BatchItem] = []
-    window: deque = deque()
-    queue = deque(Path(m) for m in models)
-
-    def finish(path: Path, pending) -> None:
-        try:
-            if isinstance(pending, DecayAuditError):
-                raise pending
-            item = BatchItem(str(path), scan_inventory(pending.result(), policy))
-        except DecayAuditError as exc:
-            item = BatchItem(str(path), None, str(exc))
+    for path, result in reads:
+        if isinstance(result, DecayAuditError):
+            item = BatchItem(str(path), None, str(result))
+        else:
+            item = BatchItem(str(path), scan_inventory(result, policy))
         items.append(item)
         if on_done is not None:
             on_done(item)
+    return BatchReport(tuple(items))
 
+
+def _read_all(paths: Sequence[Path], limits: Limits, jobs: int) -> Iterator[tuple[Path, Any]]:
+    """(path, Inventory or the DecayAuditError that reading it raised), in order, ``jobs`` readers at a time."""
+    from decay_audit.loaders import start_load
+
+    _preload_loaders()
+    window: deque = deque()
+    queue = deque(paths)
     try:
         while queue or window:
             while queue and len(window) < jobs:
@@ -262,13 +273,73 @@ def scan_many(models: Sequence[str | os.PathLike], policy: Policy | Preset | str
                 except DecayAuditError as exc:
                     window.append((path, exc))
             path, pending = window.popleft()
-            finish(path, pending)
+            if isinstance(pending, DecayAuditError):
+                yield path, pending
+                continue
+            try:
+                yield path, pending.result()
+            except DecayAuditError as exc:
+                yield path, exc
     finally:
         for _, pending in window:  # interrupted: no reader outlives the scan
             if not isinstance(pending, DecayAuditError):
                 pending.cancel()
-    return BatchReport(tuple(items))
+
+
+def _read_in_helper(paths: Sequence[Path], limits: Limits, jobs: int) -> Iterator[tuple[Path, Any]]:
+    """The same reads, done by one fresh interpreter (``python -m decay_audit.batch``) that forks
+    the bounded readers; results come back as the readers' own JSON, one line per model."""
+    import dataclasses
+    import json
+    import subprocess
+
+    from decay_audit.errors import ModelLoadError
+    from decay_audit.loaders._isolate import _result
+
+    request = json.dumps({"models": [str(p) for p in paths], "limits": dataclasses.asdict(limits), "jobs": jobs})
+    package_root = str(Path(__file__).resolve().parents[1])  # importable however this process found it
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen([sys.executable, "-m", "decay_audit.batch"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(request.encode())
+        process.stdin.close()
+        for path in paths:
+            line = process.stdout.readline()
+            if not line:
+                yield path, ModelLoadError(str(path), "the batch reader process ended early")
+                continue
+            try:
+                yield path, _result(line, path, limits)
+            except DecayAuditError as exc:
+                yield path, exc
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _helper_main() -> None:
+    """``python -m decay_audit.batch``: read the models named on stdin, one JSON line each on stdout."""
+    import json
+
+    from decay_audit.loaders._isolate import _encode
+
+    request = json.loads(sys.stdin.read())
+    limits = Limits(**request["limits"])
+    output = sys.stdout.buffer
+    for _, result in _read_all([Path(m) for m in request["models"]], limits, request["jobs"]):
+        if isinstance(result, DecayAuditError):
+            line = json.dumps({"error": [type(result).__name__, result.subject, result.problem]}).encode()
+        else:
+            line = _encode(result)
+        output.write(line + b"\n")
+        output.flush()
 
 
 def missing_items(discovered: Discovered) -> list[BatchItem]:
     return [BatchItem(argument, None, f"{argument}: {problem}") for argument, problem in discovered.missing]
+
+
+if __name__ == "__main__":
+    _helper_main()

@@ -137,6 +137,30 @@ def test_jobs_do_not_change_the_result(registry):
     assert one.totals() == three.totals()
 
 
+def test_after_tensorflow_import_one_helper_interpreter_reads_everything(registry, tmp_path, monkeypatch):
+    """This test process has imported TensorFlow (conftest builds models): a per-model reader would be
+    a fresh interpreter each. scan_many must not take that path at all."""
+    import decay_audit.loaders._isolate as isolate
+
+    assert "tensorflow" in sys.modules
+
+    def per_model_interpreter(*args, **kwargs):
+        raise AssertionError("one interpreter per model")
+
+    monkeypatch.setattr(isolate, "_load_spawned", per_model_interpreter)
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes((SAMPLES / "seed.keras").read_bytes()[:200])
+    models = list(discover([registry]).models) + [broken]
+    batch = scan_many(models, jobs=2)
+    assert [Path(i.path) for i in batch.items] == models
+    assert batch.errors[0].path == str(broken) and str(broken) in batch.errors[0].error
+    document = json.loads(run_cli("scan", str(registry), "--format", "json").stdout)
+    assert batch.totals().variables == document["totals"]["variables"]
+    from decay_audit.report.json_format import report_dict
+
+    assert [report_dict(r) for r in batch.reports] == document["models"]
+
+
 def _run_on_tty(args: list[str], timeout: float = 120) -> tuple[int, str, str]:
     """Run the CLI with stderr on a pseudo-terminal (stdout piped): what a person at a terminal sees."""
     leader, follower = pty.openpty()
