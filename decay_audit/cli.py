@@ -172,7 +172,7 @@ def scan(models: tuple[Path, ...], output_format: str, output: Path | None, pres
     if plot_file is not None:
         from decay_audit.plot import require_matplotlib
 
-        require_matplotlib()
+        require_matplotlib(plot_file)
     single = _single_model(models)
     if single is None:
         _scan_many(models, output_format, output, _policy(preset, decay, no_decay, policy_file), _limits(limits),
@@ -403,7 +403,7 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
     if plot_file is not None:
         from decay_audit.plot import require_matplotlib
 
-        require_matplotlib()
+        require_matplotlib(plot_file)
     from decay_audit.probe.quiet import import_tensorflow
 
     import_tensorflow()  # TensorFlow's start-up chatter is not a report

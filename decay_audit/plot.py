@@ -30,12 +30,16 @@ NONE_FLOOR = 1e-3
 """Where a variable with no measured decoupled decay is drawn on the log axis."""
 
 
-def require_matplotlib() -> None:
-    """Fail before the work, not after it, when the [plot] extra is missing."""
+def require_matplotlib(destination: str | os.PathLike | None = None) -> None:
+    """Fail before the work, not after it, when the [plot] extra is missing or the PNG cannot be written there."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError("--plot", "needs matplotlib: pip install 'decay-audit[plot]'") from None
+    if destination is not None:
+        directory = Path(destination).parent if str(Path(destination).parent) else Path(".")
+        if not directory.is_dir():
+            raise UsageError(str(destination), "directory of --plot does not exist")
 
 
 def _figure(size: tuple[float, float]) -> Any:

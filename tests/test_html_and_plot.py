@@ -151,3 +151,5 @@ def test_plot_without_matplotlib_is_a_usage_error(tmp_path):
                      env={"PYTHONPATH": f"{tmp_path}:{Path(decay_audit.__file__).parents[1]}"})
     assert result.returncode == 2 and "decay-audit[plot]" in result.stderr and result.stdout == ""
     assert not (tmp_path / "x.png").exists()
+    nowhere = run_cli("scan", str(SAMPLES / "seed.keras"), "--plot", str(tmp_path / "no" / "x.png"))
+    assert nowhere.returncode == 2 and nowhere.stdout == "" and "directory of --plot" in nowhere.stderr
