@@ -158,7 +158,7 @@ def _show_progress(quiet: bool, output_format: str) -> bool:
               help="Several models: readers at once (default: the CPUs this process may use).")
 @click.option("--plot", "plot_file", type=click.Path(path_type=Path, dir_okay=False),
               help="Also draw parameters decayed vs excluded per kind as a PNG (needs the [plot] extra).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary lines on stderr.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar on stderr (errors and the --strict reason stay).")
 def scan(models: tuple[Path, ...], output_format: str, output: Path | None, preset: str, decay, no_decay,
          policy_file, limits: tuple[str, ...], strict: bool, jobs: int | None, plot_file: Path | None,
          quiet: bool) -> None:
@@ -198,9 +198,8 @@ def scan(models: tuple[Path, ...], output_format: str, output: Path | None, pres
         plot_scan(report, plot_file)
     summary = report.summary()
     if strict and strict_problems(report):
-        if not quiet:
-            click.echo(f"decay-audit: {summary.low_confidence} low-confidence and {summary.conflicting} conflicting "
-                       f"verdicts, {len(report.policy_findings.dead_overrides)} dead overrides (--strict)", err=True)
+        click.echo(f"decay-audit: {summary.low_confidence} low-confidence and {summary.conflicting} conflicting "
+                   f"verdicts, {len(report.policy_findings.dead_overrides)} dead overrides (--strict)", err=True)
         sys.exit(EXIT_FINDINGS)
 
 
@@ -248,9 +247,8 @@ def _scan_many(models: tuple[Path, ...], output_format: str, output: Path | None
             click.echo(f"decay-audit: error: {item.error}", err=True)
         sys.exit(EXIT_INPUT)
     if strict and totals.strict_problems:
-        if not quiet:
-            click.echo(f"decay-audit: {totals.strict_problems} low-confidence or conflicting verdicts or dead "
-                       f"overrides in {totals.models} models (--strict)", err=True)
+        click.echo(f"decay-audit: {totals.strict_problems} low-confidence or conflicting verdicts or dead "
+                   f"overrides in {totals.models} models (--strict)", err=True)
         sys.exit(EXIT_FINDINGS)
 
 
