@@ -117,3 +117,19 @@ def test_plugin_is_inert_without_marker_or_option(project):
     project.makepyfile(test_plain="def test_plain():\n    assert 'tensorflow'\n")
     result = project.runpytest_inprocess(*_plugin_args())
     result.assert_outcomes(passed=1)
+
+
+@pytest.mark.slow
+def test_xdist_workers_collect_the_same_variable_tests(project):
+    """Under xdist every worker collects (and so probes) on its own; the node ids must agree."""
+    pytest.importorskip("xdist")
+    project.makepyfile(test_marked="""
+        import pytest
+
+        @pytest.mark.decay_audit(setup="train.py:leaky")
+        def test_each(decay_audit):
+            pass
+    """)
+    result = project.runpytest_subprocess("-n", "2", "--decay-audit-setup", "train.py:make", *_plugin_args())
+    result.assert_outcomes(passed=6, failed=2)  # make: 4 ok; leaky under kernels-only: both biases wrong
+    result.stdout.fnmatch_lines(["*FAILED test_marked.py::test_each?dense?/bias?*"])
