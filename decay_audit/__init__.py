@@ -33,6 +33,8 @@ _EXPORTS = {
     "Policy": "decay_audit.policy",
     "emit_rules": "decay_audit.rulecheck",
     "check_rules": "decay_audit.rulecheck",
+    "scan_many": "decay_audit.batch",
+    "BatchReport": "decay_audit.batch",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -51,6 +53,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # pragma: no cover
     from decay_audit.audit import ScannedVariable, ScanReport, scan, scan_inventory
+    from decay_audit.batch import BatchReport, scan_many
     from decay_audit.classify import Classification
     from decay_audit.errors import DecayAuditError, ModelLoadError
     from decay_audit.inventory import Inventory, VariableRecord

@@ -127,41 +127,128 @@ def main() -> None:
     """
 
 
+def _format_choices(*subjects: str) -> click.Choice:
+    from decay_audit.report import formats_for
+
+    choices: list[str] = []
+    for subject in subjects:
+        choices += [f for f in formats_for(subject) if f not in choices]
+    return click.Choice(choices)
+
+
+def _show_progress(quiet: bool, output_format: str) -> bool:
+    """Progress only for a person watching: on a TTY, not with --quiet, never beside machine-readable output."""
+    from decay_audit.report import OutputFormat
+
+    return not quiet and not OutputFormat(output_format).machine_readable and sys.stderr.isatty()
+
+
 @main.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv", "markdown"]),
-              default="table", show_default=True, help="Report format.")
+@click.argument("models", nargs=-1, required=True, metavar="MODEL...", type=click.Path(path_type=Path))
+@click.option("--format", "output_format", type=_format_choices("scan", "scan-many"),
+              default="table", show_default=True,
+              help="Report format. Several models: table (one row per model), json (one report per model), sarif.")
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the report to this file instead of stdout.")
 @policy_options
 @click.option("--limit", "limits", multiple=True, metavar="NAME=N", help=LIMIT_HELP)
 @click.option("--strict", is_flag=True,
               help="Exit 1 when any verdict is low-confidence or has conflicting evidence, or an override is dead.")
-def scan(model: Path, output_format: str, output: Path | None, preset: str, decay, no_decay, policy_file,
-         limits: tuple[str, ...], strict: bool) -> None:
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
+              help="Several models: readers at once (default: the CPUs this process may use).")
+@click.option("--plot", "plot_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also draw parameters decayed vs excluded per kind as a PNG (needs the [plot] extra).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar on stderr (errors and the --strict reason stay).")
+def scan(models: tuple[Path, ...], output_format: str, output: Path | None, preset: str, decay, no_decay,
+         policy_file, limits: tuple[str, ...], strict: bool, jobs: int | None, plot_file: Path | None,
+         quiet: bool) -> None:
     """Classify every variable of MODEL and decide which get weight decay.
 
     MODEL is a .keras file, a legacy .h5 or .weights.h5, a SavedModel directory,
-    or a directory that holds exactly one of these.
+    or a directory that holds exactly one of these. Several MODELs, a directory
+    holding several models (searched recursively) or a glob scan every model found,
+    one summary row each.
     """
+    if plot_file is not None:
+        from decay_audit.plot import require_matplotlib
+
+        require_matplotlib(plot_file)
+    single = _single_model(models)
+    if single is None:
+        _scan_many(models, output_format, output, _policy(preset, decay, no_decay, policy_file), _limits(limits),
+                   strict, jobs, plot_file, quiet)
+        return
     from decay_audit.loaders import start_load
 
-    pending = start_load(model, _limits(limits))  # the reader child works while the next stages import
+    pending = start_load(single, _limits(limits))  # the reader child works while the next stages import
     try:
         from decay_audit.audit import scan_inventory
-        from decay_audit.report import OutputFormat
+        from decay_audit.batch import strict_problems
+        from decay_audit.report import Subject, render
 
         policy = _policy(preset, decay, no_decay, policy_file)
     except BaseException:
         pending.cancel()
         raise
     report = scan_inventory(pending.result(), policy)
-    _write_output(OutputFormat(output_format).render(report), output)
+    _write_output(render(Subject.SCAN, output_format, report, model=single), output)
+    if plot_file is not None:
+        from decay_audit.plot import plot_scan
+
+        plot_scan(report, plot_file)
     summary = report.summary()
-    problems = summary.low_confidence + summary.conflicting + len(report.policy_findings.dead_overrides)
-    if strict and problems:
+    if strict and strict_problems(report):
         click.echo(f"decay-audit: {summary.low_confidence} low-confidence and {summary.conflicting} conflicting "
                    f"verdicts, {len(report.policy_findings.dead_overrides)} dead overrides (--strict)", err=True)
+        sys.exit(EXIT_FINDINGS)
+
+
+def _single_model(models: tuple[Path, ...]) -> Path | None:
+    """The one model today's single-model scan reads, or None for a multi-model scan.
+
+    One argument stays a single-model scan (same output as ever) unless it is a directory
+    that holds several models, or a glob."""
+    if len(models) != 1:
+        return None
+    path = models[0]
+    if not os.path.lexists(path):
+        return None if set("*?[") & set(str(path)) else path
+    if path.is_dir() and not (path / "saved_model.pb").is_file():
+        from decay_audit.batch import discover
+
+        found = discover([path]).models
+        if len(found) == 1:
+            return found[0]
+        return None if found else path  # none: the single-model error names the directory
+    return path
+
+
+def _scan_many(models: tuple[Path, ...], output_format: str, output: Path | None, policy, limits: Limits,
+               strict: bool, jobs: int | None, plot_file: Path | None, quiet: bool) -> None:
+    from decay_audit.batch import BatchReport, discover, missing_items, scan_many
+    from decay_audit.report import Subject, render
+
+    discovered = discover(models)
+    if not discovered.models and not discovered.missing:
+        raise UsageError(", ".join(str(m) for m in models), "no model found")
+    if plot_file is not None:
+        raise UsageError("--plot", "draws one model; give one MODEL")
+    if _show_progress(quiet, output_format) and discovered.models:
+        with click.progressbar(length=len(discovered.models), label="scanning", file=sys.stderr,
+                               item_show_func=lambda item: item and item.path) as bar:
+            batch = scan_many(discovered.models, policy, limits, jobs, on_done=lambda item: bar.update(1, item))
+    else:
+        batch = scan_many(discovered.models, policy, limits, jobs)
+    batch = BatchReport(tuple(missing_items(discovered)) + batch.items)
+    _write_output(render(Subject.SCAN_MANY, output_format, batch), output)
+    totals = batch.totals()
+    if totals.unreadable:
+        for item in batch.errors:
+            click.echo(f"decay-audit: error: {item.error}", err=True)
+        sys.exit(EXIT_INPUT)
+    if strict and totals.strict_problems:
+        click.echo(f"decay-audit: {totals.strict_problems} low-confidence or conflicting verdicts or dead "
+                   f"overrides in {totals.models} models (--strict)", err=True)
         sys.exit(EXIT_FINDINGS)
 
 
@@ -219,7 +306,7 @@ def _serialise(document: dict, output: Path | None) -> str:
 @click.option("--keras-backend", type=click.Choice(["tensorflow", "jax", "torch", "numpy"]), default=None,
               help="For --target keras: the backend that trains (default $KERAS_BACKEND, else tensorflow). "
                    "Keras 3 matches var_names against 'path:0' on TensorFlow but the leaf elsewhere.")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "output_format", type=_format_choices("check"), default="table", show_default=True)
 @click.option("--limit", "limits", multiple=True, metavar="NAME=N", help=LIMIT_HELP)
 def check(model: Path, target: str, rules_file: Path | None, var_names: tuple[str, ...], more_patterns, preset: str, decay,
           no_decay, policy_file, keras_backend, output_format: str, limits: tuple[str, ...]) -> None:
@@ -242,9 +329,9 @@ def check(model: Path, target: str, rules_file: Path | None, var_names: tuple[st
     rule = tool.parse(read_structured(rules_file), str(rules_file)) if rules_file else tool.from_var_names(var_names)
     report = run_scan(model, preset=_policy(preset, decay, no_decay, policy_file), limits=_limits(limits))
     result = check_rules(report, target, rule, keras_backend)
-    from decay_audit.report.check_format import format_check
+    from decay_audit.report import Subject, render
 
-    click.echo(format_check(result, output_format), nl=False)
+    click.echo(render(Subject.CHECK, output_format, result, model=model, rules=rules_file), nl=False)
     if result.findings:
         sys.exit(EXIT_FINDINGS)
 
@@ -292,15 +379,17 @@ class _OrderedExpectations(click.Command):
               help="Probe steps (raised to twice the gradient-accumulation steps when needed).")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Where to run the probe (default: the GPU when TensorFlow sees one).")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "output_format", type=_format_choices("verify"), default="table", show_default=True)
 @click.option("--junit", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write JUnit XML, one test case per variable.")
+@click.option("--plot", "plot_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also draw each variable's measured decay against lr_t*wd as a PNG (needs the [plot] extra).")
 @click.pass_context
 def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optimizer: str | None,
            learning_rate: float | None, weight_decay: float | None, exclude_var_names: tuple[str, ...],
            custom_modules: tuple[str, ...], preset: str, decay, no_decay, policy_file, rules_file: Path | None,
            expect_decay, expect_no_decay, steps: int, device: str | None, output_format: str,
-           junit: Path | None) -> None:
+           junit: Path | None, plot_file: Path | None) -> None:
     """Measure, per variable, the decay a real training set-up applies; exit 1 where it differs from the intent.
 
     Runs a short probe on synthetic batches: at every step, from one snapshot of all model
@@ -309,13 +398,17 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
     """
     if (model is None) == (setup_spec is None):
         raise UsageError("verify", "give exactly one of MODEL or --setup FILE.py:FUNCTION")
+    if plot_file is not None:
+        from decay_audit.plot import require_matplotlib
+
+        require_matplotlib(plot_file)
     from decay_audit.probe.quiet import import_tensorflow
 
     import_tensorflow()  # TensorFlow's start-up chatter is not a report
     if setup_spec and (optimizer or custom_modules):
         raise UsageError("--setup", "--optimizer and --custom-module apply to MODEL, not to --setup")
     from decay_audit.probe.setup import load_setup, setup_from_model_file
-    from decay_audit.report.verify_format import format_junit, format_verify_json, format_verify_table
+    from decay_audit.report.verify_format import format_junit
     from decay_audit.verification import verify as run_verify
 
     if model is not None:
@@ -330,10 +423,15 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
     report = run_verify(training, steps=steps, preset=_policy(preset, decay, no_decay, policy_file),
                         rules=rules_file, device=device, expect_decay=(),
                         expect_no_decay=(), ordered_expectations=ctx.meta.get("ordered_expectations", ()))
-    text = format_verify_json(report) if output_format == "json" else format_verify_table(report)
-    click.echo(text, nl=False)
+    from decay_audit.report import Subject, render
+
+    click.echo(render(Subject.VERIFY, output_format, report, setup=setup_spec, model=model), nl=False)
     if junit is not None:
         _write_output(format_junit(report), junit)
+    if plot_file is not None:
+        from decay_audit.plot import plot_verify
+
+        plot_verify(report, plot_file)
     if not report.ok:
         sys.exit(EXIT_FINDINGS)
 

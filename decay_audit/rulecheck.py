@@ -67,6 +67,10 @@ class FindingKind(TextEnum):
     EXCLUDED_AGAINST_POLICY = "excluded-against-policy"
     SAVED_OPTIMIZER = "saved-optimizer-decays-all"
     POLICY = "policy"
+    LOW_CONFIDENCE = "low-confidence"
+    """scan only: the kind rests on shape or position alone."""
+    CONFLICTING_EVIDENCE = "conflicting-evidence"
+    """scan only: some evidence points to another kind than the verdict."""
 
 
 
@@ -151,6 +155,31 @@ def saved_optimizer_findings(report: ScanReport) -> list[Finding]:
                     f"the file's compile config has weight_decay={optimizer.weight_decay}; exclusions are not saved, "
                     f"so training resumed after load_model decays all {len(wrongly)} excluded variables: "
                     f"{_sample(wrongly)}")]
+
+
+def scan_findings(report: ScanReport) -> list[Finding]:
+    """What a scan reports as problems, one finding each: low-confidence and conflicting verdicts,
+    dead or conflicting policy overrides, and a saved optimizer that decays everything. (``scan
+    --strict`` exits 1 on the first three kinds; the saved optimizer is ``check``'s finding and
+    only shown by scan.)"""
+    from decay_audit.kinds import Confidence
+
+    findings = []
+    for variable in report.variables:
+        classification = variable.classification
+        if classification.confidence is Confidence.LOW:
+            findings.append(Finding(FindingKind.LOW_CONFIDENCE, variable.record.path,
+                                    f"judged {classification.kind.value} from "
+                                    f"{'; '.join(classification.evidence[:2]) or 'no evidence'}"))
+        if classification.conflicts:
+            findings.append(Finding(FindingKind.CONFLICTING_EVIDENCE, variable.record.path,
+                                    f"judged {classification.kind.value}, but {'; '.join(classification.conflicts)}"))
+    for dead in report.policy_findings.dead_overrides:
+        findings.append(Finding(FindingKind.POLICY, dead, "policy override matches no variable"))
+    for conflict in report.policy_findings.conflicts:
+        findings.append(Finding(FindingKind.POLICY, conflict.split(":")[0], conflict))
+    findings.extend(saved_optimizer_findings(report))
+    return findings
 
 
 def _sample(paths: Sequence[str], limit: int = 5) -> str:

@@ -31,3 +31,11 @@ def format_check(result: CheckReport, output_format: str) -> str:
         lines.append("")
         lines.append(f"{len(result.findings)} finding(s)")
     return "\n".join(lines) + "\n"
+
+
+def format_check_table(result: CheckReport) -> str:
+    return format_check(result, "table")
+
+
+def format_check_json(result: CheckReport) -> str:
+    return format_check(result, "json")

@@ -1,0 +1,196 @@
+"""Pictures a reviewer can paste into a pull request (``--plot FILE.png``; the ``[plot]`` extra).
+
+- scan: parameters decayed vs excluded per kind (bars), from the scan report's decisions;
+- verify: per variable, the measured decoupled decay per step relative to the configured
+  ``lr_t * weight_decay * w`` (1 = exactly as configured), grouped by kind, log scale,
+  mismatches marked. The report keeps that ratio, not lr_t itself (lr_t changes per step
+  under a schedule), so the ratio is what is drawn; variables where no decoupled decay was
+  measured sit on the bottom edge, marked "none".
+
+matplotlib's object API is used (``Figure`` + Agg), never pyplot: no global state, no display.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from decay_audit.errors import UsageError
+
+SCAN_SIZE = (8.0, 4.5)
+"""Inches at 100 dpi: 800 x 450 pixels."""
+VERIFY_SIZE = (10.0, 5.0)
+"""1000 x 500 pixels."""
+DPI = 100
+NONE_FLOOR = 1e-3
+"""Where a variable with no measured decoupled decay is drawn on the log axis."""
+
+
+def require_matplotlib(destination: str | os.PathLike | None = None) -> None:
+    """Fail before the work, not after it, when the [plot] extra is missing or the PNG cannot be written there."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--plot", "needs matplotlib: pip install 'decay-audit[plot]'") from None
+    if destination is not None:
+        directory = Path(destination).parent if str(Path(destination).parent) else Path(".")
+        if not directory.is_dir():
+            raise UsageError(str(destination), "directory of --plot does not exist")
+
+
+def _figure(size: tuple[float, float]) -> Any:
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size, dpi=DPI, layout="constrained")
+
+
+def _save(figure: Any, path: str | os.PathLike) -> None:
+    """Write atomically, as the reports are: a failed run leaves no half-written PNG."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise UsageError(str(path), "directory of --plot does not exist")
+    handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(buffer.getvalue())
+        os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise UsageError(str(path), f"cannot write ({exc.strerror or exc})") from None
+
+
+# --- scan --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScanBars:
+    """What the scan picture shows."""
+
+    kinds: tuple[str, ...]
+    decayed: tuple[int, ...]
+    """Parameters decayed, per kind."""
+    excluded: tuple[int, ...]
+    """Parameters not decayed, per kind."""
+
+
+def scan_bars(report: Any) -> ScanBars:
+    kinds, decayed, excluded = [], [], []
+    for entry in report.summary().per_kind:
+        members = [v for v in report.variables if v.classification.kind is entry.kind]
+        kinds.append(entry.kind.value)
+        decayed.append(sum(v.record.size for v in members if v.decision.decay))
+        excluded.append(sum(v.record.size for v in members if not v.decision.decay))
+    return ScanBars(tuple(kinds), tuple(decayed), tuple(excluded))
+
+
+def scan_figure(report: Any) -> Any:
+    bars = scan_bars(report)
+    figure = _figure(SCAN_SIZE)
+    axes = figure.add_subplot()
+    positions = range(len(bars.kinds))
+    width = 0.4
+    for offset, values, label, colour in ((-width / 2, bars.decayed, "decayed", "#1a7f37"),
+                                          (width / 2, bars.excluded, "excluded", "#8c959f")):
+        drawn = axes.bar([p + offset for p in positions], values, width, label=label, color=colour, gid=label)
+        axes.bar_label(drawn, labels=[f"{v:,}" if v else "" for v in values], fontsize=7, padding=2)
+    axes.set_xticks(list(positions), bars.kinds)
+    axes.set_ylabel("parameters (log scale)")
+    axes.set_yscale("symlog", linthresh=1)
+    axes.set_ylim(0, max(bars.decayed + bars.excluded + (1,)) * 4)
+    axes.set_title(f"{Path(report.source).name}: parameters decayed vs excluded per kind "
+                   f"({report.policy.describe()})", fontsize=10)
+    axes.legend()
+    return figure
+
+
+def plot_scan(report: Any, path: str | os.PathLike) -> ScanBars:
+    _save(scan_figure(report), path)
+    return scan_bars(report)
+
+
+# --- verify ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VerifyPoints:
+    """What the verify picture shows, in drawing order (grouped by kind)."""
+
+    paths: tuple[str, ...]
+    kinds: tuple[str, ...]
+    ratios: tuple[float | None, ...]
+    """Measured decoupled decay / configured lr_t * wd * w; None where none was measured."""
+    mismatches: tuple[bool, ...]
+    coupled: tuple[bool, ...] = ()
+    """A penalty through the loss (coupled decay) was measured too: annotated "+ coupled"."""
+
+
+def _kind(intent: str) -> str:
+    """verify's policy intents read "<kind> under <policy>"; rule-file and glob intents name no kind."""
+    from decay_audit.kinds import Kind
+
+    first = intent.split(" ", 1)[0]
+    return first if first in {k.value for k in Kind} else "other"
+
+
+def verify_points(report: Any) -> VerifyPoints:
+    from decay_audit.kinds import Kind
+
+    order = {k.value: i for i, k in enumerate(Kind)}
+    measured = sorted(report.measurements, key=lambda m: order.get(_kind(m.intent), len(order)))
+    return VerifyPoints(tuple(m.path for m in measured), tuple(_kind(m.intent) for m in measured),
+                        tuple(m.decoupled_ratio for m in measured), tuple(not m.ok for m in measured),
+                        tuple(m.coupled_steps > 0 for m in measured))
+
+
+def verify_figure(report: Any) -> Any:
+    points = verify_points(report)
+    figure = _figure(VERIFY_SIZE)
+    axes = figure.add_subplot()
+    xs = list(range(len(points.paths)))
+    ys = [NONE_FLOOR if r is None or r <= 0 else r for r in points.ratios]
+    for wrong, colour, label in ((False, "#1a7f37", "as intended"), (True, "#cf222e", "mismatch")):
+        chosen = [i for i in xs if points.mismatches[i] == wrong]
+        if chosen:
+            axes.scatter([xs[i] for i in chosen], [ys[i] for i in chosen], color=colour, label=label,
+                         marker="x" if wrong else "o", zorder=3, gid=label)
+    axes.axhline(1.0, color="#57606a", linestyle="--", linewidth=1, label="lr_t * wd (configured)")
+    axes.set_yscale("log")
+    low = min([y for y in ys] + [NONE_FLOOR])
+    axes.set_ylim(low / 2, max(ys + [1.0]) * 2)
+    for i, ratio in enumerate(points.ratios):
+        if ratio is None:
+            axes.annotate("none", (i, NONE_FLOOR), textcoords="offset points", xytext=(0, 6), ha="center",
+                          fontsize=7, color="#57606a")
+        if points.coupled[i]:
+            axes.annotate("+ coupled", (i, ys[i]), textcoords="offset points", xytext=(0, -12), ha="center",
+                          fontsize=7, color="#cf222e" if points.mismatches[i] else "#57606a")
+    axes.set_xlim(-0.5, len(xs) - 0.5)
+    start = 0
+    for i in range(1, len(xs) + 1):  # kind groups: a separator and a label
+        if i == len(xs) or points.kinds[i] != points.kinds[start]:
+            axes.text((start + i - 1) / 2, 1.01, points.kinds[start], transform=axes.get_xaxis_transform(),
+                      ha="center", va="bottom", fontsize=9)
+            if i < len(xs):
+                axes.axvline(i - 0.5, color="#d0d7de", linewidth=1)
+            start = i
+    if len(xs) <= 60:
+        axes.set_xticks(xs, points.paths, rotation=60, ha="right", fontsize=7)
+    else:
+        axes.set_xticks([])
+        axes.set_xlabel(f"{len(xs)} variables")
+    axes.set_ylabel("measured decay per step / (lr_t * wd * w)")
+    axes.set_title(f"{report.setup}: {report.optimizer}, weight_decay={report.weight_decay}, {report.steps} steps",
+                   fontsize=10, pad=16)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return figure
+
+
+def plot_verify(report: Any, path: str | os.PathLike) -> VerifyPoints:
+    _save(verify_figure(report), path)
+    return verify_points(report)

@@ -1,0 +1,80 @@
+"""The ``decay-audit-check`` pre-commit hook: audit changed rule and policy files against a model.
+
+pre-commit passes the changed files that match the hook's ``files:``; which model they are
+for, and the tool's rule language, come from the hook's ``args``::
+
+    - id: decay-audit-check
+      files: ^training/(decay_rules\\.json|decay_policy\\.yaml)$
+      args: [--model, models/bert.keras, --target, keras, --rules, training/decay_rules.json]
+
+A changed file that holds only ``preset``/``overrides`` is a policy file: the rule file named
+by ``--rules`` is checked under it. Any other changed file is a rule file, checked under the
+changed policy (if one changed in the same commit) or ``--preset``/``--policy``. Each check is
+``decay-audit check`` exactly as on the command line; the exit code is the worst of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+POLICY_KEYS = frozenset({"preset", "overrides"})
+
+
+def is_policy_file(path: str | Path) -> bool:
+    from decay_audit.errors import DecayAuditError
+    from decay_audit.rules.files import read_structured
+
+    try:
+        document = read_structured(Path(path))
+    except DecayAuditError:
+        return False
+    return isinstance(document, dict) and bool(document) and set(document) <= POLICY_KEYS
+
+
+def check_commands(models: Sequence[str], target: str, files: Sequence[str], rules: str | None = None,
+                   policy: str | None = None, preset: str | None = None,
+                   keras_backend: str | None = None) -> list[list[str]]:
+    """The ``decay-audit check`` argument lists this hook runs (one per model, rule file and policy)."""
+    policies = [f for f in files if is_policy_file(f)]
+    rule_files = [f for f in files if f not in policies] or ([rules] if rules and policies else [])
+    policies = policies or ([policy] if policy else [None])
+    commands = []
+    for model in models:
+        for rule_file in rule_files:
+            for policy_file in policies:
+                command = ["check", model, "--target", target, "--rules", rule_file]
+                if policy_file:
+                    command += ["--policy", policy_file]
+                elif preset:
+                    command += ["--preset", preset]
+                if keras_backend:
+                    command += ["--keras-backend", keras_backend]
+                commands.append(command)
+    return commands
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m decay_audit.precommit",
+                                     description="Check changed decay rule/policy files against a model.")
+    parser.add_argument("--model", action="append", required=True, help="The model the rules are for (repeatable).")
+    parser.add_argument("--target", required=True, help="The rule language: keras, tf-keras, model-garden, optax, native.")
+    parser.add_argument("--rules", help="The rule file to check when only a policy file changed.")
+    parser.add_argument("--policy", help="The policy to check under when no policy file changed.")
+    parser.add_argument("--preset", help="The preset to check under when no policy is given.")
+    parser.add_argument("--keras-backend", help="For --target keras: the backend that trains.")
+    parser.add_argument("files", nargs="*", help="Changed rule/policy files (pre-commit passes them).")
+    options = parser.parse_args(argv)
+    worst = 0
+    for command in check_commands(options.model, options.target, options.files, options.rules, options.policy,
+                                  options.preset, options.keras_backend):
+        result = subprocess.run([sys.executable, "-m", "decay_audit.cli", *command])
+        worst = max(worst, result.returncode)
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main())
