@@ -23,6 +23,8 @@ class VerifyReport:
     device: str
     measurements: tuple[Measurement, ...]
     notes: tuple[str, ...] = ()
+    backend: str = "tensorflow"
+    """The framework and backend the probe ran on: the same script can decay differently on another one."""
 
     @property
     def mismatches(self) -> tuple[Measurement, ...]:
@@ -102,7 +104,7 @@ def verify(setup: Any, *, steps: int = 3, preset: Policy | Preset | str = Preset
     return VerifyReport(
         setup=training.description or str(getattr(training.model, "name", "model")),
         optimizer=run.optimizer_name, weight_decay=run.weight_decay, steps=len(run.steps), device=run.device,
-        measurements=tuple(measurements), notes=tuple(notes),
+        measurements=tuple(measurements), notes=tuple(notes), backend=run.backend,
     )
 
 

@@ -54,6 +54,10 @@ class ProbeRun:
     weight_decay: float | None
     device: str
     hand_written_step: bool
+    backend: str = "tensorflow"
+    """The framework and backend that ran the steps (``tensorflow (Keras 3.15.1)``, ``jax (Keras 3.15.1)``)."""
+    decay_sources: tuple[str, ...] = ()
+    """The decoupled decay switches the reference turned off."""
 
 
 def inner_optimizer(optimizer: Any) -> Any:
@@ -174,6 +178,13 @@ def _noise(before: np.ndarray, *afters: np.ndarray, dtype: Any) -> float:
 def run_probe(setup: TrainingSetup, steps: int = 3, batch_size: int = 4, seed: int = 0,
               device: str | None = None) -> ProbeRun:
     """Measure per step and per variable; the model and optimizer are restored afterwards."""
+    from decay_audit.probe.backends.registry import backend_for
+
+    backend = backend_for(setup)
+    if backend is not None:
+        from decay_audit.probe.backends.driver import run_backend_probe
+
+        return run_backend_probe(backend, setup, steps, batch_size, seed, device)
     import tensorflow as tf
 
     strategy = getattr(setup.model, "distribute_strategy", None)

@@ -31,7 +31,7 @@ def format_verify_table(report: VerifyReport) -> str:
              "" if m.decoupled_ratio is None else f"{m.decoupled_ratio:.4g}", m.outcome.value,
              safe_text(m.detail if not m.ok else m.intent)) for m in report.measurements]
     lines = [f"{safe_text(report.setup)}: {report.optimizer}, weight_decay={report.weight_decay}, "
-             f"{report.steps} steps on {report.device}"]
+             f"{report.steps} steps on {report.device}, backend {safe_text(report.backend)}"]
     lines += [f"note: {safe_text(n)}" for n in report.notes]
     lines += ["", tabulate(rows, headers=("variable", "expected", "measured", "ratio", "verdict", "detail"),
                            tablefmt="simple"), ""]
