@@ -292,6 +292,10 @@ class _OrderedExpectations(click.Command):
               help="Probe steps (raised to twice the gradient-accumulation steps when needed).")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Where to run the probe (default: the GPU when TensorFlow sees one).")
+@click.option("--backend", "keras_backend", metavar="NAME",
+              help="Keras 3 backend to probe on: tensorflow, jax or torch (default: KERAS_BACKEND, else "
+                   "tensorflow). The same exclusions can select different variables on different backends. "
+                   "tf_keras set-ups always run on TensorFlow.")
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--junit", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write JUnit XML, one test case per variable.")
@@ -299,8 +303,8 @@ class _OrderedExpectations(click.Command):
 def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optimizer: str | None,
            learning_rate: float | None, weight_decay: float | None, exclude_var_names: tuple[str, ...],
            custom_modules: tuple[str, ...], preset: str, decay, no_decay, policy_file, rules_file: Path | None,
-           expect_decay, expect_no_decay, steps: int, device: str | None, output_format: str,
-           junit: Path | None) -> None:
+           expect_decay, expect_no_decay, steps: int, device: str | None, keras_backend: str | None,
+           output_format: str, junit: Path | None) -> None:
     """Measure, per variable, the decay a real training set-up applies; exit 1 where it differs from the intent.
 
     Runs a short probe on synthetic batches: at every step, from one snapshot of all model
@@ -309,9 +313,9 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
     """
     if (model is None) == (setup_spec is None):
         raise UsageError("verify", "give exactly one of MODEL or --setup FILE.py:FUNCTION")
-    from decay_audit.probe.quiet import import_tensorflow
+    from decay_audit.probe.backends.select import choose_backend, import_keras
 
-    import_tensorflow()  # TensorFlow's start-up chatter is not a report
+    import_keras(choose_backend(keras_backend))  # before any Keras import; start-up chatter is not a report
     if setup_spec and (optimizer or custom_modules):
         raise UsageError("--setup", "--optimizer and --custom-module apply to MODEL, not to --setup")
     from decay_audit.probe.setup import load_setup, setup_from_model_file

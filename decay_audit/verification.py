@@ -82,10 +82,10 @@ def verify(setup: Any, *, steps: int = 3, preset: Policy | Preset | str = Preset
         raise UsageError("--device", f"expected cpu or gpu, got {device!r}")
     device_name = {"cpu": "CPU", "gpu": "GPU", None: None}[device]
     if device_name == "GPU":
-        import tensorflow as tf
+        from decay_audit.probe.backends.select import gpu_visible
 
-        if not tf.config.list_logical_devices("GPU"):
-            raise UsageError("--device", "gpu requested but TensorFlow sees no GPU")
+        if not gpu_visible():
+            raise UsageError("--device", "gpu requested but the backend sees no GPU")
     inner = inner_optimizer(training.optimizer)
     accumulation = getattr(inner, "gradient_accumulation_steps", None) or 1
     steps = max(steps, 2 * accumulation)  # decay happens only on the steps that update

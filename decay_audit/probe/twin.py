@@ -269,7 +269,15 @@ def _run_probe(setup: TrainingSetup, steps: int, batch_size: int, seed: int, dev
         weight_decay=inner.weight_decay,
         device=device_name,
         hand_written_step=setup.train_step is not None,
+        backend=_tensorflow_backend_name(),
     )
+
+
+def _tensorflow_backend_name() -> str:
+    import keras
+    import tensorflow as tf
+
+    return f"tensorflow (Keras {keras.__version__} on TensorFlow {tf.__version__})"
 
 
 def _path(variable: Any) -> str:

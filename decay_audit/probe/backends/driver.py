@@ -48,7 +48,8 @@ def run_backend_probe(backend: Any, setup: Any, steps: int, batch_size: int, see
                 if value.size and not np.any(value):  # decay cannot move a zero
                     backend.write([variable], [rng.normal(0.0, 0.02, size=value.shape).astype(value.dtype)])
             for _ in range(steps):
-                batch = synthetic_batch(setup.model, batch_size, rng)
+                batch = (backend.batch(setup, batch_size, rng) if hasattr(backend, "batch")
+                         else synthetic_batch(setup.model, batch_size, rng))
                 start = backend.read(everything)
                 before = values()
                 rate = backend.learning_rate(setup.optimizer) * factor

@@ -185,9 +185,19 @@ class TfKerasBackend:
 
     def prepare(self, setup: Any) -> None:
         build_optimizer(setup.optimizer, setup.model.trainable_variables)
+        for generator in _random_generators(setup.model):
+            generator._maybe_init()  # lazily built on the first training call: build before the snapshot
 
     def state_variables(self, setup: Any) -> list[Any]:
-        return list(setup.model.variables) + optimizer_variables(setup.optimizer)
+        """Model, optimizer, and the state of every layer's ``tf.random.Generator`` (tf_keras Dropout
+        draws from one that ``model.variables`` does not list: twins with different masks fake decay)."""
+        states = [g._generator.state for g in _random_generators(setup.model) if getattr(g, "_generator", None)]
+        seen, result = set(), []
+        for variable in list(setup.model.variables) + optimizer_variables(setup.optimizer) + states:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                result.append(variable)
+        return result
 
     def read(self, variables: list[Any]) -> list[np.ndarray]:
         return [np.array(v.numpy(), copy=True) for v in variables]
@@ -214,6 +224,20 @@ class TfKerasBackend:
     def learning_rate(self, optimizer: Any) -> float:
         return learning_rate(optimizer)
 
+    def batch(self, setup: Any, batch_size: int, rng: np.random.Generator) -> tuple[Any, Any]:
+        """Functional tf_keras models: shaped from ``model.inputs``. transformers TF models have no
+        ``inputs`` but declare ``input_signature`` (ids, masks, type ids) and their vocabulary sizes."""
+        from decay_audit.probe.data import synthetic_batch
+
+        model = setup.model
+        self._seed = int(rng.integers(2**31 - 1))
+        signature = getattr(model, "input_signature", None)
+        if getattr(model, "inputs", None) or not isinstance(signature, dict):
+            return synthetic_batch(model, batch_size, rng)
+        self._seed = int(rng.integers(2**31 - 1))
+        x = {key: _signature_input(key, spec, model, batch_size, rng) for key, spec in signature.items()}
+        return x, _targets(model, x, rng)
+
     def decay_factor(self, optimizer: Any) -> tuple[float, str | None]:
         return decay_factor(optimizer)
 
@@ -227,6 +251,8 @@ class TfKerasBackend:
         import tensorflow as tf
 
         x, y = (tf.nest.map_structure(tf.convert_to_tensor, part) for part in batch)
+        # Legacy stateful dropout (tf.nn.dropout) draws from TF's global seed: the same per twin.
+        tf.random.set_seed(getattr(self, "_seed", 0))
         with contextlib.ExitStack() as stack:
             for source in switched_off:
                 stack.enter_context(source.off())
@@ -275,6 +301,45 @@ class TfKerasBackend:
         from decay_audit.probe.backends.common import tensorflow_determinism
 
         return tensorflow_determinism()
+
+
+def _random_generators(model: Any) -> list[Any]:
+    generators = []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        generator = getattr(layer, "_random_generator", None)
+        if generator is not None and hasattr(generator, "_maybe_init") and generator not in generators:
+            generators.append(generator)
+    return generators
+
+
+def _signature_input(key: str, spec: Any, model: Any, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """One input of a transformers signature: masks of ones, type ids 0, ids inside the vocabulary."""
+    config = getattr(model, "config", None)
+    length = min(8, int(getattr(config, "max_position_embeddings", 8) or 8))
+    shape = tuple(batch_size if i == 0 else (length if d is None else int(d)) for i, d in enumerate(spec.shape))
+    dtype = spec.dtype.as_numpy_dtype
+    if not np.issubdtype(dtype, np.integer):
+        return rng.normal(size=shape).astype(dtype)
+    if "mask" in key:
+        return np.ones(shape, dtype)
+    if "type" in key or "segment" in key:
+        return np.zeros(shape, dtype)
+    if "position" in key:
+        return np.broadcast_to(np.arange(shape[-1], dtype=dtype), shape).copy()
+    return rng.integers(0, max(int(getattr(config, "vocab_size", 2) or 2), 1), size=shape).astype(dtype)
+
+
+def _targets(model: Any, x: Any, rng: np.random.Generator) -> Any:
+    """Targets the compiled loss accepts, per output (a transformers ModelOutput is a dict)."""
+    from decay_audit.probe.data import _loss_name, _target
+
+    prediction = model(x, training=False)
+    loss = getattr(model, "loss", None)
+    if isinstance(prediction, dict):
+        targets = {key: _target(value, _loss_name(loss, key), rng)
+                   for key, value in prediction.items() if value is not None and hasattr(value, "shape")}
+        return next(iter(targets.values())) if len(targets) == 1 else targets
+    return _target(prediction, _loss_name(loss, 0), rng)
 
 
 def _compiled_or_mse(model: Any) -> Callable[[Any, Any], Any]:
