@@ -31,6 +31,9 @@ class TrainingSetup:
     data_loss: Callable[[Any, Any], Any] | None = None
     """The loss without any penalty term: what the no-decay twin step minimises."""
     description: str = ""
+    optimizers: tuple[Any, ...] = ()
+    """Every optimizer the step applies when there are several (a backbone and a head optimizer in
+    a custom ``train_step``); ``optimizer`` is the first. Empty = ``optimizer`` alone."""
 
 
 def optimizer_of(model: Any) -> Any:
@@ -49,11 +52,13 @@ def setup_from_object(obj: Any, description: str) -> TrainingSetup:
         if "model" not in obj:
             raise SetupError(description, "the mapping needs a 'model' key")
         model = obj["model"]
-        optimizer = obj.get("optimizer") or optimizer_of(model)
-        unknown = set(obj) - {"model", "optimizer", "train_step", "data_loss"}
+        several = tuple(obj.get("optimizers") or ())
+        optimizer = obj.get("optimizer") or (several[0] if several else optimizer_of(model))
+        unknown = set(obj) - {"model", "optimizer", "optimizers", "train_step", "data_loss"}
         if unknown:
-            raise SetupError(description, f"unknown keys {sorted(unknown)} (expected model, optimizer, train_step, data_loss)")
-        return TrainingSetup(model, optimizer, obj.get("train_step"), obj.get("data_loss"), description)
+            raise SetupError(description, f"unknown keys {sorted(unknown)} "
+                                          "(expected model, optimizer, optimizers, train_step, data_loss)")
+        return TrainingSetup(model, optimizer, obj.get("train_step"), obj.get("data_loss"), description, several)
     if isinstance(obj, tuple) and len(obj) == 2:
         return TrainingSetup(obj[0], obj[1], description=description)
     if hasattr(obj, "trainable_variables") and hasattr(obj, "optimizer"):

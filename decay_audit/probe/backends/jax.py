@@ -1,93 +1,132 @@
 """Keras 3 on JAX: ``JAXTrainer.train_step(state, data)``, the stateless step ``fit`` jits.
 
-JAX reads ``XLA_FLAGS`` once, when its first backend starts, so op determinism on a GPU
-(``--xla_gpu_deterministic_ops=true``) is requested by the CLI before Keras is imported
-(``common.request_xla_determinism``); the driver also repeats the real step on a GPU and
-counts their difference as noise.
+JAX reads ``XLA_FLAGS`` once, when its first backend starts, so GPU op determinism
+(``--xla_gpu_deterministic_ops=true``) is requested before Keras is imported
+(:func:`request_xla_determinism`, called by ``verify --backend jax``); the core also
+repeats the real step to calibrate the noise floor, whatever the flags.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from decay_audit.probe.backends.keras3_stateless import Keras3Backend, data_loss_function
+import numpy as np
 
-NAME = "jax"
+from decay_audit.probe.backends.interface import DecaySource, Step
+from decay_audit.probe.backends.keras3_eager import Keras3EagerBackend
+
+XLA_DETERMINISM = "--xla_gpu_deterministic_ops=true"
 
 
-class JaxBackend(Keras3Backend):
-    name = NAME
+def request_xla_determinism() -> None:
+    """Add the XLA flag for deterministic GPU ops, before JAX starts (harmless on CPU)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_gpu_deterministic_ops" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {XLA_DETERMINISM}".strip()
 
-    def framework(self) -> str:
-        import jax
-        import keras
 
-        return f"Keras {keras.__version__} on JAX {jax.__version__}"
+def _assign(references: Sequence[Any], values: Sequence[Any]) -> None:
+    for reference, value in zip(references, values):
+        reference.assign(value)
 
-    def device(self, requested: str | None) -> str:
-        import jax
 
-        platform = jax.default_backend()
-        if requested is not None:
-            return requested.upper()
-        return "CPU" if platform == "cpu" else "GPU"
+class JaxBackend(Keras3EagerBackend):
+    name = "jax"
 
-    def placement(self, device: str) -> contextlib.AbstractContextManager:
-        import jax
+    def _base_train_step(self) -> Any:
+        from keras.src.backend.jax.trainer import JAXTrainer
 
-        devices = jax.devices("cpu" if device == "CPU" else None)
-        return jax.default_device(devices[0])
+        return JAXTrainer.train_step
 
-    def determinism(self) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext()
-
-    @staticmethod
-    def deterministic() -> bool:
-        return "xla_gpu_deterministic_ops=true" in os.environ.get("XLA_FLAGS", "")
-
-    def _model_train_step(self, setup: Any, batch: tuple[Any, Any]) -> None:
+    def _trainer_step(self, setup: Any) -> Step:
         model = setup.model
-        state = (
-            [v.value for v in model.trainable_variables],
-            [v.value for v in model.non_trainable_variables],
-            [v.value for v in model.optimizer.variables],
-            [v.value for v in model.metrics_variables],
-        )
-        _, state = model.train_step(state, batch)
-        trainable, non_trainable, optimizer_values, metrics = state
-        for references, values in ((model.trainable_variables, trainable),
-                                   (model.non_trainable_variables, non_trainable),
-                                   (model.optimizer.variables, optimizer_values),
-                                   (model.metrics_variables, metrics)):
-            for reference, value in zip(references, values):
-                reference.assign(value)
 
-    def _loss_step(self, setup: Any, batch: tuple[Any, Any], penalties: bool) -> None:
-        """A set-up without a compiled loss (or naming ``data_loss``): the same stateless pieces
-        ``train_step`` uses, with the set-up's loss."""
+        def step(x: Any, y: Any) -> None:
+            state = (
+                [v.value for v in model.trainable_variables],
+                [v.value for v in model.non_trainable_variables],
+                [v.value for v in model.optimizer.variables],
+                [v.value for v in model.metrics_variables],
+            )
+            _, (trainable, non_trainable, optimizer_values, metrics) = model.train_step(state, (x, y))
+            _assign(model.trainable_variables, trainable)
+            _assign(model.non_trainable_variables, non_trainable)
+            _assign(model.optimizer.variables, optimizer_values)
+            _assign(model.metrics_variables, metrics)
+        return step
+
+    def _loss_step(self, setup: Any, with_penalties: bool) -> Step:
+        """No compiled loss to run ``train_step`` with (or a ``data_loss`` reference): the same
+        stateless pieces it uses (``stateless_call``, ``jax.value_and_grad``,
+        ``optimizer.stateless_apply``) around the set-up's loss."""
         import jax
         import keras
 
         model, optimizer = setup.model, setup.optimizer
-        x, y = batch
-        loss_fn = data_loss_function(setup, penalties)
-        trainable_refs = model.trainable_variables
-        non_trainable_refs = model.non_trainable_variables
+        loss_fn = self._loss(setup, with_penalties)
 
-        def compute(trainable, non_trainable):
-            y_pred, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-            mapping = list(zip(trainable_refs, trainable)) + list(zip(non_trainable_refs, non_trainable))
-            with keras.StatelessScope(state_mapping=mapping):
-                loss = loss_fn(x, y, y_pred)
-            return loss, non_trainable
+        def step(x: Any, y: Any) -> None:
+            trainable_refs, non_trainable_refs = model.trainable_variables, model.non_trainable_variables
 
-        (_, non_trainable), grads = jax.value_and_grad(compute, has_aux=True)(
-            [v.value for v in trainable_refs], [v.value for v in non_trainable_refs])
-        trainable, optimizer_values = optimizer.stateless_apply(
-            [v.value for v in optimizer.variables], grads, [v.value for v in trainable_refs])
-        for references, values in ((trainable_refs, trainable), (non_trainable_refs, non_trainable),
-                                   (optimizer.variables, optimizer_values)):
-            for reference, value in zip(references, values):
-                reference.assign(value)
+            def compute(trainable: Any, non_trainable: Any) -> Any:
+                y_pred, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+                mapping = list(zip(trainable_refs, trainable)) + list(zip(non_trainable_refs, non_trainable))
+                with keras.StatelessScope(state_mapping=mapping):  # model.losses read these values
+                    loss = loss_fn(y, y_pred)
+                return loss, non_trainable
+
+            (_, non_trainable), grads = jax.value_and_grad(compute, has_aux=True)(
+                [v.value for v in trainable_refs], [v.value for v in non_trainable_refs])
+            trainable, optimizer_values = optimizer.stateless_apply(
+                [v.value for v in optimizer.variables], grads, [v.value for v in trainable_refs])
+            _assign(trainable_refs, trainable)
+            _assign(non_trainable_refs, non_trainable)
+            _assign(optimizer.variables, optimizer_values)
+        return step
+
+    def penalty_gradients(self, setup: Any, sources: Sequence[DecaySource]) -> dict[str, np.ndarray]:
+        import jax
+
+        by_path = {s.variables[0]: s for s in sources if s.owner == "model" and s.variables}
+        gradients = {}
+        for variable in setup.model.trainable_variables:
+            source = by_path.get(variable.path)
+            if source is None:
+                continue
+            regularizer = getattr(source.handle.owner, "regularizer", None)
+            if regularizer is None:
+                continue
+            gradient = jax.grad(lambda w, r=regularizer: r(w))(variable.value)
+            gradients[variable.path] = np.asarray(gradient, dtype=np.float64)
+        return gradients
+
+    def device(self, requested: str | None) -> str:
+        import jax
+
+        if requested is not None:
+            return requested.upper()
+        return "CPU" if jax.default_backend() == "cpu" else "GPU"
+
+    @contextlib.contextmanager
+    def scope(self, setup: Any, device: str) -> Iterator[None]:
+        import jax
+
+        devices = jax.devices("cpu") if device == "CPU" else jax.devices()
+        with jax.default_device(devices[0]):
+            yield
+
+    @contextlib.contextmanager
+    def determinism(self) -> Iterator[None]:
+        import jax
+
+        if jax.default_backend() != "cpu":
+            if "xla_gpu_deterministic_ops=true" in os.environ.get("XLA_FLAGS", ""):
+                self._notes.append("XLA deterministic GPU ops on for the probe (XLA_FLAGS)")
+            else:
+                self._notes.append("JAX started without --xla_gpu_deterministic_ops (it must be in XLA_FLAGS before "
+                                   "JAX starts; verify --backend jax sets it): the repeated real step sets the noise "
+                                   "floor")
+        yield

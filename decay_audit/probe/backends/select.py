@@ -32,9 +32,13 @@ def choose_backend(requested: str | None) -> str:
                                       f"the backend is fixed when Keras is first imported")
     os.environ["KERAS_BACKEND"] = name
     if name == "jax":
-        from decay_audit.probe.backends.common import request_xla_determinism
+        from decay_audit.probe.backends.jax import request_xla_determinism
 
         request_xla_determinism()
+    elif name == "torch":
+        from decay_audit.probe.backends.torch import request_cublas_determinism
+
+        request_cublas_determinism()
     return name
 
 
