@@ -106,6 +106,27 @@ def test_tf_keras_regularizer_plus_weight_decay_is_double_decay():
     assert mismatched(report) == {"dense1/kernel": Outcome.DOUBLE_DECAY, "dense2/kernel": Outcome.DOUBLE_DECAY}
 
 
+@pytest.mark.parametrize("hf", [False, True], ids=["AdamW", "AdamWeightDecay"])
+def test_tf_keras_mixed_precision_loss_scale_state_is_restored(hf):
+    """compile() wraps the optimizer in a LossScaleOptimizer whose dynamic loss scale is not in
+    its ``variables``: twins that start from different loss scales disagree on everything."""
+    tf_keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        if hf:
+            from transformers.optimization_tf import AdamWeightDecay
+
+            optimizer = AdamWeightDecay(1e-2, weight_decay_rate=0.1, exclude_from_weight_decay=["LayerNorm", "bias"])
+        else:
+            optimizer = tf_keras.optimizers.AdamW(1e-2, weight_decay=0.1)
+            optimizer.exclude_from_weight_decay(var_names=["LayerNorm", "bias"])
+        built = tf_keras_setups.compiled(optimizer)
+        assert "LossScaleOptimizer" in type(built.optimizer).__name__
+        report = verify(built, preset="no-bias-norm")
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
+    assert report.ok, [(m.path, m.detail) for m in report.mismatches]
+
+
 def test_transformers_adam_weight_decay_exclude_and_include_regexes():
     """``AdamWeightDecay`` decays through ``_decay_weights_op``; its regexes are searched in
     ``var.name``, and ``include_in_weight_decay`` wins over ``exclude_from_weight_decay``."""
@@ -154,6 +175,22 @@ def test_transformers_tf_bert_with_adam_weight_decay():
                      "bert/encoder/layer_._0/attention/output/LayerNorm/gamma",
                      "bert/encoder/layer_._0/attention/output/LayerNorm/beta",
                      "bert/encoder/layer_._0/output/LayerNorm/gamma", "bert/encoder/layer_._0/output/LayerNorm/beta"}
+
+
+def test_transformers_models_computing_their_own_loss_with_create_optimizer():
+    """The Hugging Face pattern: ``create_optimizer`` (warm-up schedule, AdamWeightDecay with
+    its exclude list) and ``compile()`` without a loss, labels moved into the inputs."""
+    from transformers import BertConfig, TFBertForMaskedLM, create_optimizer
+
+    config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=16)
+    bert = TFBertForMaskedLM(config)
+    bert(bert.dummy_inputs)
+    optimizer, _ = create_optimizer(init_lr=5e-5, num_train_steps=100, num_warmup_steps=10, weight_decay_rate=0.01)
+    bert.compile(optimizer=optimizer)
+    report = verify(bert, preset="no-bias-norm")
+    assert report.ok, [(m.path, m.detail) for m in report.mismatches]
+    assert report.decay_sources == ("AdamWeightDecay weight_decay_rate=0.01",)
 
 
 def test_cli_tf_keras_setup_reports_its_backend(tmp_path):

@@ -29,20 +29,21 @@ def _input_specs(model: Any) -> list[tuple[tuple[int | None, ...], str]]:
 
 
 def synthetic_batch(model: Any, batch_size: int, rng: np.random.Generator) -> tuple[Any, Any]:
-    from decay_audit.probe.backends.tf_keras import signature_inputs
+    from decay_audit.probe.backends.tf_keras import signature_batch
 
-    x = signature_inputs(model, batch_size, rng)  # transformers TF models declare input_signature instead
-    if x is None:
-        specs = _input_specs(model)
-        vocabulary = _vocabulary(model)
-        xs = []
-        for shape, dtype in specs:
-            concrete = tuple(batch_size if d is None else int(d) for d in shape)
-            if "int" in dtype:
-                xs.append(rng.integers(0, vocabulary, size=concrete).astype(dtype))
-            else:
-                xs.append(rng.normal(size=concrete).astype("float32"))
-        x = xs[0] if len(xs) == 1 else xs
+    declared = signature_batch(model, batch_size, rng)  # transformers TF models: input_signature, no inputs
+    if declared is not None:
+        return declared
+    specs = _input_specs(model)
+    vocabulary = _vocabulary(model)
+    xs = []
+    for shape, dtype in specs:
+        concrete = tuple(batch_size if d is None else int(d) for d in shape)
+        if "int" in dtype:
+            xs.append(rng.integers(0, vocabulary, size=concrete).astype(dtype))
+        else:
+            xs.append(rng.normal(size=concrete).astype("float32"))
+    x = xs[0] if len(xs) == 1 else xs
     y_pred = model(x, training=False)
     loss = getattr(model, "loss", None)
     if isinstance(y_pred, dict):

@@ -163,33 +163,45 @@ def _random_generators(model: Any) -> list[Any]:
     return generators
 
 
-def signature_inputs(model: Any, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
-    """Inputs for a transformers TF model, which has no ``model.inputs`` but declares
+def signature_batch(model: Any, batch_size: int, rng: np.random.Generator) -> tuple[Any, Any] | None:
+    """A batch for a transformers TF model, which has no ``model.inputs`` but declares
     ``input_signature`` (``input_ids``, ``attention_mask``, ``token_type_ids``, ...) and its
     vocabulary in ``config``: ids inside ``vocab_size``, masks of ones, type ids 0,
-    positions 0..n-1, sequences no longer than ``max_position_embeddings``. None for any
-    other model."""
+    positions 0..n-1, sequences no longer than ``max_position_embeddings``. Targets: class
+    ids under the logits when the model computes its own loss (``compile()`` without
+    ``loss``: transformers' ``train_step`` moves them into ``labels``), else what the
+    compiled loss takes. None for any other model."""
+    from decay_audit.probe.data import _loss_name, _target
+
     signature = getattr(model, "input_signature", None) if is_tf_keras_object(model) else None
     if not isinstance(signature, dict) or getattr(model, "inputs", None):
         return None
     config = getattr(model, "config", None)
     length = min(8, int(getattr(config, "max_position_embeddings", 8) or 8))
     vocabulary = max(int(getattr(config, "vocab_size", 2) or 2), 1)
-    inputs = {}
+    x = {}
     for key, spec in signature.items():
         shape = tuple(batch_size if i == 0 else (length if d is None else int(d)) for i, d in enumerate(spec.shape))
         dtype = spec.dtype.as_numpy_dtype
         if not np.issubdtype(dtype, np.integer):
-            inputs[key] = rng.normal(size=shape).astype(dtype)
+            x[key] = rng.normal(size=shape).astype(dtype)
         elif "mask" in key:
-            inputs[key] = np.ones(shape, dtype)
+            x[key] = np.ones(shape, dtype)
         elif "type" in key or "segment" in key:
-            inputs[key] = np.zeros(shape, dtype)
+            x[key] = np.zeros(shape, dtype)
         elif "position" in key:
-            inputs[key] = np.broadcast_to(np.arange(shape[-1], dtype=dtype), shape).copy()
+            x[key] = np.broadcast_to(np.arange(shape[-1], dtype=dtype), shape).copy()
         else:
-            inputs[key] = rng.integers(0, vocabulary, size=shape).astype(dtype)
-    return inputs
+            x[key] = rng.integers(0, vocabulary, size=shape).astype(dtype)
+    prediction = model(x, training=False)
+    outputs = {k: v for k, v in prediction.items() if v is not None and hasattr(v, "shape")} \
+        if isinstance(prediction, dict) else {"output": prediction}
+    if getattr(model, "_using_dummy_loss", False):
+        logits = outputs.get("logits", next(iter(outputs.values())))
+        return x, _target(logits, "sparse", rng)
+    loss = getattr(model, "loss", None)
+    targets = {key: _target(value, _loss_name(loss, key), rng) for key, value in outputs.items()}
+    return x, next(iter(targets.values())) if len(targets) == 1 else targets
 
 
 class TfKerasBackend(ProbeBackend):
@@ -330,6 +342,9 @@ class TfKerasBackend(ProbeBackend):
         candidates = list(model.variables)
         for top in _top_level(setup):
             candidates += _variables_of(top) + _variables_of(inner_optimizer(top))
+            # LossScaleOptimizer(V3).variables lists the inner optimizer's only; the dynamic loss
+            # scale and its good-steps counter live in _loss_scale._weights (tf_keras 2.21).
+            candidates += list(getattr(getattr(top, "_loss_scale", None), "_weights", {}).values())
         candidates += [g._generator.state for g in _random_generators(model) if getattr(g, "_generator", None)]
         for metric in getattr(model, "metrics", []) or []:
             candidates += list(getattr(metric, "variables", []))
