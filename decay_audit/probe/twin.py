@@ -139,6 +139,59 @@ def _dtype_of(variable: Any) -> Any:
         return np.dtype("float32")
 
 
+def _coupled_amplification(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecaySource],
+                           penalties: dict[str, np.ndarray], before: list[np.ndarray], trainables: list[Any]) -> float:
+    """A factor for the weight penalties when their effect is below float32's resolution, else 0.
+
+    The smallest penalty's SGD-like relative change per step, lr * <g, w> / <w, w>
+    (``2 * lr * l2`` for Keras' L2), is predicted from its own gradient; under
+    AMPLIFY_BELOW the penalty twin runs at AMPLIFIED_RATE instead (presence only: how an
+    adaptive optimizer transforms a penalty is not linear in its strength)."""
+    if not penalties:
+        return 0.0
+    rates = [backend.learning_rate(o) for o in backend.optimizers(setup)]
+    rates = [r for r in rates if np.isfinite(r) and r > 0]
+    if not rates:
+        return 0.0
+    predicted = []
+    for trainable, weight in zip(trainables, before):
+        gradient = penalties.get(trainable.path)
+        norm = float(np.sum(weight * weight))
+        if gradient is not None and norm > 0:
+            relative = float(np.sum(gradient * weight)) / norm
+            if relative > 0:
+                predicted.append(max(rates) * relative)
+    smallest = min(predicted, default=0.0)
+    return min(AMPLIFIED_RATE / smallest, 1e9) if 0.0 < smallest < AMPLIFY_BELOW else 0.0
+
+
+def _shuffled(tree: Any, order: np.ndarray) -> Any:
+    if isinstance(tree, dict):
+        return {key: _shuffled(value, order) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_shuffled(value, order) for value in tree)
+    if isinstance(tree, np.ndarray) and tree.ndim and tree.shape[0] == len(order):
+        return tree[order]
+    return tree
+
+
+def _batches(setup: TrainingSetup, batch_size: int, rng: np.random.Generator) -> Callable[[], tuple[Any, Any]]:
+    """Batches for the probe's steps: one synthetic batch shaped from the model, then fresh
+    pairings of its rows (one permutation for all inputs, another for the targets). Shaping a
+    batch runs the model eagerly, which costs about one training step on a mid-size CNN; the
+    rows stay valid inputs (ids in vocabulary, masks) whatever their order."""
+    first = synthetic_batch(setup.model, batch_size, rng)
+    calls = [0]
+
+    def next_batch() -> tuple[Any, Any]:
+        calls[0] += 1
+        if calls[0] == 1:
+            return first
+        x, y = first
+        return _shuffled(x, rng.permutation(batch_size)), _shuffled(y, rng.permutation(batch_size))
+    return next_batch
+
+
 def run_probe(setup: TrainingSetup, steps: int = 3, batch_size: int = 4, seed: int = 0,
               device: str | None = None, backend: ProbeBackend | str | None = None) -> ProbeRun:
     """Measure per step and per variable; the model and optimizers are restored afterwards."""
@@ -162,6 +215,7 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
     coupled = [i for i, s in enumerate(sources) if s.kind is SourceKind.COUPLED]
     regularized = any(s.owner == "model" for s in sources)
 
+    next_batch = _batches(setup, batch_size, rng)
     state = backend.state_variables(setup)
     original_state, original = list(state), backend.read(state)
     measured: list[tuple[StepDelta, ...]] = []
@@ -170,61 +224,74 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
     def values() -> list[np.ndarray]:
         return [a.astype(np.float64) for a in backend.read(variables)]
 
-    def twin(run: Callable[[Any, Any], None], start: list[np.ndarray], scales: dict[int, float],
-             x: Any, y: Any) -> list[np.ndarray]:
-        backend.write(state, start)
-        for index, scale in scales.items():
-            backend.set_scale(sources[index], scale)
-        try:
-            run(x, y)
-        finally:
-            for index in scales:
-                backend.set_scale(sources[index], 1.0)
-        return values()
-
     try:
-        for variable in variables:  # decay cannot move a zero: give zero-initialised weights a value
-            value = backend.read([variable])[0]
+        for variable, value in zip(variables, backend.read(variables)):
+            # decay cannot move a zero: give zero-initialised weights a value
             if value.size and np.issubdtype(value.dtype, np.floating) and not np.any(value):
                 backend.write([variable], [rng.normal(0.0, 0.02, size=value.shape).astype(value.dtype)])
         if not backend.built(setup):
             # Optimizers that only build inside the set-up's step (several optimizers, each on
             # its own subset): one warm-up step creates their state before the first snapshot.
-            warm_x, warm_y = synthetic_batch(model, batch_size, rng)
+            warm_x, warm_y = next_batch()
             warm_start = backend.read(model.variables)
             step(warm_x, warm_y)
             backend.write(model.variables, warm_start)
             state = backend.state_variables(setup)
+            # restored afterwards: what existed before, and the new optimizer state as the warm-up left it
+            known = {id(v): value for v, value in zip(original_state, original)}
+            original_state, original = list(state), [known.get(id(v), value) for v, value in
+                                                     zip(state, backend.read(state))]
         for index in range(steps):
-            x, y = synthetic_batch(model, batch_size, rng)
-            start = backend.read(state)
+            x, y = next_batch()
             before = values()
+            start = backend.snapshot(state)
             rates = {i: backend.learning_rate(sources[i].optimizer) * sources[i].value for i in decoupled}
-            step(x, y)
-            real = values()
-            after_real = backend.read(state)
-            if index == 0:  # noise calibration: the real step again from the same snapshot
-                repeat = twin(step, start, {}, x, y)
-                calibrated = [float(np.max(np.abs(r - p), initial=0.0)) for r, p in zip(real, repeat)]
+            penalties = backend.penalty_gradients(setup, sources) if regularized else {}
+            scales = {i: (AMPLIFIED_RATE / rates[i] if 0.0 < rates[i] < AMPLIFY_BELOW else 0.0) for i in decoupled}
+            # Twins first, the real step last: its state is where the probe goes on from.
+            plan: list[tuple[str, Callable[[Any, Any], None], dict[int, float]]] = []
+            if index == 0:  # noise calibration: the real step twice from the same snapshot
+                plan.append(("repeat", step, {}))
+            plan += [(f"decoupled {i}", step, {i: scales[i]}) for i in decoupled]
+            if coupled:
+                plan.append(("no coupled", step, {i: 0.0 for i in coupled}))
+            amplify_coupled = _coupled_amplification(backend, setup, sources, penalties, before, trainables)
+            if amplify_coupled:
+                plan.append(("coupled amplified", step,
+                             {i: amplify_coupled for i in coupled if sources[i].variables is not None}))
+            if reference is not None:
+                plan.append(("reference", reference, {i: 0.0 for i in coupled}))
+            plan.append(("real", step, {}))
+            results: dict[str, list[np.ndarray]] = {}
+            for position, (name, run, twin_scales) in enumerate(plan):
+                if position:
+                    backend.restore(state, start)
+                for i, scale in twin_scales.items():
+                    backend.set_scale(sources[i], scale)
+                try:
+                    run(x, y)
+                finally:
+                    for i in twin_scales:
+                        backend.set_scale(sources[i], 1.0)
+                results[name] = values()
+            real = results["real"]
+            if "repeat" in results:
+                calibrated = [float(np.max(np.abs(r - p), initial=0.0)) for r, p in zip(real, results["repeat"])]
             floors = [_floor(b, r, d, c) for b, r, d, c in zip(before, real, dtypes, calibrated)]
             effects: list[list[SourceEffect]] = [[] for _ in variables]
             for i in decoupled:
-                rate = rates[i]
-                scale = AMPLIFIED_RATE / rate if 0.0 < rate < AMPLIFY_BELOW else 0.0
-                result = twin(step, start, {i: scale}, x, y)
-                for j, (r, t) in enumerate(zip(real, result)):
+                for j, (r, t) in enumerate(zip(real, results[f"decoupled {i}"])):
                     difference = t - r
-                    effects[j].append(SourceEffect(i, difference / (scale - 1.0), _above(difference, floors[j]),
-                                                   rate, scale))
-            no_coupled = twin(step, start, {i: 0.0 for i in coupled}, x, y) if coupled else real
-            hand = None
-            if reference is not None:
-                hand = twin(reference, start, {i: 0.0 for i in coupled}, x, y)
-            penalties = backend.penalty_gradients(setup, sources) if regularized else {}
+                    effects[j].append(SourceEffect(i, difference / (scales[i] - 1.0), _above(difference, floors[j]),
+                                                   rates[i], scales[i]))
+            no_coupled = results.get("no coupled", real)
+            hand = results.get("reference")
             deltas = []
             for j, trainable in enumerate(trainables):
                 switchable = real[j] - no_coupled[j]
                 coupled_part, coupled_present, from_hand = switchable, _above(switchable, floors[j]), False
+                if amplify_coupled and not coupled_present:
+                    coupled_present = _above(results["coupled amplified"][j] - real[j], floors[j])
                 if hand is not None:
                     written = no_coupled[j] - hand[j]
                     if _above(written, floors[j]) and _toward_zero(written, before[j]) >= TOWARD_ZERO:
@@ -240,7 +307,6 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
                 deltas.append(StepDelta(decoupled_sum, coupled_part, before[j], rate, floors[j], tuple(effects[j]),
                                         coupled_present, from_hand, relative))
             measured.append(tuple(deltas))
-            backend.write(state, after_real)
     finally:
         known = {id(v): value for v, value in zip(original_state, original)}
         current = [v for v in backend.state_variables(setup) if id(v) in known]

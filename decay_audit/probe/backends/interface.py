@@ -22,7 +22,11 @@ The probe's contract, which every backend must keep:
    (Adam) normalises a 1e-8 gradient difference into a 1e-5 update: a false "decay"
    (issue 11, item 7). So a backend makes each knob a runtime value (a variable the
    compiled step reads), set by :meth:`ProbeBackend.set_scale`, and compiles the step
-   once, after :meth:`ProbeBackend.switchable` has installed those values.
+   once, after :meth:`ProbeBackend.switchable` has installed those values. A framework
+   whose compiler bakes attribute values in (a jitted function that reads
+   ``optimizer.weight_decay`` as a Python float) may instead compile once per distinct
+   set of scales, provided the real step goes through the same compilation path as its
+   twins (never an eager reference against a compiled real step).
 3. **Scale, not only off.** ``set_scale(source, 0.0)`` switches a source off;
    ``set_scale(source, k)`` multiplies it by ``k``. A decay factor changes how much a
    variable is decayed, never *which* variables are (exclusions select by object or
@@ -77,8 +81,10 @@ class DecaySource:
 
     @property
     def label(self) -> str:
+        """``AdamW weight_decay=0.01``; ``model regularizer L2(l2=0.001) on dense1/kernel``."""
         where = f" on {self.variables[0]}" if self.variables and len(self.variables) == 1 else ""
-        return f"{self.owner} {self.knob}={self.value:g}{where}"
+        value = "" if "(" in self.knob else f"={self.value:g}"
+        return f"{self.owner} {self.knob}{value}{where}"
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,15 @@ class ProbeBackend(abc.ABC):
     @abc.abstractmethod
     def write(self, variables: Sequence[Any], values: Sequence[np.ndarray]) -> None:
         """Put values back exactly (bit for bit)."""
+
+    def snapshot(self, variables: Sequence[Any]) -> Any:
+        """A copy of the values that :meth:`restore` can put back; may stay on the device
+        (the probe takes one per step and restores it once per twin, so this is the hot path)."""
+        return self.read(variables)
+
+    def restore(self, variables: Sequence[Any], snapshot: Any) -> None:
+        """Put a :meth:`snapshot` back exactly."""
+        self.write(variables, snapshot)
 
     @abc.abstractmethod
     def make_step(self, setup: Any) -> Step:
