@@ -1,4 +1,4 @@
-"""Keras 3 on JAX: ``JAXTrainer.train_step(state, data)``, the stateless step ``fit`` jits.
+"""Keras 3 on JAX: ``JAXTrainer.train_step(state, data)`` under ``jax.jit``, as ``fit`` runs it.
 
 JAX reads ``XLA_FLAGS`` once, when its first backend starts, so GPU op determinism
 (``--xla_gpu_deterministic_ops=true``) is requested before Keras is imported
@@ -41,8 +41,25 @@ class JaxBackend(Keras3EagerBackend):
 
         return JAXTrainer.train_step
 
+    def _per_knob_values(self, make: Any) -> Any:
+        """``jax.jit(make())`` once per distinct set of knob values: tracing reads the knobs as
+        Python numbers, so each scale set is its own compiled program; the real step (every
+        knob at 1) is one of them. ``make`` must return a NEW function object each time."""
+        import jax
+
+        compiled: dict[tuple[float, ...], Any] = {}
+
+        def call(*args: Any) -> Any:
+            key = tuple(float(knob.current) for knob in self._knobs)
+            function = compiled.get(key)
+            if function is None:
+                function = compiled[key] = jax.jit(make())
+            return function(*args)
+        return call
+
     def _trainer_step(self, setup: Any) -> Step:
         model = setup.model
+        train_step = self._per_knob_values(lambda: lambda state, data: model.train_step(state, data))
 
         def step(x: Any, y: Any) -> None:
             state = (
@@ -51,7 +68,7 @@ class JaxBackend(Keras3EagerBackend):
                 [v.value for v in model.optimizer.variables],
                 [v.value for v in model.metrics_variables],
             )
-            _, (trainable, non_trainable, optimizer_values, metrics) = model.train_step(state, (x, y))
+            _, (trainable, non_trainable, optimizer_values, metrics) = train_step(state, (x, y))
             _assign(model.trainable_variables, trainable)
             _assign(model.non_trainable_variables, non_trainable)
             _assign(model.optimizer.variables, optimizer_values)
@@ -67,10 +84,9 @@ class JaxBackend(Keras3EagerBackend):
 
         model, optimizer = setup.model, setup.optimizer
         loss_fn = self._loss(setup, with_penalties)
+        trainable_refs, non_trainable_refs = model.trainable_variables, model.non_trainable_variables
 
-        def step(x: Any, y: Any) -> None:
-            trainable_refs, non_trainable_refs = model.trainable_variables, model.non_trainable_variables
-
+        def pure(trainable: Any, non_trainable: Any, optimizer_values: Any, x: Any, y: Any) -> Any:
             def compute(trainable: Any, non_trainable: Any) -> Any:
                 y_pred, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
                 mapping = list(zip(trainable_refs, trainable)) + list(zip(non_trainable_refs, non_trainable))
@@ -78,10 +94,17 @@ class JaxBackend(Keras3EagerBackend):
                     loss = loss_fn(y, y_pred)
                 return loss, non_trainable
 
-            (_, non_trainable), grads = jax.value_and_grad(compute, has_aux=True)(
-                [v.value for v in trainable_refs], [v.value for v in non_trainable_refs])
-            trainable, optimizer_values = optimizer.stateless_apply(
-                [v.value for v in optimizer.variables], grads, [v.value for v in trainable_refs])
+            (_, non_trainable), grads = jax.value_and_grad(compute, has_aux=True)(trainable, non_trainable)
+            trainable, optimizer_values = optimizer.stateless_apply(optimizer_values, grads, trainable)
+            return trainable, non_trainable, optimizer_values
+
+        # a new function object per knob set: jax.jit shares its trace cache between wrappers of one function
+        compiled = self._per_knob_values(lambda: lambda *args: pure(*args))
+
+        def step(x: Any, y: Any) -> None:
+            trainable, non_trainable, optimizer_values = compiled(
+                [v.value for v in trainable_refs], [v.value for v in non_trainable_refs],
+                [v.value for v in optimizer.variables], x, y)
             _assign(trainable_refs, trainable)
             _assign(non_trainable_refs, non_trainable)
             _assign(optimizer.variables, optimizer_values)

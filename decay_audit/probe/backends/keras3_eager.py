@@ -1,11 +1,13 @@
 """Keras 3 on JAX and on PyTorch: what the two backends share.
 
 Each step goes through the backend trainer's own ``train_step``, the method ``model.fit``
-runs: on JAX the stateless ``JAXTrainer.train_step(state, data)`` (``fit`` jits it), on
-PyTorch the stateful ``TorchTrainer.train_step(data)`` (``loss.backward()``, then
-``optimizer.apply``). The probe calls it unjitted, so a knob is a plain Python number
-the next call reads (``weight_decay``, Muon's ``adam_weight_decay``, Ftrl's l1/l2, a
-regularizer's scale): every twin runs the same operations, only the knob values differ.
+runs: on JAX the stateless ``JAXTrainer.train_step(state, data)`` under ``jax.jit``, as
+``fit`` compiles it; on PyTorch the stateful ``TorchTrainer.train_step(data)``
+(``loss.backward()``, then ``optimizer.apply``), eager as ``fit`` runs it. A knob is a
+Python number (``weight_decay``, Muon's ``adam_weight_decay``, Ftrl's l1/l2, a
+regularizer's scale): torch reads it at each call; XLA bakes it in when it traces, so the
+JAX backend compiles once per distinct set of knob values, the real step and every twin
+through the same path (interface point 2).
 
 Backend-dependent behaviour is measured, not assumed: ``_use_weight_decay`` receives the
 Keras variable on these backends, so ``exclude_from_weight_decay(var_names=...)`` is
@@ -46,13 +48,17 @@ def is_keras3_model(obj: Any) -> bool:
 
 
 class _AttributeKnob:
-    """A knob read from a Python attribute at each (unjitted) call: ``value * scale``."""
+    """A knob held in a Python attribute: ``value * scale``, read when the step is traced or run."""
 
     def __init__(self, owner: Any, attribute: str, value: float):
         self.owner, self.attribute, self.value = owner, attribute, value
 
     def set(self, scale: float) -> None:
         setattr(self.owner, self.attribute, self.value * scale)
+
+    @property
+    def current(self) -> float:
+        return getattr(self.owner, self.attribute)
 
 
 def _scaled_regularizer_class() -> type:
@@ -79,6 +85,7 @@ class Keras3EagerBackend(ProbeBackend):
 
     def __init__(self) -> None:
         self._notes: list[str] = []
+        self._knobs: list[_AttributeKnob] = []
 
     def accepts(self, setup: Any) -> bool:
         return running_keras_backend() == self.name and is_keras3_model(setup.model)
@@ -112,8 +119,9 @@ class Keras3EagerBackend(ProbeBackend):
                             continue
                         restore.append((optimizer, knob, original))
                         setattr(optimizer, knob, value)
-                        sources.append(DecaySource(kind, labels[id(optimizer)], knob, value, None, optimizer,
-                                                   _AttributeKnob(optimizer, knob, value)))
+                        handle = _AttributeKnob(optimizer, knob, value)
+                        self._knobs.append(handle)
+                        sources.append(DecaySource(kind, labels[id(optimizer)], knob, value, None, optimizer, handle))
             scaled = _scaled_regularizer_class()
             for variable in setup.model.trainable_variables:
                 regularizer = getattr(variable, "regularizer", None)
@@ -123,10 +131,13 @@ class Keras3EagerBackend(ProbeBackend):
                 restore.append((variable, "regularizer", regularizer))
                 variable.regularizer = wrapper
                 text, value = _regularizer_text(regularizer)
+                handle = _AttributeKnob(wrapper, "scale", 1.0)
+                self._knobs.append(handle)
                 sources.append(DecaySource(SourceKind.COUPLED, "model", f"regularizer {text}", value,
-                                           (variable_path(variable),), None, _AttributeKnob(wrapper, "scale", 1.0)))
+                                           (variable_path(variable),), None, handle))
             yield sources
         finally:
+            self._knobs = []
             for owner, attribute, original in reversed(restore):
                 setattr(owner, attribute, original)
 
