@@ -84,6 +84,14 @@ def test_tf_keras_new_style_optimizers_with_var_list_exclusions(name):
     assert all(m.decoupled_steps for m in report.measurements if m.expected_decay)
 
 
+def test_tf_keras_subclassed_model_batches_from_its_save_spec():
+    optimizer = tf_keras.optimizers.AdamW(1e-2, weight_decay=0.1)
+    optimizer.exclude_from_weight_decay(var_names=["bias"])
+    assert verify(tf_keras_setups.subclassed(optimizer)).ok
+    report = verify(tf_keras_setups.subclassed(tf_keras.optimizers.AdamW(1e-2, weight_decay=0.1)))
+    assert set(mismatched(report)) == {"two_dense/dense1/bias", "two_dense/dense2/bias"}
+
+
 def test_tf_keras_adam_weight_decay_without_exclusions_is_flagged():
     assert verify(tf_keras_setups.adam_weight_decay_var_list()).ok
     report = verify(tf_keras_setups.adam_weight_decay_var_list(exclude=False))

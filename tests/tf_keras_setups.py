@@ -84,3 +84,21 @@ def tiny_bert_classifier(exclude):
                                            exclude_from_weight_decay=exclude),
                  loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return bert
+
+
+def subclassed(optimizer):
+    """A subclassed tf_keras model: no ``model.inputs``, only the save spec its first call recorded."""
+
+    class TwoDense(tf_keras.Model):
+        def __init__(self):
+            super().__init__(name="two_dense")
+            self.dense1 = tf_keras.layers.Dense(5, name="dense1")
+            self.dense2 = tf_keras.layers.Dense(3, name="dense2")
+
+        def call(self, x):
+            return self.dense2(self.dense1(x))
+
+    built = TwoDense()
+    built(tf_keras.Input((6,)))
+    built.compile(optimizer=optimizer, loss="mse")
+    return built

@@ -164,42 +164,60 @@ def _random_generators(model: Any) -> list[Any]:
 
 
 def signature_batch(model: Any, batch_size: int, rng: np.random.Generator) -> tuple[Any, Any] | None:
-    """A batch for a transformers TF model, which has no ``model.inputs`` but declares
-    ``input_signature`` (``input_ids``, ``attention_mask``, ``token_type_ids``, ...) and its
-    vocabulary in ``config``: ids inside ``vocab_size``, masks of ones, type ids 0,
-    positions 0..n-1, sequences no longer than ``max_position_embeddings``. Targets: class
-    ids under the logits when the model computes its own loss (``compile()`` without
-    ``loss``: transformers' ``train_step`` moves them into ``labels``), else what the
-    compiled loss takes. None for any other model."""
+    """A batch for a tf_keras model without ``model.inputs`` (subclassed; transformers TF models),
+    from the spec it declares: transformers' ``input_signature`` (``input_ids``,
+    ``attention_mask``, ``token_type_ids``, ...), else the save spec tf_keras records on the
+    first call. Ids inside ``config.vocab_size`` (else the smallest embedding table), masks
+    of ones, type ids 0, positions 0..n-1, sequences no longer than
+    ``max_position_embeddings``. Targets: class ids under the logits when a transformers
+    model computes its own loss (``compile()`` without ``loss``: its ``train_step`` moves
+    them into ``labels``), else what the compiled loss takes. None for other models."""
+    import tensorflow as tf
+
     from decay_audit.probe.data import _loss_name, _target
 
-    signature = getattr(model, "input_signature", None) if is_tf_keras_object(model) else None
-    if not isinstance(signature, dict) or getattr(model, "inputs", None):
+    if not is_tf_keras_object(model) or getattr(model, "inputs", None):
+        return None
+    signature = getattr(model, "input_signature", None)
+    if not isinstance(signature, dict):
+        get_spec = getattr(model, "_get_save_spec", None)
+        signature = get_spec(dynamic_batch=True) if callable(get_spec) else None
+    if signature is None:
         return None
     config = getattr(model, "config", None)
     length = min(8, int(getattr(config, "max_position_embeddings", 8) or 8))
-    vocabulary = max(int(getattr(config, "vocab_size", 2) or 2), 1)
-    x = {}
-    for key, spec in signature.items():
+    tables = [getattr(layer, "input_dim", None) for layer in model._flatten_layers(include_self=False)]
+    tables = [t for t in tables if isinstance(t, int) and t > 0]
+    vocabulary = max(int(getattr(config, "vocab_size", 0) or (min(tables) if tables else 2)), 1)
+
+    def make(spec: Any, key: str) -> np.ndarray:
         shape = tuple(batch_size if i == 0 else (length if d is None else int(d)) for i, d in enumerate(spec.shape))
         dtype = spec.dtype.as_numpy_dtype
         if not np.issubdtype(dtype, np.integer):
-            x[key] = rng.normal(size=shape).astype(dtype)
-        elif "mask" in key:
-            x[key] = np.ones(shape, dtype)
-        elif "type" in key or "segment" in key:
-            x[key] = np.zeros(shape, dtype)
-        elif "position" in key:
-            x[key] = np.broadcast_to(np.arange(shape[-1], dtype=dtype), shape).copy()
-        else:
-            x[key] = rng.integers(0, vocabulary, size=shape).astype(dtype)
+            return rng.normal(size=shape).astype(dtype)
+        if "mask" in key:
+            return np.ones(shape, dtype)
+        if "type" in key or "segment" in key:
+            return np.zeros(shape, dtype)
+        if "position" in key:
+            return np.broadcast_to(np.arange(shape[-1], dtype=dtype), shape).copy()
+        return rng.integers(0, vocabulary, size=shape).astype(dtype)
+
+    if isinstance(signature, dict):
+        x = {key: make(spec, key) for key, spec in signature.items()}
+    else:
+        x = tf.nest.map_structure(lambda spec: make(spec, str(spec.name or "")), signature)
     prediction = model(x, training=False)
     outputs = {k: v for k, v in prediction.items() if v is not None and hasattr(v, "shape")} \
-        if isinstance(prediction, dict) else {"output": prediction}
-    if getattr(model, "_using_dummy_loss", False):
+        if isinstance(prediction, dict) else None
+    if getattr(model, "_using_dummy_loss", False) and outputs:
         logits = outputs.get("logits", next(iter(outputs.values())))
         return x, _target(logits, "sparse", rng)
     loss = getattr(model, "loss", None)
+    if outputs is None:
+        if isinstance(prediction, (list, tuple)):
+            return x, [_target(p, _loss_name(loss, i), rng) for i, p in enumerate(prediction)]
+        return x, _target(prediction, _loss_name(loss, 0), rng)
     targets = {key: _target(value, _loss_name(loss, key), rng) for key, value in outputs.items()}
     return x, next(iter(targets.values())) if len(targets) == 1 else targets
 
