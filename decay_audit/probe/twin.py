@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from decay_audit.probe.data import synthetic_batch
-from decay_audit.probe.setup import TrainingSetup
+from decay_audit.probe.data import BatchSource
+from decay_audit.probe.setup import Stage, TrainingSetup, at_stage
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def _noise(before: np.ndarray, *afters: np.ndarray, dtype: Any) -> float:
 
 
 def run_probe(setup: TrainingSetup, steps: int = 3, batch_size: int = 4, seed: int = 0,
-              device: str | None = None) -> ProbeRun:
+              device: str | None = None, batches: BatchSource | None = None) -> ProbeRun:
     """Measure per step and per variable; the model and optimizer are restored afterwards."""
     import tensorflow as tf
 
@@ -180,11 +180,12 @@ def run_probe(setup: TrainingSetup, steps: int = 3, batch_size: int = 4, seed: i
     default = tf.distribute.get_strategy()
     distributed = strategy is not None and not isinstance(strategy, type(default))
     with strategy.scope() if distributed else contextlib.nullcontext():
-        return _run_probe(setup, steps, batch_size, seed, device, strategy if distributed else None)
+        return _run_probe(setup, steps, batch_size, seed, device, strategy if distributed else None,
+                          batches or BatchSource(setup, batch_size, np.random.default_rng(seed)))
 
 
 def _run_probe(setup: TrainingSetup, steps: int, batch_size: int, seed: int, device: str | None,
-               strategy: Any) -> ProbeRun:
+               strategy: Any, batches: BatchSource) -> ProbeRun:
     import tensorflow as tf
 
     model, optimizer = setup.model, setup.optimizer
@@ -214,14 +215,15 @@ def _run_probe(setup: TrainingSetup, steps: int, batch_size: int, seed: int, dev
                 if value.size and not np.any(value):
                     variable.assign(rng.normal(0.0, 0.02, size=value.shape).astype(value.dtype))
             for _ in range(steps):
-                x, y = synthetic_batch(model, batch_size, rng)
+                x, y = batches.next()
                 start = _State(everything)
                 before = _values(variables)
                 rate = _current_learning_rate(optimizer) * float(inner.weight_decay or 0.0)
-                if setup.train_step is not None:
-                    setup.train_step(model, optimizer, x, y)
-                else:
-                    run(lambda: keras_step(model, optimizer, loss_with, x, y))
+                with at_stage(Stage.STEP, setup.description or str(getattr(model, "name", "model"))):
+                    if setup.train_step is not None:
+                        setup.train_step(model, optimizer, x, y)
+                    else:
+                        run(lambda: keras_step(model, optimizer, loss_with, x, y))
                 real = _values(variables)
                 after_real = _State(everything)
                 start.restore()
