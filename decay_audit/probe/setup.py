@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -49,22 +50,33 @@ class SetupError(DecayAuditError):
         self.problem = problem
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TF_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*")
+_QUOTED_ERROR = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\w*: \S")
+
+
 def describe_exception(exc: BaseException, limit: int = 300) -> str:
     """One line for the cause: the exception type and its most telling line.
 
     TensorFlow's runtime errors start with a heading ("Graph execution error:") and put the
-    reason on a later line; Keras' call errors start with "Exception encountered when
-    calling ..." and quote the original error further down. Both headings are skipped.
+    reason on a later line; an error raised inside a ``tf.function`` reads "in user code:",
+    then file lines, then the original "RuntimeError: ..." last; Keras' call errors start
+    with "Exception encountered when calling ...". Headings and file lines are skipped,
+    ANSI colour codes (Keras 3.15 bolds op names) and TF node names dropped.
     """
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    headings = ("Graph execution error", "Exception encountered when calling", "Detected at node", "File \"",
-                "Traceback", "Arguments received by", "•", "Stack trace", "[[")
-    telling = [line for line in lines if not line.startswith(headings)]
-    text = (telling or lines or [""])[0]
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    name = type(exc).__name__
-    return f"{name}: {text}" if text else name
+    text = _TF_NODE.sub("", _ANSI.sub("", str(exc)))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    quoted = [line for line in lines if _QUOTED_ERROR.match(line)]
+    if quoted and any(line.startswith("in user code") for line in lines):
+        line = quoted[-1]  # carries its own type name
+    else:
+        headings = ("Graph execution error", "Exception encountered when calling", "Detected at node", "File \"",
+                    "Traceback", "Arguments received by", "•", "Stack trace", "[[", "in user code")
+        telling = [line for line in lines if not line.startswith(headings)]
+        line = (telling or lines or [""])[0]
+        name = type(exc).__name__
+        line = f"{name}: {line}" if line else name
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 @contextlib.contextmanager
