@@ -28,6 +28,10 @@ class VerifyReport:
     dead_selectors: tuple[str, ...] = ()
     """Intent rules (--decay/--no-decay overrides, --expect-decay/--expect-no-decay globs) that matched no
     variable: the intent they were written for is not being checked (as scan and check report them)."""
+    backend: str = "tensorflow"
+    """The probe backend that ran the set-up's steps (decay_audit.probe.backends.BACKENDS)."""
+    decay_sources: tuple[str, ...] = ()
+    """Every decay knob found and switched in the twins (``AdamW weight_decay=0.01``, regularizers)."""
 
     @property
     def mismatches(self) -> tuple[Measurement, ...]:
@@ -89,8 +93,9 @@ def verify(setup: Any, *, steps: int = 3, preset: Policy | Preset | str = Preset
     ((decay, glob) pairs, later ones winning) replaces both when given.
     The model's weights and optimizer state are restored afterwards.
     """
+    from decay_audit.probe.backends.tensorflow import inner_optimizer, top_level_optimizers
     from decay_audit.probe.data import BatchSource
-    from decay_audit.probe.twin import inner_optimizer, run_probe
+    from decay_audit.probe.twin import run_probe
 
     if isinstance(setup, str) and ":" in setup and setup.split(":")[0].endswith(".py"):
         training = load_setup(setup)
@@ -112,8 +117,8 @@ def verify(setup: Any, *, steps: int = 3, preset: Policy | Preset | str = Preset
         with at_stage(Stage.STEP, subject):
             training.model(x, training=False)
     with at_stage(Stage.MEASUREMENT, subject):
-        inner = inner_optimizer(training.optimizer)
-        accumulation = getattr(inner, "gradient_accumulation_steps", None) or 1
+        accumulation = max([getattr(inner_optimizer(o), "gradient_accumulation_steps", None) or 1
+                            for o in top_level_optimizers(training)] or [1])
         steps = max(steps, 2 * accumulation)  # decay happens only on the steps that update
         intent = _intent(training, policy, Path(rules) if rules else None, expect_decay, expect_no_decay,
                          ordered_expectations)
@@ -121,19 +126,16 @@ def verify(setup: Any, *, steps: int = 3, preset: Policy | Preset | str = Preset
                         batches=batches)
         measurements = judge(run, intent.expected)
     notes = []
-    if not run.weight_decay and not any(m.coupled_steps for m in measurements):
+    if not run.sources and not any(m.coupled_steps for m in measurements):
         notes.append("the optimizer has no weight_decay and no penalty reached any variable: nothing is decayed")
-    if run.hand_written_step:
-        notes.append("hand-written train_step: decoupled decay measured on the optimizer alone (zero gradients, "
-                     "decay on vs off); the rest of A - B is reported as coupled")
-        if training.data_loss is None:
-            notes.append("no data_loss given: the reference step uses the compiled/MSE loss")
+    notes.extend(run.notes)
     if training.batch is not None:
         notes.append("batches: the set-up's own")
     return VerifyReport(
         setup=subject, optimizer=run.optimizer_name, weight_decay=run.weight_decay, steps=len(run.steps),
         device=run.device, measurements=tuple(measurements), notes=tuple(notes),
-        dead_selectors=intent.dead_selectors,
+        dead_selectors=intent.dead_selectors, backend=run.backend,
+        decay_sources=tuple(s.label for s in run.sources),
     )
 
 

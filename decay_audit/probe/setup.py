@@ -102,12 +102,15 @@ class TrainingSetup:
     """The loss without any penalty term: what the no-decay twin step minimises."""
     description: str = ""
     """How the set-up was given (``train.py:make``, a model file and its optimizer), for the report."""
+    optimizers: tuple[Any, ...] = ()
+    """Every optimizer the step applies when there are several (a backbone and a head optimizer in
+    a custom ``train_step``); ``optimizer`` is the first. Empty = ``optimizer`` alone."""
     batch: Any = None
     """The set-up's own data: an ``(x, y)`` tuple, ``x`` alone, or a dataset/iterator of either
     (``tf.data.Dataset``, ``keras.utils.PyDataset``, a generator). None = synthetic batches."""
 
 
-SETUP_KEYS = ("model", "optimizer", "train_step", "data_loss", "batch", "dataset")
+SETUP_KEYS = ("model", "optimizer", "optimizers", "train_step", "data_loss", "batch", "dataset")
 
 
 def optimizer_of(model: Any) -> Any:
@@ -132,9 +135,11 @@ def setup_from_object(obj: Any, description: str) -> TrainingSetup:
             raise SetupError(description, "give either 'batch' or 'dataset', not both")
         model = obj["model"]
         _check_model(model, description)
-        optimizer = obj.get("optimizer") or optimizer_of(model)
+        several = tuple(obj.get("optimizers") or ())
+        optimizer = obj.get("optimizer") or (several[0] if several else optimizer_of(model))
         batch = obj.get("batch") if obj.get("batch") is not None else obj.get("dataset")
-        return TrainingSetup(model, optimizer, obj.get("train_step"), obj.get("data_loss"), description, batch)
+        return TrainingSetup(model, optimizer, obj.get("train_step"), obj.get("data_loss"), description, several,
+                             batch)
     if isinstance(obj, tuple) and len(obj) == 2:
         _check_model(obj[0], description)
         return TrainingSetup(obj[0], obj[1], description=description)

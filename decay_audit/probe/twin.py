@@ -1,34 +1,74 @@
 """The twin-step probe: what each variable actually receives from every decay source.
 
-At every step, from ONE snapshot of all model variables and optimizer variables, the
-probe runs the set-up's real step (A) and its twins on the same batch:
+At every step, from ONE snapshot of the whole state (all model variables, every
+optimizer's variables, metric state), the probe runs the set-up's real step (A) and
+twins of it on the same batch. Every twin is the SAME compiled step; only the runtime
+strength of decay knobs differs (``backends/interface.py``, point 2):
 
-- C: the same step with the optimizer's ``weight_decay`` switched off (penalties kept);
-- B: the reference with every decay source removed (no ``weight_decay``, weight
-  regularizers off, ``data_loss`` in place of a hand-written step).
+- ``T_s``, one per decoupled source ``s`` (each optimizer's ``weight_decay``, Muon's
+  ``adam_weight_decay``, ...): ``s`` scaled by ``m`` (0 = off). For the base-class decay
+  ``v -= lr*wd*v`` the step is linear in the strength, so ``(T_s - A) / (m - 1)`` is what
+  ``s`` did to each variable at its configured strength. At fine-tuning rates
+  (lr*wd below ``AMPLIFY_BELOW`` per step, e.g. 5e-7 for BERT's lr 5e-5 wd 0.01)
+  the shrink is below float32's resolution of the weight, so ``m`` amplifies the source
+  to ``AMPLIFIED_RATE`` per step instead: exclusions select variables by object or name,
+  never by strength, so this changes the magnitude and not the selection; the report
+  gives the configured rate.
+- ``S``: every coupled source off (weight regularizers, Ftrl's l1/l2 strengths):
+  ``A - S`` is the coupled contribution, as the optimizer passed the penalty on.
+- ``B`` (hand-written steps with a data loss): the same update with the data loss
+  only, coupled sources off: ``S - B`` exposes penalties written into the step's own
+  code. ``B`` is computed by another program than the user's, so it differs from ``S``
+  by rounding too, which an adaptive optimizer blows up on variables whose gradient is
+  pure noise (a conv bias before BatchNorm). Only decay-like differences count there:
+  above the noise floor AND pulling the weight toward zero (``_toward_zero``).
 
-``A - C`` is the decoupled contribution, ``C - B`` the coupled one (the penalty gradient
-as the optimizer passed it on). A hand-written ``train_step`` cannot be re-run with the
-optimizer's decay off (a traced tf.function keeps what it saw when traced), so there the
-decoupled part is measured by the same differential on the optimizer alone (zero
-gradients, decay on vs off) and the coupled part is ``A - B`` minus it. The probe then
-continues from A's state. Measuring per step, not as two N-step runs, matters: decayed
-kernels change every later gradient, so runs from one snapshot differ everywhere
-(shared FACTS). ``model.variables`` (not ``weights``) are restored: a Dropout layer's seed
-state lives outside ``weights``, and different masks would fake decay everywhere.
+The noise floor is calibrated per run: the real step repeated from the same snapshot
+(non-deterministic kernels differ there) on top of a few ulps of the weight. The probe
+then continues from A's state. Measuring per step, not as two N-step runs, matters:
+decayed kernels change every later gradient (shared FACTS).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from decay_audit.probe.backends import DecaySource, ProbeBackend, SourceKind, backend_for, load_backend
+from decay_audit.probe.backends.tensorflow import inner_optimizer  # noqa: F401 - public name kept for callers
 from decay_audit.probe.data import BatchSource
 from decay_audit.probe.setup import Stage, TrainingSetup, at_stage
+
+AMPLIFY_BELOW = 1e-4
+"""Per-step decoupled rate (lr*wd) under which a source is measured amplified: float32 resolves
+a relative change of about 1e-7 and the floor is a few ulps, so 1e-4 keeps a 100x margin."""
+AMPLIFIED_RATE = 1e-2
+"""The per-step rate an amplified twin runs a source at: well above the floor, small enough
+that the decayed weight stays in the same regime for value-dependent optimizers."""
+TOWARD_ZERO = 0.75
+"""Share of a hand-written difference (by magnitude) that must pull weights toward zero for it
+to count as decay: noise has no preferred direction, a penalty always points to zero."""
+ULPS = 8.0
+
+
+@dataclass(frozen=True)
+class SourceEffect:
+    """What one decoupled source did to one variable in one step."""
+
+    source: int
+    """Index into :attr:`ProbeRun.sources`."""
+    delta: np.ndarray
+    """The change the source made at its configured strength (``(T - A) / (m - 1)``)."""
+    present: bool
+    """The twin's raw difference was above the noise floor."""
+    rate: float
+    """lr_t * value: the configured relative shrink per step."""
+    scale: float
+    """The twin's scale: 0 (switched off) or the amplification factor."""
 
 
 @dataclass(frozen=True)
@@ -36,13 +76,22 @@ class StepDelta:
     """One probe step's measured contributions for one variable (arrays, same shape as it)."""
 
     decoupled: np.ndarray
+    """Sum of the decoupled sources' changes, at configured strength."""
     coupled: np.ndarray
+    """Switchable penalties (A - S) plus decay-like hand-written ones (S - B)."""
     weight: np.ndarray
     """The variable's value at the start of the step."""
     configured_rate: float
-    """lr_t * weight_decay the optimizer is configured with at this step (0 without weight_decay)."""
+    """Summed lr_t * value of the decoupled sources measured on this variable (0 without)."""
     noise: float
-    """Largest difference that float rounding alone can produce for this variable and step."""
+    """The noise floor for this variable and step (ulps plus the calibrated repeat difference)."""
+    effects: tuple[SourceEffect, ...] = ()
+    """Per decoupled source."""
+    coupled_present: bool = False
+    hand_written: bool = False
+    """The coupled part came from penalties in the hand-written step (no knob reaches them)."""
+    penalty_gradient: float | None = None
+    """<g, w> / <w, w> of the variable's own regularizer gradient g (2*l2 for Keras L2)."""
 
 
 @dataclass(frozen=True)
@@ -54,215 +103,171 @@ class ProbeRun:
     weight_decay: float | None
     device: str
     hand_written_step: bool
+    sources: tuple[DecaySource, ...] = ()
+    backend: str = "tensorflow"
+    noise_calibration: float = 0.0
+    """Largest difference between the real step and its repeat from the same snapshot."""
+    notes: tuple[str, ...] = ()
 
 
-def inner_optimizer(optimizer: Any) -> Any:
-    """LossScaleOptimizer (what compile() wraps under mixed_float16) holds the real one."""
-    return getattr(optimizer, "inner_optimizer", optimizer)
+def _floor(before: np.ndarray, after: np.ndarray, dtype: Any, calibrated: float) -> float:
+    """Rounding of one update in the variable's dtype plus the measured repeat difference."""
+    kind = np.dtype(dtype).kind if hasattr(dtype, "kind") or isinstance(dtype, str) else "f"
+    eps = float(np.finfo(np.dtype(dtype) if kind == "f" else np.float32).eps)
+    scale = max(float(np.max(np.abs(before), initial=0.0)), float(np.max(np.abs(after), initial=0.0)))
+    return max(ULPS * eps * scale, 4.0 * calibrated)
 
 
-def _all_optimizer_variables(optimizer: Any) -> list[Any]:
-    seen, result = set(), []
-    for candidate in (optimizer, inner_optimizer(optimizer)):
-        for variable in candidate.variables:
-            if id(variable) not in seen:
-                seen.add(id(variable))
-                result.append(variable)
-    return result
+def _above(delta: np.ndarray, floor: float) -> bool:
+    return bool(delta.size) and float(np.max(np.abs(delta))) > floor
 
 
-class _State:
-    """Copies of every model and optimizer variable, to put back exactly."""
-
-    def __init__(self, variables: list[Any]):
-        self.variables = variables
-        self.values = [np.array(v.numpy(), copy=True) for v in variables]
-
-    def restore(self) -> None:
-        for variable, value in zip(self.variables, self.values):
-            variable.assign(value)
+def _toward_zero(delta: np.ndarray, weight: np.ndarray) -> float:
+    """Share of |delta| that moves elements toward zero (decay-like); 0 when nothing moved."""
+    total = float(np.sum(np.abs(delta)))
+    if total == 0.0:
+        return 0.0
+    return float(np.sum(np.abs(delta)[(delta * weight) < 0])) / total
 
 
-@contextlib.contextmanager
-def decoupled_decay_off(optimizer: Any) -> Iterator[None]:
-    """Keras' base optimizer skips ``_apply_weight_decay`` when ``weight_decay is None``."""
-    inner = inner_optimizer(optimizer)
-    saved = inner.weight_decay
-    inner.weight_decay = None
+def _dtype_of(variable: Any) -> Any:
+    dtype = getattr(variable, "dtype", "float32")
+    name = getattr(dtype, "name", dtype)
     try:
-        yield
-    finally:
-        inner.weight_decay = saved
-
-
-@contextlib.contextmanager
-def regularizers_off(model: Any) -> Iterator[None]:
-    """Keras 3 computes weight penalties from ``variable.regularizer`` on each ``model.losses`` read."""
-    saved = []
-    for variable in model.trainable_weights:
-        regularizer = getattr(variable, "regularizer", None)
-        if regularizer is not None:
-            saved.append((variable, regularizer))
-            variable.regularizer = None
-    try:
-        yield
-    finally:
-        for variable, regularizer in saved:
-            variable.regularizer = regularizer
-
-
-def _loss_function(setup: TrainingSetup, with_penalties: bool) -> Callable[[Any, Any, Any], Any]:
-    model = setup.model
-    if setup.data_loss is not None:
-        def loss(x, y, y_pred):
-            value = setup.data_loss(y, y_pred)
-            if with_penalties and model.losses:
-                value = value + sum(model.losses)
-            return value
-        return loss
-    if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
-        return lambda x, y, y_pred: model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
-    import keras
-
-    mse = keras.losses.MeanSquaredError()
-
-    def default_loss(x, y, y_pred):
-        value = mse(y, y_pred)
-        return value + sum(model.losses) if model.losses else value
-    return default_loss
-
-
-def keras_step(model: Any, optimizer: Any, loss_fn: Callable, x: Any, y: Any) -> None:
-    """Keras 3's own ``train_step`` (TensorFlow backend), run eagerly so the twins see option changes."""
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        y_pred = model(x, training=True)
-        loss = loss_fn(x, y, y_pred)
-        scaled = optimizer.scale_loss(loss)
-    variables = model.trainable_variables
-    gradients = tape.gradient(scaled, variables)
-    optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
-
-
-def _current_learning_rate(optimizer: Any) -> float:
-    inner = inner_optimizer(optimizer)
-    try:
-        return float(np.asarray(inner.learning_rate))
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def _zero_gradient_step(model: Any, optimizer: Any) -> None:
-    import keras
-
-    variables = model.trainable_variables
-    optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in variables])
-
-
-def _values(variables: list[Any]) -> list[np.ndarray]:
-    return [np.array(v.numpy(), dtype=np.float64) for v in variables]
-
-
-def _noise(before: np.ndarray, *afters: np.ndarray, dtype: Any) -> float:
-    """Rounding of one update in the variable's dtype: a few ulps of the largest magnitude involved."""
-    eps = float(np.finfo(np.dtype(dtype) if np.dtype(dtype).kind == "f" else np.float32).eps)
-    scale = max([float(np.max(np.abs(before), initial=0.0))] + [float(np.max(np.abs(a), initial=0.0)) for a in afters])
-    return 8.0 * eps * scale
+        return np.dtype(str(name))
+    except TypeError:
+        return np.dtype("float32")
 
 
 def run_probe(setup: TrainingSetup, steps: int = 3, batch_size: int = 4, seed: int = 0,
-              device: str | None = None, batches: BatchSource | None = None) -> ProbeRun:
-    """Measure per step and per variable; the model and optimizer are restored afterwards."""
-    import tensorflow as tf
-
-    strategy = getattr(setup.model, "distribute_strategy", None)
-    default = tf.distribute.get_strategy()
-    distributed = strategy is not None and not isinstance(strategy, type(default))
-    with strategy.scope() if distributed else contextlib.nullcontext():
-        return _run_probe(setup, steps, batch_size, seed, device, strategy if distributed else None,
+              device: str | None = None, backend: ProbeBackend | str | None = None,
+              batches: BatchSource | None = None) -> ProbeRun:
+    """Measure per step and per variable; the model and optimizers are restored afterwards."""
+    chosen = (load_backend(backend) if isinstance(backend, str) else backend) or backend_for(setup)
+    device_name = chosen.device(device)
+    with chosen.scope(setup, device_name), chosen.determinism(), chosen.switchable(setup) as sources:
+        return _run_probe(chosen, setup, list(sources), steps, batch_size, seed, device_name,
                           batches or BatchSource(setup, batch_size, np.random.default_rng(seed)))
 
 
-def _run_probe(setup: TrainingSetup, steps: int, batch_size: int, seed: int, device: str | None,
-               strategy: Any, batches: BatchSource) -> ProbeRun:
-    import tensorflow as tf
-
-    model, optimizer = setup.model, setup.optimizer
-    variables = model.trainable_variables
-    if not getattr(optimizer, "built", False):
-        optimizer.build(variables)
-    everything = list(model.variables) + _all_optimizer_variables(optimizer)
-    original = _State(everything)
+def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecaySource], steps: int,
+               batch_size: int, seed: int, device: str, batches: BatchSource) -> ProbeRun:
+    model = setup.model
+    stage_subject = setup.description or str(getattr(model, "name", "model"))
     rng = np.random.default_rng(seed)
-    device_name = device or ("GPU" if tf.config.list_logical_devices("GPU") else "CPU")
-    inner = inner_optimizer(optimizer)
-    loss_with = _loss_function(setup, with_penalties=True)
-    loss_without = _loss_function(setup, with_penalties=False)
+    backend.build(setup)
+    trainables = backend.trainable(setup)
+    variables = [t.variable for t in trainables]
+    dtypes = [_dtype_of(v) for v in variables]
+    with at_stage(Stage.STEP, stage_subject):
+        step = backend.make_step(setup)
+        reference = backend.make_reference_step(setup)
+    decoupled = [i for i, s in enumerate(sources) if s.kind is SourceKind.DECOUPLED]
+    coupled = [i for i, s in enumerate(sources) if s.kind is SourceKind.COUPLED]
+    regularized = any(s.owner == "model" for s in sources)
 
-    def run(step: Callable[[], None]) -> None:
-        """Under a distribution strategy, steps run in replica context, as Keras' fit does."""
-        if strategy is not None:
-            strategy.run(step)
-        else:
-            step()
-
+    state = backend.state_variables(setup)
+    original_state, original = list(state), backend.read(state)
     measured: list[tuple[StepDelta, ...]] = []
+    calibrated = [0.0] * len(variables)
+
+    def values() -> list[np.ndarray]:
+        return [a.astype(np.float64) for a in backend.read(variables)]
+
+    def twin(run: Callable[[Any, Any], None], start: list[np.ndarray], scales: dict[int, float],
+             x: Any, y: Any) -> list[np.ndarray]:
+        backend.write(state, start)
+        for index, scale in scales.items():
+            backend.set_scale(sources[index], scale)
+        try:
+            run(x, y)
+        finally:
+            for index in scales:
+                backend.set_scale(sources[index], 1.0)
+        return values()
+
     try:
-        with tf.device(f"/{device_name}:0") if strategy is None else contextlib.nullcontext():
-            for variable in variables:  # decay cannot move a zero: give zero-initialised weights a value
-                value = variable.numpy()
-                if value.size and not np.any(value):
-                    variable.assign(rng.normal(0.0, 0.02, size=value.shape).astype(value.dtype))
-            for _ in range(steps):
-                x, y = batches.next()
-                start = _State(everything)
-                before = _values(variables)
-                rate = _current_learning_rate(optimizer) * float(inner.weight_decay or 0.0)
-                with at_stage(Stage.STEP, setup.description or str(getattr(model, "name", "model"))):
-                    if setup.train_step is not None:
-                        setup.train_step(model, optimizer, x, y)
-                    else:
-                        run(lambda: keras_step(model, optimizer, loss_with, x, y))
-                real = _values(variables)
-                after_real = _State(everything)
-                start.restore()
-                with decoupled_decay_off(optimizer), regularizers_off(model):
-                    run(lambda: keras_step(model, optimizer, loss_without, x, y))
-                reference = _values(variables)
-                start.restore()
-                if setup.train_step is None:
-                    with decoupled_decay_off(optimizer):
-                        run(lambda: keras_step(model, optimizer, loss_with, x, y))
-                    no_decoupled = _values(variables)
-                    decoupled = [r - n for r, n in zip(real, no_decoupled)]
-                    coupled = [n - b for n, b in zip(no_decoupled, reference)]
-                else:
-                    run(lambda: _zero_gradient_step(model, optimizer))
-                    with_decay = _values(variables)
-                    start.restore()
-                    with decoupled_decay_off(optimizer):
-                        run(lambda: _zero_gradient_step(model, optimizer))
-                    without_decay = _values(variables)
-                    start.restore()
-                    decoupled = [w - o for w, o in zip(with_decay, without_decay)]
-                    coupled = [(r - b) - d for r, b, d in zip(real, reference, decoupled)]
-                measured.append(tuple(
-                    StepDelta(d, c, w, rate, _noise(w, r, dtype=v.dtype))
-                    for d, c, w, r, v in zip(decoupled, coupled, before, real, variables)))
-                after_real.restore()
+        for variable in variables:  # decay cannot move a zero: give zero-initialised weights a value
+            value = backend.read([variable])[0]
+            if value.size and np.issubdtype(value.dtype, np.floating) and not np.any(value):
+                backend.write([variable], [rng.normal(0.0, 0.02, size=value.shape).astype(value.dtype)])
+        if not backend.built(setup):
+            # Optimizers that only build inside the set-up's step (several optimizers, each on
+            # its own subset): one warm-up step creates their state before the first snapshot.
+            warm_x, warm_y = batches.peek()
+            warm_start = backend.read(model.variables)
+            with at_stage(Stage.STEP, stage_subject):
+                step(warm_x, warm_y)
+            backend.write(model.variables, warm_start)
+            state = backend.state_variables(setup)
+        for index in range(steps):
+            x, y = batches.next()
+            start = backend.read(state)
+            before = values()
+            rates = {i: backend.learning_rate(sources[i].optimizer) * sources[i].value for i in decoupled}
+            with at_stage(Stage.STEP, stage_subject):
+                step(x, y)
+            real = values()
+            after_real = backend.read(state)
+            if index == 0:  # noise calibration: the real step again from the same snapshot
+                repeat = twin(step, start, {}, x, y)
+                calibrated = [float(np.max(np.abs(r - p), initial=0.0)) for r, p in zip(real, repeat)]
+            floors = [_floor(b, r, d, c) for b, r, d, c in zip(before, real, dtypes, calibrated)]
+            effects: list[list[SourceEffect]] = [[] for _ in variables]
+            for i in decoupled:
+                rate = rates[i]
+                scale = AMPLIFIED_RATE / rate if 0.0 < rate < AMPLIFY_BELOW else 0.0
+                result = twin(step, start, {i: scale}, x, y)
+                for j, (r, t) in enumerate(zip(real, result)):
+                    difference = t - r
+                    effects[j].append(SourceEffect(i, difference / (scale - 1.0), _above(difference, floors[j]),
+                                                   rate, scale))
+            no_coupled = twin(step, start, {i: 0.0 for i in coupled}, x, y) if coupled else real
+            hand = None
+            if reference is not None:
+                hand = twin(reference, start, {i: 0.0 for i in coupled}, x, y)
+            penalties = backend.penalty_gradients(setup, sources) if regularized else {}
+            deltas = []
+            for j, trainable in enumerate(trainables):
+                switchable = real[j] - no_coupled[j]
+                coupled_part, coupled_present, from_hand = switchable, _above(switchable, floors[j]), False
+                if hand is not None:
+                    written = no_coupled[j] - hand[j]
+                    if _above(written, floors[j]) and _toward_zero(written, before[j]) >= TOWARD_ZERO:
+                        coupled_part, coupled_present = coupled_part + written, True
+                        from_hand = True
+                decoupled_sum = sum((e.delta for e in effects[j]), np.zeros_like(before[j]))
+                rate = sum(e.rate for e in effects[j] if e.present)
+                penalty = penalties.get(trainable.path)
+                relative = None
+                if penalty is not None:
+                    norm = float(np.sum(before[j] * before[j]))
+                    relative = float(np.sum(penalty * before[j])) / norm if norm > 0 else None
+                deltas.append(StepDelta(decoupled_sum, coupled_part, before[j], rate, floors[j], tuple(effects[j]),
+                                        coupled_present, from_hand, relative))
+            measured.append(tuple(deltas))
+            backend.write(state, after_real)
     finally:
-        original.restore()
+        known = {id(v): value for v, value in zip(original_state, original)}
+        current = [v for v in backend.state_variables(setup) if id(v) in known]
+        backend.write(current, [known[id(v)] for v in current])
+    optimizers = backend.optimizers(setup)
+    names = [type(o).__name__ for o in optimizers]
+    top = setup.optimizer
+    top_name = type(top).__name__ if top is not None else ""
+    name = ", ".join(names) if len(names) > 1 else names[0] if names else top_name
+    if top is not None and top_name not in names and len(names) == 1:
+        name = f"{top_name}({names[0]})"
+    decays = [s.value for s in sources if s.kind is SourceKind.DECOUPLED and s.knob == "weight_decay"]
     return ProbeRun(
-        paths=tuple(_path(v) for v in variables),
+        paths=tuple(t.path for t in trainables),
         steps=tuple(measured),
-        optimizer_name=type(optimizer).__name__ + (f"({type(inner).__name__})" if inner is not optimizer else ""),
-        weight_decay=inner.weight_decay,
-        device=device_name,
+        optimizer_name=name,
+        weight_decay=decays[0] if len(decays) == 1 else (None if not decays else max(decays)),
+        device=device,
         hand_written_step=setup.train_step is not None,
+        sources=tuple(sources),
+        backend=backend.name,
+        noise_calibration=max(calibrated, default=0.0),
+        notes=tuple(backend.notes(setup)),
     )
-
-
-def _path(variable: Any) -> str:
-    path = getattr(variable, "path", None) or variable.name
-    return path[:-2] if path.endswith(":0") else path

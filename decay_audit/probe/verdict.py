@@ -7,23 +7,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from decay_audit.kinds import TextEnum
-from decay_audit.probe.twin import ProbeRun, StepDelta
+from decay_audit.probe.twin import ProbeRun, SourceEffect, StepDelta
 
 # Optimizers whose update reads the variable's value, so the decayed value changes the
-# gradient update too and ``A - C`` is not exactly lr*wd*w: only presence is checked.
-VALUE_DEPENDENT_UPDATES = frozenset({"Ftrl", "Lamb", "Adafactor", "Muon"})
+# gradient update too and ``T - A`` is not exactly lr*wd*w: only presence is checked.
+VALUE_DEPENDENT_UPDATES = frozenset({"Ftrl", "Lamb", "Adafactor", "Muon", "ScheduleFreeAdamW"})
 
 
 class Outcome(TextEnum):
     OK = "ok"
     DOUBLE_DECAY = "double-decay"
-    """Both decoupled (optimizer) and coupled (penalty in the loss) decay on one variable."""
+    """Decay from two sources on one variable: decoupled and coupled, or two optimizers' decay."""
     NOT_DECAYED = "not-decayed"
     """Intended to decay, but no decay was measured in any probe step."""
     DECAYED_AGAINST_INTENT = "decayed-against-intent"
     RATE_MISMATCH = "rate-mismatch"
     """Decoupled decay present, but not lr_t * weight_decay * w."""
-
 
 
 @dataclass(frozen=True)
@@ -42,9 +41,20 @@ class Measurement:
     decoupled_ratio: float | None
     """Measured decoupled shrink / configured lr_t*wd*w, averaged over steps that had it (1.0 = as configured)."""
     coupled_relative: float
-    """Largest coupled change, relative to the variable's largest magnitude."""
+    """What the optimizer made of the penalties: largest coupled change per step, relative to the
+    variable's largest magnitude (under Adam this is the normalised update, not the penalty)."""
     outcome: Outcome
     detail: str
+    decoupled_by: tuple[str, ...] = ()
+    """The decoupled sources measured on this variable (``AdamW weight_decay=0.01``), per owning optimizer."""
+    decoupled_rate: float | None = None
+    """The configured relative shrink per step, lr_t * weight_decay, of those sources (first step)."""
+    amplified: float | None = None
+    """When the configured rate was below float32's resolution: the factor the twin amplified it by."""
+    coupled_by: tuple[str, ...] = ()
+    """The switchable coupled sources that reach this variable; ``hand-written step`` for penalties in a step's code."""
+    penalty_gradient: float | None = None
+    """The penalty's own gradient relative to the weight, <g, w> / <w, w> (2*l2 for Keras L2)."""
 
     @property
     def ok(self) -> bool:
@@ -61,64 +71,97 @@ class Measurement:
         return "none"
 
 
-def _present(delta: np.ndarray, noise: float) -> bool:
-    return bool(delta.size) and float(np.max(np.abs(delta))) > noise
-
-
-def _ratio(step: StepDelta) -> float | None:
-    """Least-squares fit of the decoupled change to -rate * w (1.0 = exactly as configured)."""
-    denominator = step.configured_rate * float(np.sum(step.weight * step.weight))
+def _ratio(effect: SourceEffect, weight: np.ndarray) -> float | None:
+    """Least-squares fit of the source's change to -rate * w (1.0 = exactly as configured)."""
+    denominator = effect.rate * float(np.sum(weight * weight))
     if denominator <= 0:
         return None
-    return float(-np.sum(step.decoupled * step.weight)) / denominator
+    return float(-np.sum(effect.delta * weight)) / denominator
 
 
-def _rate_tolerance(step: StepDelta) -> float:
-    """float32 rounds w - rate*w: the measured shrink is off by about eps/rate relative."""
+def _rate_tolerance(effect: SourceEffect) -> float:
+    """float32 rounds w - rate*w: the measured shrink is off by about eps/(measured rate) relative."""
     eps = float(np.finfo(np.float32).eps)
-    return max(2e-3, 16 * eps / step.configured_rate) if step.configured_rate > 0 else float("inf")
+    measured_rate = effect.rate * abs(effect.scale - 1.0)
+    return max(2e-3, 16 * eps / measured_rate) if measured_rate > 0 else float("inf")
+
+
+def _coupled_sources(run: ProbeRun, path: str, deltas: list[StepDelta]) -> tuple[str, ...]:
+    labels = [s.label for s in run.sources if s.kind.value == "coupled" and (s.variables is None or path in s.variables)]
+    if any(d.hand_written for d in deltas):
+        labels.append("hand-written step")
+    return tuple(labels)
 
 
 def judge(run: ProbeRun, expected: dict[str, tuple[bool, str]]) -> list[Measurement]:
     results = []
-    value_dependent = any(name in run.optimizer_name for name in VALUE_DEPENDENT_UPDATES)
     for index, path in enumerate(run.paths):
         deltas = [step[index] for step in run.steps]
         expect, intent = expected.get(path, (False, "not in the intent: assumed not decayed"))
-        decoupled_steps = [d for d in deltas if _present(d.decoupled, d.noise)]
-        coupled_steps = [d for d in deltas if _present(d.coupled, d.noise)]
+        present_sources: dict[int, list[tuple[SourceEffect, np.ndarray]]] = {}
+        decoupled_step_count = 0
+        for delta in deltas:
+            hits = [e for e in delta.effects if e.present]
+            decoupled_step_count += bool(hits)
+            for effect in hits:
+                present_sources.setdefault(effect.source, []).append((effect, delta.weight))
+        coupled_step_count = sum(1 for d in deltas if d.coupled_present)
         ratios, rate_off = [], []
-        for step in decoupled_steps:
-            ratio = _ratio(step)
-            if ratio is None:
-                continue
-            ratios.append(ratio)
-            if not value_dependent and abs(ratio - 1.0) > _rate_tolerance(step):
-                rate_off.append(ratio)
+        for source, hits in present_sources.items():
+            value_dependent = any(name in run.sources[source].owner for name in VALUE_DEPENDENT_UPDATES)
+            for effect, weight in hits:
+                ratio = _ratio(effect, weight)
+                if ratio is None:
+                    continue
+                ratios.append(ratio)
+                if not value_dependent and abs(ratio - 1.0) > _rate_tolerance(effect):
+                    rate_off.append(ratio)
         ratio = float(np.mean(ratios)) if ratios else None
-        scale = max(float(np.max(np.abs(d.weight), initial=0.0)) for d in deltas) or 1.0
-        coupled_relative = max((float(np.max(np.abs(d.coupled), initial=0.0)) for d in deltas), default=0.0) / scale
-        outcome, detail = _outcome(expect, bool(decoupled_steps), bool(coupled_steps), rate_off, len(deltas), ratio,
-                                   coupled_relative)
-        results.append(Measurement(path, expect, intent, len(deltas), len(decoupled_steps), len(coupled_steps),
-                                   ratio, coupled_relative, outcome, detail))
+        first = [hits[0][0] for hits in present_sources.values()]
+        decoupled_by = tuple(run.sources[s].label for s in present_sources)
+        rate = sum(e.rate for e in first) if first else None
+        amplified = max((e.scale for e in first if e.scale > 1.0), default=None)
+        scale = max(float(np.max(np.abs(d.weight), initial=0.0)) for d in deltas) or 1.0 if deltas else 1.0
+        coupled_relative = max((float(np.max(np.abs(d.coupled), initial=0.0)) for d in deltas if d.coupled_present),
+                               default=0.0) / scale
+        penalties = [d.penalty_gradient for d in deltas if d.penalty_gradient is not None]
+        penalty = float(np.mean(penalties)) if penalties else None
+        coupled_by = _coupled_sources(run, path, deltas) if coupled_step_count else ()
+        outcome, detail = _outcome(expect, decoupled_by, bool(coupled_step_count), rate_off, len(deltas), ratio,
+                                   rate, amplified, coupled_relative, penalty, coupled_by)
+        results.append(Measurement(path, expect, intent, len(deltas), decoupled_step_count, coupled_step_count,
+                                   ratio, coupled_relative, outcome, detail, decoupled_by, rate, amplified,
+                                   coupled_by, penalty))
     return results
 
 
-def _outcome(expect: bool, decoupled: bool, coupled: bool, rate_off: list[float], steps: int,
-             ratio: float | None, coupled_relative: float) -> tuple[Outcome, str]:
+def _outcome(expect: bool, decoupled_by: tuple[str, ...], coupled: bool, rate_off: list[float], steps: int,
+             ratio: float | None, rate: float | None, amplified: float | None, coupled_relative: float,
+             penalty: float | None, coupled_by: tuple[str, ...]) -> tuple[Outcome, str]:
+    decoupled = bool(decoupled_by)
     figures = []
     if decoupled:
-        figures.append(f"decoupled ratio {ratio:.4g} of lr*wd*w" if ratio is not None else "decoupled")
+        text = f"decoupled by {' + '.join(decoupled_by)}"
+        if rate is not None:
+            text += f", lr*wd = {rate:.3g} per step"
+        if ratio is not None:
+            text += f", ratio {ratio:.4g} of lr*wd*w"
+        if amplified:
+            text += f" (measured with the decay amplified {amplified:.3g}x: below float32 resolution as configured)"
+        figures.append(text)
     if coupled:
-        figures.append(f"coupled up to {coupled_relative:.3g} x |w| per step")
+        text = f"coupled by {' + '.join(coupled_by)}" if coupled_by else "coupled"
+        if penalty is not None:
+            text += f", penalty gradient {penalty:.3g} x w"
+        text += f", after the optimizer up to {coupled_relative:.3g} x |w| per step"
+        figures.append(text)
     measured = "; ".join(figures) or "no decay measured"
-    if decoupled and coupled:
+    if (decoupled and coupled) or len(decoupled_by) > 1:
         return Outcome.DOUBLE_DECAY, f"double decay: {measured}"
     if expect and not (decoupled or coupled):
         return Outcome.NOT_DECAYED, f"expected decay, none measured in {steps} steps (never switched on)"
     if not expect and (decoupled or coupled):
         return Outcome.DECAYED_AGAINST_INTENT, f"expected no decay, measured {measured}"
     if rate_off:
-        return Outcome.RATE_MISMATCH, f"decoupled decay is {rate_off[0]:.4g} x the configured lr*wd*w"
+        return Outcome.RATE_MISMATCH, f"decoupled decay is {rate_off[0]:.4g} x the configured lr*wd*w ({measured})"
     return Outcome.OK, measured

@@ -1,0 +1,392 @@
+"""Keras 3 on TensorFlow: the probe backend for ``keras.Model`` with ``KERAS_BACKEND=tensorflow``.
+
+Knobs become ``tf.Variable`` s the compiled step reads at run time: the optimizer's
+``weight_decay`` attribute is read at trace time by ``_apply_weight_decay``
+(keras/src/backend/tensorflow/optimizer.py, Keras 3.15: ``tf.cast(self.weight_decay, ...)``),
+so a variable there makes ONE trace serve every twin; a weight regularizer is wrapped in
+a :class:`_ScaledRegularizer` that multiplies its penalty by a variable (``0 * penalty``
+adds an exact zero to the loss and its gradient).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from decay_audit.probe.backends.interface import DecaySource, ProbeBackend, SourceKind, Step, Trainable
+
+DECOUPLED_KNOBS = ("weight_decay", "adam_weight_decay")
+"""Optimizer attributes that shrink weights directly, read from keras/src/optimizers/*.py (Keras 3.15):
+every optimizer's base-class ``weight_decay``; Muon's ``adam_weight_decay`` for the variables it
+updates with AdamW (non-matrix ones, embeddings, excluded layers)."""
+COUPLED_KNOBS = ("l1_regularization_strength", "l2_regularization_strength", "l2_shrinkage_regularization_strength")
+"""Penalties inside an optimizer's own update rule (Ftrl): they act like a penalty gradient, on every
+variable the optimizer updates, ignoring ``exclude_from_weight_decay``."""
+NOT_DECAY = ("beta_2_decay",)
+"""Optimizer arguments whose name says decay but which do not decay weights (Adafactor's second-moment
+decay exponent). tests pin that every ``keras.optimizers`` argument naming decay or regularization is
+in one of these three tuples."""
+
+
+def inner_optimizer(optimizer: Any) -> Any:
+    """LossScaleOptimizer (what compile() wraps under mixed_float16) holds the real one."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def _unwrap(optimizer: Any) -> list[Any]:
+    inner = inner_optimizer(optimizer)
+    subs = getattr(inner, "optimizers", None)  # keras.optimizers.MultiOptimizer
+    if isinstance(subs, (list, tuple)) and subs and type(inner).__name__ == "MultiOptimizer":
+        return [inner_optimizer(s) for s in subs]
+    return [inner]
+
+
+def top_level_optimizers(setup: Any) -> list[Any]:
+    """The optimizer objects the set-up's step calls (wrappers included), in order."""
+    listed = list(getattr(setup, "optimizers", ()) or ())
+    if setup.optimizer is not None and all(o is not setup.optimizer for o in listed):
+        listed.insert(0, setup.optimizer)
+    return listed
+
+
+def variable_path(variable: Any) -> str:
+    path = getattr(variable, "path", None) or variable.name
+    return path[:-2] if path.endswith(":0") else path
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(np.asarray(value))
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number != 0.0 else None
+
+
+class _Knob:
+    """A runtime strength: ``variable`` holds ``value * scale``."""
+
+    def __init__(self, variable: Any, value: float):
+        self.variable, self.value = variable, value
+
+    def set(self, scale: float) -> None:
+        self.variable.assign(self.value * scale)
+
+
+def _scaled_regularizer_class() -> type:
+    import keras
+
+    class _ScaledRegularizer(keras.regularizers.Regularizer):
+        """The user's regularizer times a runtime scale, for the probe's lifetime only."""
+
+        def __init__(self, regularizer: Any, scale: Any):
+            self.regularizer, self.scale = regularizer, scale
+
+        def __call__(self, x: Any) -> Any:
+            penalty = self.regularizer(x)
+            return penalty * keras.ops.cast(self.scale, penalty.dtype)
+
+    return _ScaledRegularizer
+
+
+def _regularizer_text(regularizer: Any) -> tuple[str, float]:
+    config = {}
+    try:
+        config = regularizer.get_config() or {}
+    except (AttributeError, NotImplementedError, TypeError):
+        pass
+    numbers = {k: float(v) for k, v in config.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    text = ", ".join(f"{k}={v:g}" for k, v in numbers.items())
+    return f"{type(regularizer).__name__}({text})", max(numbers.values(), default=float("nan"))
+
+
+class TensorFlowBackend(ProbeBackend):
+    """Keras 3 models and optimizers on the TensorFlow backend (what ``model.fit`` runs)."""
+
+    name = "tensorflow"
+
+    def __init__(self) -> None:
+        self._notes: list[str] = []
+
+    # ---- choosing -------------------------------------------------------------------
+    def accepts(self, setup: Any) -> bool:
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            return False
+        return isinstance(setup.model, keras.Model) or hasattr(getattr(setup.model, "variables", None), "__iter__")
+
+    def optimizers(self, setup: Any) -> list[Any]:
+        seen, result = set(), []
+        for top in top_level_optimizers(setup):
+            for optimizer in _unwrap(top):
+                if id(optimizer) not in seen:
+                    seen.add(id(optimizer))
+                    result.append(optimizer)
+        return result
+
+    def _labels(self, setup: Any) -> dict[int, str]:
+        optimizers = self.optimizers(setup)
+        names = [type(o).__name__ for o in optimizers]
+        if len(optimizers) == 1:
+            return {id(optimizers[0]): names[0]}
+        return {id(o): f"optimizers[{i}] {n}" for i, (o, n) in enumerate(zip(optimizers, names))}
+
+    # ---- knobs ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def switchable(self, setup: Any) -> Iterator[list[DecaySource]]:
+        import tensorflow as tf
+
+        sources: list[DecaySource] = []
+        restore: list[Any] = []
+        labels = self._labels(setup)
+        try:
+            for optimizer in self.optimizers(setup):
+                for kind, knobs in ((SourceKind.DECOUPLED, DECOUPLED_KNOBS), (SourceKind.COUPLED, COUPLED_KNOBS)):
+                    for knob in knobs:
+                        if not hasattr(optimizer, knob):
+                            continue
+                        original = getattr(optimizer, knob)
+                        value = _number(original)
+                        if value is None:
+                            continue
+                        variable = tf.Variable(value, dtype=tf.float32, trainable=False,
+                                               name=f"decay_audit_{knob}")
+                        setattr(optimizer, knob, variable)
+                        restore.append((optimizer, knob, original))
+                        sources.append(DecaySource(kind, labels[id(optimizer)], knob, value, None, optimizer,
+                                                   _Knob(variable, value)))
+            scaled = _scaled_regularizer_class()
+            for variable in setup.model.trainable_variables:
+                regularizer = getattr(variable, "regularizer", None)
+                if regularizer is None:
+                    continue
+                scale = tf.Variable(1.0, dtype=tf.float32, trainable=False, name="decay_audit_regularizer")
+                variable.regularizer = scaled(regularizer, scale)
+                restore.append((variable, "regularizer", regularizer))
+                text, value = _regularizer_text(regularizer)
+                sources.append(DecaySource(SourceKind.COUPLED, "model", f"regularizer {text}", value,
+                                           (variable_path(variable),), None, _Knob(scale, 1.0)))
+            yield sources
+        finally:
+            for owner, attribute, original in reversed(restore):
+                setattr(owner, attribute, original)
+
+    def set_scale(self, source: DecaySource, scale: float) -> None:
+        source.handle.set(scale)
+
+    def learning_rate(self, optimizer: Any) -> float:
+        try:
+            return float(np.asarray(optimizer.learning_rate))
+        except (TypeError, ValueError, AttributeError):
+            return float("nan")
+
+    # ---- state ----------------------------------------------------------------------
+    def built(self, setup: Any) -> bool:
+        return all(getattr(o, "built", False) for o in top_level_optimizers(setup))
+
+    def build(self, setup: Any) -> None:
+        """A single optimizer is built on every trainable variable, as ``fit`` builds it; several
+        optimizers each own a subset only their step knows, so they are left to a warm-up step."""
+        tops = top_level_optimizers(setup)
+        if len(tops) == 1 and not getattr(tops[0], "built", False):
+            tops[0].build(setup.model.trainable_variables)
+
+    def state_variables(self, setup: Any) -> list[Any]:
+        seen, result = set(), []
+        candidates = list(setup.model.variables)
+        for top in top_level_optimizers(setup):
+            candidates += list(top.variables)
+            for optimizer in _unwrap(top):
+                candidates += list(optimizer.variables)
+        candidates += list(getattr(setup.model, "metrics_variables", []) or [])
+        for variable in candidates:
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                result.append(variable)
+        return result
+
+    def trainable(self, setup: Any) -> list[Trainable]:
+        return [Trainable(variable_path(v), v) for v in setup.model.trainable_variables]
+
+    def read(self, variables: Sequence[Any]) -> list[np.ndarray]:
+        return [np.array(v.numpy(), copy=True) for v in variables]
+
+    def write(self, variables: Sequence[Any], values: Sequence[np.ndarray]) -> None:
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+
+    # ---- steps ----------------------------------------------------------------------
+    def _strategy(self, setup: Any) -> Any:
+        # Inside strategy.scope(), tf.distribute.get_strategy() is that strategy, so the default
+        # one is recognised by its class (TensorFlow 2.21: _DefaultDistributionStrategy).
+        strategy = getattr(setup.model, "distribute_strategy", None)
+        return None if strategy is None or type(strategy).__name__ == "_DefaultDistributionStrategy" else strategy
+
+    def _compile(self, setup: Any, function: Any, jit: bool) -> Step:
+        """Under a distribution strategy the step runs in replica context, as ``fit`` runs it."""
+        import tensorflow as tf
+
+        strategy = self._strategy(setup)
+        if strategy is not None:
+            compiled = tf.function(lambda x, y: strategy.run(function, args=(x, y)))
+        else:
+            compiled = tf.function(function, jit_compile=jit)
+        return lambda x, y: compiled(x, y)
+
+    def _jit(self, setup: Any) -> bool:
+        """``fit`` compiles with XLA when the model says so (Keras 3 ``jit_compile="auto"``)."""
+        jit = getattr(setup.model, "jit_compile", False)
+        return bool(jit) and jit != "auto"
+
+    def make_step(self, setup: Any) -> Step:
+        import keras
+
+        model = setup.model
+        if setup.train_step is not None:
+            step = setup.train_step
+            traced = getattr(step, "experimental_get_tracing_count", None)
+            if callable(traced) and traced() > 0 and hasattr(step, "python_function"):
+                import tensorflow as tf
+
+                # Traced before verify: its graph holds the decay knobs as constants. A fresh
+                # trace of the same Python code reads the probe's knobs.
+                step = tf.function(step.python_function)
+                self._notes.append("the hand-written train_step had been traced before verify: probed through a "
+                                   "fresh trace of its Python function")
+            optimizer = setup.optimizer
+            return lambda x, y: step(model, optimizer, x, y)
+        keras_own = (getattr(model, "compiled", False) and setup.optimizer is getattr(model, "optimizer", None)
+                     and setup.data_loss is None
+                     and (getattr(model, "loss", None) is not None or type(model).train_step is not keras.Model.train_step))
+        if keras_own:
+            return self._compile(setup, lambda x, y: model.train_step((x, y)), self._jit(setup))
+        loss = _loss_function(setup, with_penalties=True)
+        optimizer = setup.optimizer
+        return self._compile(setup, lambda x, y: _keras_step(model, [optimizer], loss, x, y),
+                             self._jit(setup) if getattr(model, "compiled", False) else False)
+
+    def make_reference_step(self, setup: Any) -> Step | None:
+        if setup.train_step is None:
+            return None
+        model = setup.model
+        if setup.data_loss is None and not (getattr(model, "compiled", False) and getattr(model, "loss", None)):
+            self._notes.append("hand-written train_step without data_loss: penalties written into the step itself "
+                               "are not measured (give data_loss); optimizer decay and regularizers are")
+            return None
+        loss = _loss_function(setup, with_penalties=False)
+        tops = top_level_optimizers(setup)
+        return self._compile(setup, lambda x, y: _keras_step(model, tops, loss, x, y), False)
+
+    def penalty_gradients(self, setup: Any, sources: Sequence[DecaySource]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        regularized = [(s.variables[0], v) for s in sources if s.owner == "model" and s.variables
+                       for v in setup.model.trainable_variables if variable_path(v) == s.variables[0]]
+        if not regularized:
+            return {}
+        gradients = {}
+        for path, variable in regularized:
+            wrapper = variable.regularizer
+            regularizer = getattr(wrapper, "regularizer", wrapper)
+            with tf.GradientTape() as tape:
+                penalty = regularizer(variable)
+            gradient = tape.gradient(penalty, variable.value if hasattr(variable, "value") else variable)
+            if gradient is not None:
+                gradients[path] = np.asarray(tf.convert_to_tensor(gradient), dtype=np.float64)
+        return gradients
+
+    # ---- where ----------------------------------------------------------------------
+    def device(self, requested: str | None) -> str:
+        import tensorflow as tf
+
+        if requested is not None:
+            return requested.upper()
+        return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+
+    @contextlib.contextmanager
+    def scope(self, setup: Any, device: str) -> Iterator[None]:
+        import tensorflow as tf
+
+        strategy = self._strategy(setup)
+        if strategy is not None:
+            with strategy.scope():
+                yield
+        else:
+            with tf.device(f"/{device}:0"):
+                yield
+
+    @contextlib.contextmanager
+    def determinism(self) -> Iterator[None]:
+        """TensorFlow 2.21 can switch op determinism on but offers no public way back, so it is
+        switched on only where kernels can differ between runs (a visible GPU)."""
+        import tensorflow as tf
+
+        if tf.config.list_logical_devices("GPU"):
+            tf.config.experimental.enable_op_determinism()
+            self._notes.append("TensorFlow op determinism switched on for the probe (GPU)")
+        yield
+
+    def notes(self, setup: Any) -> list[str]:
+        return list(dict.fromkeys(self._notes))
+
+
+def _loss_function(setup: Any, with_penalties: bool) -> Any:
+    model = setup.model
+    if setup.data_loss is not None:
+        def loss(x, y, y_pred):
+            value = setup.data_loss(y, y_pred)
+            if with_penalties and model.losses:
+                value = value + sum(model.losses)
+            return value
+        return loss
+    if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
+        if with_penalties:
+            return lambda x, y, y_pred: model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
+        return lambda x, y, y_pred: model._compile_loss(y, y_pred)
+    import keras
+
+    mse = keras.losses.MeanSquaredError()
+
+    def default_loss(x, y, y_pred):
+        value = mse(y, y_pred)
+        return value + sum(model.losses) if with_penalties and model.losses else value
+    return default_loss
+
+
+def _owner_of(optimizers: list[Any], variable: Any) -> Any:
+    """The optimizer built on ``variable`` (several optimizers each own a subset)."""
+    if len(optimizers) == 1:
+        return optimizers[0]
+    for optimizer in optimizers:
+        indices = getattr(inner_optimizer(optimizer), "_trainable_variables_indices", None) or {}
+        try:
+            if inner_optimizer(optimizer)._var_key(variable) in indices:
+                return optimizer
+        except AttributeError:
+            continue
+    return optimizers[0]
+
+
+def _keras_step(model: Any, optimizers: list[Any], loss_fn: Any, x: Any, y: Any) -> None:
+    """Keras 3's ``train_step`` (TensorFlow backend) with the probe's loss, each variable to its optimizer."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=True)
+        loss = loss_fn(x, y, y_pred)
+        scaled = optimizers[0].scale_loss(loss) if hasattr(optimizers[0], "scale_loss") else loss
+    variables = model.trainable_variables
+    gradients = tape.gradient(scaled, variables)
+    groups: dict[int, tuple[Any, list[Any]]] = {}
+    for gradient, variable in zip(gradients, variables):
+        if gradient is None:
+            continue
+        owner = _owner_of(optimizers, variable)
+        groups.setdefault(id(owner), (owner, []))[1].append((gradient, variable))
+    for owner, pairs in groups.values():
+        owner.apply_gradients(pairs)
