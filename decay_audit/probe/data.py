@@ -363,46 +363,48 @@ def _map_outputs(function: Any, *structures: Any) -> Any:
 
 
 def plan_targets(model: Any, x: Any, y_pred: Any, data_loss: Any, rng: np.random.Generator) -> TargetPlan:
-    """Pick, per output, the target kind the loss accepts (first finite loss in the hinted order)."""
+    """Pick the target kind the loss accepts: the first that gives a finite loss, in the order the loss's
+    name suggests. ``data_loss`` is tried on the whole structure; a compiled loss output by output, then
+    as a whole through ``compute_loss``; without any loss the probe uses MSE, so real values."""
     tried: list[str] = []
+
+    def uniform(kind: TargetKind) -> TargetPlan:
+        return TargetPlan(_map_outputs(lambda output: (kind, _shape(output)), y_pred))
+
     if data_loss is not None:
-        orders = [_order(_loss_text(data_loss))]
-        whole = lambda y: data_loss(y, y_pred)  # noqa: E731
-        per_output = None
-    else:
-        losses = _per_output_losses(model, y_pred)
-        per_output = _map_outputs(lambda loss, _: _callable_loss(loss), losses, y_pred)
-        orders = None
-        whole = None
-        if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
-            whole = lambda y: model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)  # noqa: E731
+        for kind in _order(_loss_text(data_loss)):
+            plan = uniform(kind)
+            if _accepts(lambda y: data_loss(y, y_pred), plan.draw(rng), tried):
+                return plan
+        raise ValueError(_no_fit(tried))
 
-    if per_output is not None:
-        def choose(loss_fn: Any, output: Any) -> tuple[TargetKind, tuple[int, ...]]:
-            shape = _shape(output)
-            kinds = _order(_loss_text(loss_fn))
-            if loss_fn is None:
-                return kinds[0], shape
-            for kind in kinds:
-                try:
-                    if _finite(loss_fn(make_target(kind, shape, rng), output)):
-                        return kind, shape
-                    tried.append(f"{kind.value} targets give a non-finite loss")
-                except Exception as exc:  # noqa: BLE001 - a loss rejects a target kind in many ways
-                    tried.append(f"{kind.value}: {describe_exception(exc, 160)}")
+    def choose(loss_fn: Any, output: Any) -> tuple[TargetKind, tuple[int, ...]]:
+        shape = _shape(output)
+        kinds = _order(_loss_text(loss_fn))
+        if loss_fn is None:
             return kinds[0], shape
+        for kind in kinds:
+            if _accepts(lambda y: loss_fn(y, output), make_target(kind, shape, rng), tried):
+                return kind, shape
+        return kinds[0], shape
 
-        plan = TargetPlan(_map_outputs(choose, per_output, y_pred))
-        if whole is None or _accepts(whole, plan.draw(rng), tried):
-            return plan
-        candidates = [TargetPlan(_map_outputs(lambda o, k=kind: (k, _shape(o)), y_pred)) for kind in TargetKind]
-    else:
-        candidates = [TargetPlan(_map_outputs(lambda o, k=kind: (k, _shape(o)), y_pred)) for kind in orders[0]]
-    for plan in candidates:
-        if _accepts(whole, plan.draw(rng), tried):
-            return plan
-    raise ValueError("no synthetic target fits the loss (tried " + "; ".join(dict.fromkeys(tried))[:400]
-                     + "): hand a batch ('batch' or 'dataset' in the set-up dict)")
+    losses = _map_outputs(lambda loss, _: _callable_loss(loss), _per_output_losses(model, y_pred), y_pred)
+    plan = TargetPlan(_map_outputs(choose, losses, y_pred))
+    if not (getattr(model, "compiled", False) and getattr(model, "loss", None) is not None):
+        return plan
+
+    def whole(y: Any) -> Any:
+        return model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
+
+    for candidate in [plan] + [uniform(kind) for kind in TargetKind]:
+        if _accepts(whole, candidate.draw(rng), tried):
+            return candidate
+    raise ValueError(_no_fit(tried))
+
+
+def _no_fit(tried: list[str]) -> str:
+    return ("no synthetic target fits the loss (tried " + "; ".join(dict.fromkeys(tried))[:400]
+            + "): hand a batch ('batch' or 'dataset' in the set-up dict)")
 
 
 def _accepts(loss: Any, y: Any, tried: list[str]) -> bool:
