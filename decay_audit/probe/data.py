@@ -239,25 +239,44 @@ def _concrete(spec: InputSpec, batch_size: int, sequence: int) -> tuple[int, ...
                  for index, d in enumerate(spec.shape))
 
 
+@dataclass(frozen=True)
+class InputPlan:
+    """How to draw the model's inputs for every step (read from the model once)."""
+
+    structure: Any
+    """The model's input structure with :class:`InputSpec` leaves."""
+    sequence: int
+    """Length given to open sequence dimensions."""
+
+    def draw(self, batch_size: int, rng: np.random.Generator) -> Any:
+        import keras
+
+        return keras.tree.map_structure(lambda spec: _draw_input(spec, batch_size, self.sequence, rng),
+                                        self.structure)
+
+
+def _draw_input(spec: InputSpec, batch_size: int, sequence: int, rng: np.random.Generator) -> np.ndarray:
+    shape = _concrete(spec, batch_size, sequence)
+    if spec.dtype == "bool":
+        return np.ones(shape, dtype=bool)
+    if spec.dtype == "string":  # raw text for an in-model TextVectorization / lookup: a few short words
+        words = np.array([f"w{i}" for i in range(8)])
+        return np.array([" ".join(rng.choice(words, size=4)) for _ in range(int(np.prod(shape)))]).reshape(shape)
+    if _is_integer(spec.dtype):
+        if spec.vocabulary is None:  # reaches no table: a mask, all positions valid
+            return np.ones(shape, dtype=spec.dtype)
+        return rng.integers(0, spec.vocabulary, size=shape).astype(spec.dtype)
+    if "mask" in spec.name.lower():
+        return np.ones(shape, dtype="float32")
+    return rng.normal(size=shape).astype("float64" if spec.dtype == "float64" else "float32")
+
+
+def plan_inputs(model: Any) -> InputPlan:
+    return InputPlan(input_structure(model), _sequence_bound(model))
+
+
 def synthetic_inputs(model: Any, batch_size: int, rng: np.random.Generator) -> Any:
-    import keras
-
-    structure = input_structure(model)
-    sequence = _sequence_bound(model)
-
-    def make(spec: InputSpec) -> np.ndarray:
-        shape = _concrete(spec, batch_size, sequence)
-        if spec.dtype == "bool":
-            return np.ones(shape, dtype=bool)
-        if _is_integer(spec.dtype):
-            if spec.vocabulary is None:  # reaches no table: a mask, all positions valid
-                return np.ones(shape, dtype=spec.dtype)
-            return rng.integers(0, spec.vocabulary, size=shape).astype(spec.dtype)
-        if "mask" in spec.name.lower():
-            return np.ones(shape, dtype="float32")
-        return rng.normal(size=shape).astype("float32")
-
-    return keras.tree.map_structure(make, structure)
+    return plan_inputs(model).draw(batch_size, rng)
 
 
 # -- targets --------------------------------------------------------------------------------------
@@ -447,6 +466,7 @@ class BatchSource:
         self.rng = rng or np.random.default_rng(0)
         self.subject = setup.description or str(getattr(setup.model, "name", "model"))
         self._plan: TargetPlan | None = None
+        self._inputs: InputPlan | None = None
         self._iterator: Iterator[Any] | None = None
         self._index = 0
         self._peeked: tuple[Any, Any] | None = None
@@ -470,7 +490,9 @@ class BatchSource:
         with at_stage(Stage.BATCH, self.subject):
             data = self.setup.batch
             if data is None:
-                x, y = synthetic_inputs(self.setup.model, self.batch_size, self.rng), None
+                if self._inputs is None:
+                    self._inputs = plan_inputs(self.setup.model)
+                x, y = self._inputs.draw(self.batch_size, self.rng), None
             elif _is_stream(data):
                 x, y = _split(self._next_element(data))
             else:
