@@ -152,6 +152,8 @@ def run_probe(setup: TrainingSetup, steps: int = 3, batch_size: int = 4, seed: i
 
 def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecaySource], steps: int,
                batch_size: int, seed: int, device: str, batches: BatchSource) -> ProbeRun:
+    """``batches`` (the set-up's own data or synthetic, ``probe/data.py``) reads the model's input
+    and target plan once, so a step's batch costs no extra forward pass."""
     model = setup.model
     stage_subject = setup.description or str(getattr(model, "name", "model"))
     rng = np.random.default_rng(seed)
@@ -174,21 +176,9 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
     def values() -> list[np.ndarray]:
         return [a.astype(np.float64) for a in backend.read(variables)]
 
-    def twin(run: Callable[[Any, Any], None], start: list[np.ndarray], scales: dict[int, float],
-             x: Any, y: Any) -> list[np.ndarray]:
-        backend.write(state, start)
-        for index, scale in scales.items():
-            backend.set_scale(sources[index], scale)
-        try:
-            run(x, y)
-        finally:
-            for index in scales:
-                backend.set_scale(sources[index], 1.0)
-        return values()
-
     try:
-        for variable in variables:  # decay cannot move a zero: give zero-initialised weights a value
-            value = backend.read([variable])[0]
+        for variable, value in zip(variables, backend.read(variables)):
+            # decay cannot move a zero: give zero-initialised weights a value
             if value.size and np.issubdtype(value.dtype, np.floating) and not np.any(value):
                 backend.write([variable], [rng.normal(0.0, 0.02, size=value.shape).astype(value.dtype)])
         if not backend.built(setup):
@@ -202,31 +192,46 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
             state = backend.state_variables(setup)
         for index in range(steps):
             x, y = batches.next()
-            start = backend.read(state)
             before = values()
+            start = backend.snapshot(state)
             rates = {i: backend.learning_rate(sources[i].optimizer) * sources[i].value for i in decoupled}
-            with at_stage(Stage.STEP, stage_subject):
-                step(x, y)
-            real = values()
-            after_real = backend.read(state)
-            if index == 0:  # noise calibration: the real step again from the same snapshot
-                repeat = twin(step, start, {}, x, y)
-                calibrated = [float(np.max(np.abs(r - p), initial=0.0)) for r, p in zip(real, repeat)]
+            penalties = backend.penalty_gradients(setup, sources) if regularized else {}
+            scales = {i: (AMPLIFIED_RATE / rates[i] if 0.0 < rates[i] < AMPLIFY_BELOW else 0.0) for i in decoupled}
+            # Twins first, the real step last: its state is where the probe goes on from.
+            plan: list[tuple[str, Callable[[Any, Any], None], dict[int, float]]] = []
+            if index == 0:  # noise calibration: the real step twice from the same snapshot
+                plan.append(("repeat", step, {}))
+            plan += [(f"decoupled {i}", step, {i: scales[i]}) for i in decoupled]
+            if coupled:
+                plan.append(("no coupled", step, {i: 0.0 for i in coupled}))
+            if reference is not None:
+                plan.append(("reference", reference, {i: 0.0 for i in coupled}))
+            plan.append(("real", step, {}))
+            results: dict[str, list[np.ndarray]] = {}
+            for position, (name, run, twin_scales) in enumerate(plan):
+                if position:
+                    backend.restore(state, start)
+                for i, scale in twin_scales.items():
+                    backend.set_scale(sources[i], scale)
+                try:
+                    with at_stage(Stage.STEP, stage_subject):  # twins run the set-up's own step program
+                        run(x, y)
+                finally:
+                    for i in twin_scales:
+                        backend.set_scale(sources[i], 1.0)
+                results[name] = values()
+            real = results["real"]
+            if "repeat" in results:
+                calibrated = [float(np.max(np.abs(r - p), initial=0.0)) for r, p in zip(real, results["repeat"])]
             floors = [_floor(b, r, d, c) for b, r, d, c in zip(before, real, dtypes, calibrated)]
             effects: list[list[SourceEffect]] = [[] for _ in variables]
             for i in decoupled:
-                rate = rates[i]
-                scale = AMPLIFIED_RATE / rate if 0.0 < rate < AMPLIFY_BELOW else 0.0
-                result = twin(step, start, {i: scale}, x, y)
-                for j, (r, t) in enumerate(zip(real, result)):
+                for j, (r, t) in enumerate(zip(real, results[f"decoupled {i}"])):
                     difference = t - r
-                    effects[j].append(SourceEffect(i, difference / (scale - 1.0), _above(difference, floors[j]),
-                                                   rate, scale))
-            no_coupled = twin(step, start, {i: 0.0 for i in coupled}, x, y) if coupled else real
-            hand = None
-            if reference is not None:
-                hand = twin(reference, start, {i: 0.0 for i in coupled}, x, y)
-            penalties = backend.penalty_gradients(setup, sources) if regularized else {}
+                    effects[j].append(SourceEffect(i, difference / (scales[i] - 1.0), _above(difference, floors[j]),
+                                                   rates[i], scales[i]))
+            no_coupled = results.get("no coupled", real)
+            hand = results.get("reference")
             deltas = []
             for j, trainable in enumerate(trainables):
                 switchable = real[j] - no_coupled[j]
@@ -246,7 +251,6 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
                 deltas.append(StepDelta(decoupled_sum, coupled_part, before[j], rate, floors[j], tuple(effects[j]),
                                         coupled_present, from_hand, relative))
             measured.append(tuple(deltas))
-            backend.write(state, after_real)
     finally:
         known = {id(v): value for v, value in zip(original_state, original)}
         current = [v for v in backend.state_variables(setup) if id(v) in known]

@@ -77,8 +77,10 @@ class DecaySource:
 
     @property
     def label(self) -> str:
+        """``AdamW weight_decay=0.01``; ``model regularizer L2(l2=0.001) on dense1/kernel``."""
         where = f" on {self.variables[0]}" if self.variables and len(self.variables) == 1 else ""
-        return f"{self.owner} {self.knob}={self.value:g}{where}"
+        value = "" if "(" in self.knob else f"={self.value:g}"
+        return f"{self.owner} {self.knob}{value}{where}"
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,15 @@ class ProbeBackend(abc.ABC):
     @abc.abstractmethod
     def write(self, variables: Sequence[Any], values: Sequence[np.ndarray]) -> None:
         """Put values back exactly (bit for bit)."""
+
+    def snapshot(self, variables: Sequence[Any]) -> Any:
+        """A copy of the values that :meth:`restore` can put back; may stay on the device
+        (the probe takes one per step and restores it once per twin, so this is the hot path)."""
+        return self.read(variables)
+
+    def restore(self, variables: Sequence[Any], snapshot: Any) -> None:
+        """Put a :meth:`snapshot` back exactly."""
+        self.write(variables, snapshot)
 
     @abc.abstractmethod
     def make_step(self, setup: Any) -> Step:
