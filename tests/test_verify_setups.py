@@ -215,6 +215,19 @@ def test_keras_hub_task_with_its_own_dict_batch():
     assert report.ok, [(m.path, m.detail) for m in report.mismatches]
 
 
+def test_keras_hub_task_with_a_preprocessor_fed_raw_text_as_in_the_fine_tuning_guides():
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(VOCABULARY - 5)]
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        keras_hub.models.BertTokenizer(vocabulary=vocabulary), sequence_length=SEQUENCE)
+    model = keras_hub.models.BertTextClassifier(backbone=bert_backbone(), num_classes=2, preprocessor=preprocessor)
+    model.compile(optimizer=adamw(KERAS_IO_PATTERN))
+    texts, labels = np.array(["w1 w2 w3", "w4 w5", "w6 w7 w8 w9", "w1"]), np.array([0, 1, 0, 1])
+    dataset = tf.data.Dataset.from_tensor_slices((texts, labels)).batch(2)  # what Task.fit is given
+    report = verify({"model": model, "dataset": dataset}, preset="kernels-only")
+    assert wrong(report) == {"token_embedding/embeddings", "position_embedding/embeddings",
+                             "segment_embedding/embeddings"}
+
+
 def test_subclassed_model_never_called_is_built_from_the_setups_batch():
     class Net(keras.Model):
         def __init__(self):

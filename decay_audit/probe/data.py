@@ -493,13 +493,25 @@ class BatchSource:
                 if self._inputs is None:
                     self._inputs = plan_inputs(self.setup.model)
                 x, y = self._inputs.draw(self.batch_size, self.rng), None
-            elif _is_stream(data):
-                x, y = _split(self._next_element(data))
             else:
-                x, y = _split(data)
+                x, y = _split(self._next_element(data) if _is_stream(data) else data)
+                x, y = self._preprocessed(x, y)
             if y is None:
                 y = self._targets(x)
             return x, y
+
+    def _preprocessed(self, x: Any, y: Any) -> tuple[Any, Any]:
+        """keras_hub task models (``PipelineModel``) run ``preprocess_samples`` on every batch in ``fit``
+        (keras_hub 0.32 ``utils/pipeline_model.py``): raw text becomes token ids there, so a set-up's
+        own batch of strings goes through it here too. A task with ``preprocessor=None`` passes it on."""
+        model = self.setup.model
+        if getattr(model, "preprocessor", None) is None or not callable(getattr(model, "preprocess_samples", None)):
+            return x, y
+        import keras
+
+        packed = model.preprocess_samples(x, y)
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(packed)
+        return x, y
 
     def _next_element(self, data: Any) -> Any:
         if hasattr(data, "__getitem__") and hasattr(data, "__len__") and not hasattr(data, "element_spec"):
