@@ -290,3 +290,54 @@ def test_backend_table_and_restore_of_every_knob():
     assert model.get_layer("d").kernel.regularizer is l2
     x = np.ones((2, 8), "float32")
     model.fit(x, np.ones((2, 2), "float32"), verbose=0)  # still trains after the probe
+
+
+@keras.saving.register_keras_serializable(package="decay_audit_tests")
+class TwoOptimizerModel(keras.Model):
+    """Model Garden-style: the model holds a second optimizer and its own train_step applies both."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = keras.layers.Dense(8, name="backbone")
+        self.head = keras.layers.Dense(3, name="head")
+        self.head_optimizer = keras.optimizers.AdamW(1e-3, weight_decay=0.05)
+
+    def call(self, x, training=False):
+        return self.head(self.backbone(x))
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(x=x, y=y, y_pred=self(x, training=True), training=True)
+        backbone, head = self.backbone.trainable_variables, self.head.trainable_variables
+        gradients = tape.gradient(loss, backbone + head)
+        self.optimizer.apply(gradients[:len(backbone)], backbone)
+        self.head_optimizer.apply(gradients[len(backbone):], head)
+        return {"loss": loss}
+
+
+def test_subclassed_train_step_with_an_optimizer_held_by_the_model():
+    model = TwoOptimizerModel()
+    model(np.zeros((2, 8), "float32"))
+    backbone = keras.optimizers.AdamW(1e-2, weight_decay=0.1)
+    backbone.exclude_from_weight_decay(var_names=["bias"])
+    model.compile(optimizer=backbone, loss="mse")
+    report = verify(model, ordered_expectations=[(False, "*"), (True, "*/backbone/kernel"), (True, "*/head/*")])
+    assert report.ok, [(m.path, m.detail) for m in report.mismatches]
+    head_bias = next(m for m in report.measurements if m.path.endswith("head/bias"))
+    assert head_bias.decoupled_by == ("model.head_optimizer AdamW weight_decay=0.05",)
+    assert head_bias.decoupled_ratio == pytest.approx(1.0, rel=1e-2)
+    assert model.head_optimizer.weight_decay == 0.05
+
+
+def test_fine_tuning_l2_penalty_is_seen_through_an_amplified_twin():
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(16, name="dense1", kernel_regularizer=keras.regularizers.L2(1e-6))(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="dense2", bias_regularizer=keras.regularizers.L2(1e-6))(
+        hidden))
+    model.compile(optimizer=keras.optimizers.SGD(1e-4), loss="mse")  # 2 * lr * l2 = 2e-10 per step
+    report = verify(model)
+    result = outcomes(report)
+    assert result["dense1/kernel"] is Outcome.OK and by_path(report, "dense1/kernel").measured == "coupled"
+    assert result["dense2/bias"] is Outcome.DECAYED_AGAINST_INTENT
+    assert result["dense2/kernel"] is Outcome.NOT_DECAYED and result["dense1/bias"] is Outcome.OK

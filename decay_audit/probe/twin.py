@@ -139,6 +139,32 @@ def _dtype_of(variable: Any) -> Any:
         return np.dtype("float32")
 
 
+def _coupled_amplification(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecaySource],
+                           penalties: dict[str, np.ndarray], before: list[np.ndarray], trainables: list[Any]) -> float:
+    """A factor for the weight penalties when their effect is below float32's resolution, else 0.
+
+    The smallest penalty's SGD-like relative change per step, lr * <g, w> / <w, w>
+    (``2 * lr * l2`` for Keras' L2), is predicted from its own gradient; under
+    AMPLIFY_BELOW the penalty twin runs at AMPLIFIED_RATE instead (presence only: how an
+    adaptive optimizer transforms a penalty is not linear in its strength)."""
+    if not penalties:
+        return 0.0
+    rates = [backend.learning_rate(o) for o in backend.optimizers(setup)]
+    rates = [r for r in rates if np.isfinite(r) and r > 0]
+    if not rates:
+        return 0.0
+    predicted = []
+    for trainable, weight in zip(trainables, before):
+        gradient = penalties.get(trainable.path)
+        norm = float(np.sum(weight * weight))
+        if gradient is not None and norm > 0:
+            relative = float(np.sum(gradient * weight)) / norm
+            if relative > 0:
+                predicted.append(max(rates) * relative)
+    smallest = min(predicted, default=0.0)
+    return min(AMPLIFIED_RATE / smallest, 1e9) if 0.0 < smallest < AMPLIFY_BELOW else 0.0
+
+
 def run_probe(setup: TrainingSetup, steps: int = 3, batch_size: int = 4, seed: int = 0,
               device: str | None = None, backend: ProbeBackend | str | None = None,
               batches: BatchSource | None = None) -> ProbeRun:
@@ -190,6 +216,10 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
                 step(warm_x, warm_y)
             backend.write(model.variables, warm_start)
             state = backend.state_variables(setup)
+            # restored afterwards: what existed before, and the new optimizer state as the warm-up left it
+            known = {id(v): value for v, value in zip(original_state, original)}
+            original_state, original = list(state), [known.get(id(v), value) for v, value in
+                                                     zip(state, backend.read(state))]
         for index in range(steps):
             x, y = batches.next()
             before = values()
@@ -204,6 +234,10 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
             plan += [(f"decoupled {i}", step, {i: scales[i]}) for i in decoupled]
             if coupled:
                 plan.append(("no coupled", step, {i: 0.0 for i in coupled}))
+            amplify_coupled = _coupled_amplification(backend, setup, sources, penalties, before, trainables)
+            if amplify_coupled:
+                plan.append(("coupled amplified", step,
+                             {i: amplify_coupled for i in coupled if sources[i].variables is not None}))
             if reference is not None:
                 plan.append(("reference", reference, {i: 0.0 for i in coupled}))
             plan.append(("real", step, {}))
@@ -236,6 +270,8 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
             for j, trainable in enumerate(trainables):
                 switchable = real[j] - no_coupled[j]
                 coupled_part, coupled_present, from_hand = switchable, _above(switchable, floors[j]), False
+                if amplify_coupled and not coupled_present:
+                    coupled_present = _above(results["coupled amplified"][j] - real[j], floors[j])
                 if hand is not None:
                     written = no_coupled[j] - hand[j]
                     if _above(written, floors[j]) and _toward_zero(written, before[j]) >= TOWARD_ZERO:

@@ -22,7 +22,11 @@ The probe's contract, which every backend must keep:
    (Adam) normalises a 1e-8 gradient difference into a 1e-5 update: a false "decay"
    (issue 11, item 7). So a backend makes each knob a runtime value (a variable the
    compiled step reads), set by :meth:`ProbeBackend.set_scale`, and compiles the step
-   once, after :meth:`ProbeBackend.switchable` has installed those values.
+   once, after :meth:`ProbeBackend.switchable` has installed those values. A framework
+   whose compiler bakes attribute values in (a jitted function that reads
+   ``optimizer.weight_decay`` as a Python float) may instead compile once per distinct
+   set of scales, provided the real step goes through the same compilation path as its
+   twins (never an eager reference against a compiled real step).
 3. **Scale, not only off.** ``set_scale(source, 0.0)`` switches a source off;
    ``set_scale(source, k)`` multiplies it by ``k``. A decay factor changes how much a
    variable is decayed, never *which* variables are (exclusions select by object or

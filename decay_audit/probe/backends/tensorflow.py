@@ -44,12 +44,30 @@ def _unwrap(optimizer: Any) -> list[Any]:
     return [inner]
 
 
-def top_level_optimizers(setup: Any) -> list[Any]:
-    """The optimizer objects the set-up's step calls (wrappers included), in order."""
+def _named_optimizers(setup: Any) -> list[tuple[Any, str]]:
+    """The optimizer objects the set-up's step calls (wrappers included), each with where it was
+    found: the set-up's ``optimizer``/``optimizers``, then optimizers a subclassed model holds as
+    attributes for its own ``train_step`` (``self.head_optimizer.apply(...)``)."""
+    import keras
+
     listed = list(getattr(setup, "optimizers", ()) or ())
     if setup.optimizer is not None and all(o is not setup.optimizer for o in listed):
         listed.insert(0, setup.optimizer)
-    return listed
+    named = [(o, f"optimizers[{i}]") for i, o in enumerate(listed)]
+    seen = {id(o) for o in listed}
+    for attribute, value in sorted(vars(setup.model).items()):
+        candidates = value if isinstance(value, (list, tuple)) else [value]
+        for position, candidate in enumerate(candidates):
+            if isinstance(candidate, keras.optimizers.Optimizer) and id(candidate) not in seen:
+                seen.add(id(candidate))
+                suffix = f"[{position}]" if isinstance(value, (list, tuple)) else ""
+                named.append((candidate, f"model.{attribute.lstrip('_')}{suffix}"))
+    return named
+
+
+def top_level_optimizers(setup: Any) -> list[Any]:
+    """The optimizer objects the set-up's step calls (wrappers included), in order."""
+    return [optimizer for optimizer, _ in _named_optimizers(setup)]
 
 
 def variable_path(variable: Any) -> str:
@@ -132,16 +150,16 @@ class TensorFlowBackend(ProbeBackend):
     def _labels(self, setup: Any) -> dict[int, str]:
         """``AdamW`` alone; ``optimizers[1] AdamW`` (the set-up's list) or
         ``MultiOptimizer.optimizers[1] AdamW`` (Keras' own order) when there are several."""
-        tops = top_level_optimizers(setup)
+        tops = _named_optimizers(setup)
         labels: dict[int, str] = {}
-        for position, top in enumerate(tops):
+        for top, where in tops:
             subs = _unwrap(top)
             for index, optimizer in enumerate(subs):
                 name = type(optimizer).__name__
                 if len(subs) > 1:
                     name = f"{type(inner_optimizer(top)).__name__}.optimizers[{index}] {name}"
                 if len(tops) > 1:
-                    name = f"optimizers[{position}] {name}"
+                    name = f"{where} {name}"
                 labels.setdefault(id(optimizer), name)
         return labels
 
