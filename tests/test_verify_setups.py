@@ -423,3 +423,16 @@ def test_cli_dead_selector_warns_strict_fails_and_table_names_the_rule(tmp_path)
     assert "--expect-no-decay hidden/*" in row and "decayed-against-intent" in row
     kernel = next(line for line in mismatch.stdout.splitlines() if line.startswith("out/kernel"))
     assert "kernel under kernels-only" in kernel
+
+
+def test_assert_decay_strict_fails_on_dead_rules_and_crashes_are_setup_errors():
+    import decay_audit
+    from decay_audit.testing import assert_decay
+
+    model = compiled_classifier()
+    assert assert_decay(model, ordered_expectations=[(False, "*/typo_layer/*")]).dead_selectors
+    with pytest.raises(AssertionError, match="match no variable: --expect-no-decay \\*/typo_layer/\\*"):
+        assert_decay(model, strict=True, ordered_expectations=[(False, "*/typo_layer/*")])
+    assert decay_audit.SetupError is SetupError
+    with pytest.raises(decay_audit.SetupError):
+        assert_decay({"model": classifier(), "optimizer": adamw(), "batch": np.ones((4, 7), "float32")})
