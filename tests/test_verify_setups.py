@@ -436,3 +436,17 @@ def test_assert_decay_strict_fails_on_dead_rules_and_crashes_are_setup_errors():
     assert decay_audit.SetupError is SetupError
     with pytest.raises(decay_audit.SetupError):
         assert_decay({"model": classifier(), "optimizer": adamw(), "batch": np.ones((4, 7), "float32")})
+
+
+def test_tf_keras_functional_inputs_are_read_the_same_way():
+    import tf_keras
+
+    ids = tf_keras.Input((None,), dtype="int32", name="ids")
+    mask = tf_keras.Input((None,), dtype="int32", name="mask")
+    hidden = tf_keras.layers.Embedding(40, 4)(ids) * tf_keras.backend.cast(mask, "float32")[..., None]
+    model = tf_keras.Model({"ids": ids, "mask": mask},
+                           tf_keras.layers.Dense(2)(tf_keras.layers.GlobalAveragePooling1D()(hidden)))
+    model.compile(optimizer="adam", loss="mse")
+    x, y = BatchSource(TrainingSetup(model, None)).next()
+    assert set(x) == {"ids", "mask"} and x["ids"].max() < 40 and np.all(x["mask"] == 1)
+    assert y.shape == (4, 2) and y.dtype.kind == "f"

@@ -61,12 +61,31 @@ class TargetKind(TextEnum):
 # -- inputs ---------------------------------------------------------------------------------------
 
 
-def _graph_of(layer: Any) -> Any:
-    """The functional graph behind a layer: itself (Functional), a built Sequential's, or None."""
-    if hasattr(layer, "_inputs_struct"):
-        return layer
-    inner = getattr(layer, "_functional", None)
-    return inner if inner is not None and hasattr(inner, "_inputs_struct") else None
+def _graph_inputs(layer: Any) -> Any:
+    """The input structure of the functional graph behind a layer, or None (no graph).
+
+    Keras 3 Functional keeps it as ``_inputs_struct`` (a built Sequential in its ``_functional``);
+    tf_keras 2.21 Functional (and Sequential) as ``_nested_inputs``.
+    """
+    for graph in (layer, getattr(layer, "_functional", None)):
+        if graph is None:
+            continue
+        for attribute in ("_inputs_struct", "_nested_inputs"):
+            structure = getattr(graph, attribute, None)
+            if structure is not None:
+                return structure
+    return None
+
+
+def _node_inputs(node: Any) -> list[Any]:
+    """The symbolic tensors a graph node consumed (Keras 3 ``arguments``, tf_keras ``keras_inputs``)."""
+    arguments = getattr(node, "arguments", None)
+    if arguments is not None:
+        return list(arguments.keras_tensors)
+    try:
+        return list(getattr(node, "keras_inputs", []) or [])
+    except (AttributeError, TypeError, ValueError):
+        return []
 
 
 def _sublayers(model: Any) -> list[Any]:
@@ -114,20 +133,23 @@ def _flat(structure: Any) -> list[Any]:
 
 
 def _call_inputs(node: Any) -> Any:
-    arguments = node.arguments
-    if arguments.args:
-        return arguments.args[0]
-    return arguments.kwargs.get("inputs")
+    arguments = getattr(node, "arguments", None)
+    if arguments is None:  # tf_keras
+        args, kwargs = getattr(node, "call_args", ()), getattr(node, "call_kwargs", {}) or {}
+    else:
+        args, kwargs = arguments.args, arguments.kwargs
+    if args:
+        return args[0]
+    return kwargs.get("inputs")
 
 
 def _nested_links(model: Any) -> dict[int, list[Any]]:
     """Inner input tensor of every nested graph (a backbone inside a task) -> the outer tensors fed to it."""
     links: dict[int, list[Any]] = {}
     for layer in _sublayers(model):
-        graph = _graph_of(layer)
-        if graph is None:
+        inner = _graph_inputs(layer)
+        if inner is None:
             continue
-        inner = graph._inputs_struct
         for node in getattr(layer, "_inbound_nodes", []):
             outer = _call_inputs(node)
             if outer is None:
@@ -164,7 +186,7 @@ def _origins(tensor: Any, targets: set[int], links: dict[int, list[Any]]) -> set
         operation, node_index = history[0], history[1]
         nodes = getattr(operation, "_inbound_nodes", [])
         if node_index < len(nodes):
-            stack.extend(nodes[node_index].arguments.keras_tensors)
+            stack.extend(_node_inputs(nodes[node_index]))
     return found
 
 
@@ -178,7 +200,7 @@ def _vocabularies(model: Any, inputs: list[Any]) -> dict[int, int]:
         if size is None:
             continue
         for node in getattr(layer, "_inbound_nodes", []):
-            tensors = node.arguments.keras_tensors
+            tensors = _node_inputs(node)
             if not tensors or not _is_integer(_dtype_name(tensors[0])):
                 continue  # a tied embedding called on floats (reverse projection) is no lookup
             for origin in _origins(tensors[0], targets, links):
@@ -188,17 +210,21 @@ def _vocabularies(model: Any, inputs: list[Any]) -> dict[int, int]:
 
 def input_structure(model: Any) -> Any:
     """The model's inputs as :class:`InputSpec` leaves, in the structure the model is called with."""
-    graph = _graph_of(model)
-    if graph is not None:
-        structure = graph._inputs_struct
+    structure = _graph_inputs(model)
+    if structure is not None:
         tensors = _flat(structure)
         vocabularies = _vocabularies(model, tensors)
         import keras
 
         return keras.tree.map_structure(
-            lambda t: InputSpec(str(getattr(t, "name", "")), tuple(t.shape), _dtype_name(t),
+            lambda t: InputSpec(str(getattr(t, "name", "")), _shape_tuple(t.shape), _dtype_name(t),
                                 vocabularies.get(id(t)), id(t) in vocabularies), structure)
     return _built_structure(model)
+
+
+def _shape_tuple(shape: Any) -> tuple[int | None, ...]:
+    dims = shape.as_list() if hasattr(shape, "as_list") else shape  # tf.TensorShape (tf_keras)
+    return tuple(None if d is None else int(d) for d in dims)
 
 
 def _is_shape(value: Any) -> bool:
@@ -409,11 +435,22 @@ def plan_targets(model: Any, x: Any, y_pred: Any, data_loss: Any, rng: np.random
 
     losses = _map_outputs(lambda loss, _: _callable_loss(loss), _per_output_losses(model, y_pred), y_pred)
     plan = TargetPlan(_map_outputs(choose, losses, y_pred))
-    if not (getattr(model, "compiled", False) and getattr(model, "loss", None) is not None):
+    compiled = getattr(model, "compiled", False) or getattr(model, "_is_compiled", False)  # Keras 3 / tf_keras
+    if not (compiled and getattr(model, "loss", None) is not None and hasattr(model, "compute_loss")):
         return plan
+    import inspect
+
+    try:
+        takes_training = "training" in inspect.signature(model.compute_loss).parameters
+    except (TypeError, ValueError):
+        takes_training = False
 
     def whole(y: Any) -> Any:
-        return model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
+        if takes_training:  # Keras 3; tf_keras 2.21's compute_loss has no training argument
+            return model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
+        import tensorflow as tf  # tf_keras' compiled loss reads y.shape.rank: tensors, as fit makes them
+
+        return model.compute_loss(x=x, y=tf.nest.map_structure(tf.convert_to_tensor, y), y_pred=y_pred)
 
     for candidate in [plan] + [uniform(kind) for kind in TargetKind]:
         if _accepts(whole, candidate.draw(rng), tried):
