@@ -450,3 +450,12 @@ def test_tf_keras_functional_inputs_are_read_the_same_way():
     x, y = BatchSource(TrainingSetup(model, None)).next()
     assert set(x) == {"ids", "mask"} and x["ids"].max() < 40 and np.all(x["mask"] == 1)
     assert y.shape == (4, 2) and y.dtype.kind == "f"
+
+
+def test_tables_inside_a_subclassed_layer_bound_its_ids_and_positional_tables_bound_the_length():
+    ids = keras.Input((None,), dtype="int32")
+    embedded = keras_hub.layers.TokenAndPositionEmbedding(VOCABULARY, sequence_length=6, embedding_dim=4)(ids)
+    model = keras.Model(ids, keras.layers.Dense(2)(embedded))
+    assert input_structure(model).vocabulary == VOCABULARY  # the Embedding is a sublayer, not a graph node
+    x, _ = BatchSource(TrainingSetup(model, None)).next()
+    assert x.shape == (4, 6) and x.max() < VOCABULARY

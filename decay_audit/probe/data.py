@@ -190,13 +190,24 @@ def _origins(tensor: Any, targets: set[int], links: dict[int, list[Any]]) -> set
     return found
 
 
+def _tables_within(layer: Any) -> int | None:
+    """The smallest table a layer looks ids up in: its own, or one of its sublayers' when it is a
+    subclassed layer (keras_hub TokenAndPositionEmbedding holds its Embedding as a sublayer, which
+    Keras 3 never records as a graph node). A nested functional graph is traced through instead."""
+    if _graph_inputs(layer) is not None:
+        return None
+    sizes = [_table_size(layer)] + [_table_size(inner) for inner in _sublayers(layer)]
+    sizes = [size for size in sizes if size is not None]
+    return min(sizes) if sizes else None
+
+
 def _vocabularies(model: Any, inputs: list[Any]) -> dict[int, int]:
     """Per model input (by id), the smallest table it feeds as integer ids, traced through the graph."""
     targets = {id(t) for t in inputs}
     links = _nested_links(model)
     smallest: dict[int, int] = {}
     for layer in _sublayers(model):
-        size = _table_size(layer)
+        size = _tables_within(layer)
         if size is None:
             continue
         for node in getattr(layer, "_inbound_nodes", []):
