@@ -488,10 +488,13 @@ def _accepts(loss: Any, y: Any, tried: list[str]) -> bool:
 
 
 def _split(element: Any) -> tuple[Any, Any]:
-    """``(x, y)`` / ``(x, y, sample_weight)`` tuples as Keras' fit reads them; anything else is ``x`` alone."""
-    if isinstance(element, tuple) and len(element) in (2, 3):
-        return element[0], element[1]
-    return element, None
+    """An element as Keras' ``fit`` reads it (``keras.utils.unpack_x_y_sample_weight``): a tuple or list
+    of 1-3 is ``(x[, y[, sample_weight]])``, anything else is ``x`` alone. Sample weights scale the loss,
+    not which variables decay, so they are dropped."""
+    import keras
+
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(element)
+    return x, y
 
 
 def _is_stream(data: Any) -> bool:
