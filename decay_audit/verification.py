@@ -88,7 +88,10 @@ def verify(setup: Any, *, steps: int = 3, preset: Policy | Preset | str = Preset
     """Measure what the set-up's optimizer and loss do to every trainable variable.
 
     ``setup``: a compiled keras.Model, a (model, optimizer) pair, a mapping with ``model``,
-    ``optimizer`` and optionally ``train_step`` / ``data_loss``, or ``"file.py:make"``.
+    ``optimizer`` and optionally ``optimizers``, ``train_step``, ``data_loss`` and the set-up's own
+    ``batch`` / ``dataset``, or ``"file.py:make"``. A set-up that cannot be probed raises
+    :class:`SetupError` whose ``stage`` says where (import, make(), batch, step, measurement): a
+    crash is never returned as a mismatch.
     ``expect_decay`` globs apply before ``expect_no_decay``; ``ordered_expectations``
     ((decay, glob) pairs, later ones winning) replaces both when given.
     The model's weights and optimizer state are restored afterwards.
