@@ -299,18 +299,68 @@ class _OrderedExpectations(click.Command):
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--junit", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write JUnit XML, one test case per variable.")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 also when an intent rule (--decay, --no-decay, --expect-decay, --expect-no-decay) "
+                   "matches no variable.")
+@click.option("--debug", is_flag=True, help="When the set-up cannot be probed, also print the traceback.")
 @click.pass_context
 def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optimizer: str | None,
            learning_rate: float | None, weight_decay: float | None, exclude_var_names: tuple[str, ...],
            custom_modules: tuple[str, ...], preset: str, decay, no_decay, policy_file, rules_file: Path | None,
            expect_decay, expect_no_decay, steps: int, device: str | None, keras_backend: str | None,
-           output_format: str, junit: Path | None) -> None:
+           output_format: str, junit: Path | None, strict: bool, debug: bool) -> None:
     """Measure, per variable, the decay a real training set-up applies; exit 1 where it differs from the intent.
 
-    Runs a short probe on synthetic batches: at every step, from one snapshot of all model
-    and optimizer state, the real step and its twin without decay; the difference is the
-    decay each variable received. The model's weights are restored afterwards.
+    Runs a short probe on synthetic batches (or the set-up's own): at every step, from one
+    snapshot of all model and optimizer state, the real step and its twin without decay; the
+    difference is the decay each variable received. The model's weights are restored afterwards.
+    Exit 1 only for measured mismatches (and, with --strict, dead intent rules); a set-up that
+    cannot be probed exits 2 with one line naming the stage (import, make(), batch, step,
+    measurement) and the cause.
     """
+    import traceback
+    import warnings
+
+    from decay_audit.probe.setup import SetupError, Stage, describe_exception
+
+    try:
+        with warnings.catch_warnings():
+            if not debug:  # Keras/TensorFlow warnings about the user's model are not verify's report
+                import logging
+
+                warnings.simplefilter("ignore")
+                logging.getLogger("tensorflow").setLevel(logging.ERROR)
+            report = _run_verify(ctx, model, setup_spec, optimizer, learning_rate, weight_decay, exclude_var_names,
+                                 custom_modules, preset, decay, no_decay, policy_file, rules_file, steps, device,
+                                 keras_backend)
+    except DecayAuditError as exc:
+        if debug:
+            traceback.print_exception(exc)
+        _fail(f"{exc}{'' if debug or not isinstance(exc, SetupError) else ' (--debug shows the traceback)'}")
+    except Exception as exc:  # noqa: BLE001 - a crash must never read as a finding (exit 1)
+        if debug:
+            traceback.print_exception(exc)
+        subject = setup_spec or str(model)
+        _fail(f"{SetupError(subject, describe_exception(exc), Stage.MEASUREMENT)}"
+              f"{'' if debug else ' (--debug shows the traceback)'}")
+    from decay_audit.report.verify_format import format_junit, format_verify_json, format_verify_table
+
+    text = format_verify_json(report) if output_format == "json" else format_verify_table(report)
+    click.echo(text, nl=False)
+    if junit is not None:
+        _write_output(format_junit(report), junit)
+    if not report.ok:
+        sys.exit(EXIT_FINDINGS)
+    if strict and report.dead_selectors:
+        click.echo(f"decay-audit: {len(report.dead_selectors)} intent rules match no variable: "
+                   f"{', '.join(report.dead_selectors)} (--strict)", err=True)
+        sys.exit(EXIT_FINDINGS)
+
+
+def _run_verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optimizer: str | None,
+                learning_rate: float | None, weight_decay: float | None, exclude_var_names: tuple[str, ...],
+                custom_modules: tuple[str, ...], preset: str, decay, no_decay, policy_file, rules_file: Path | None,
+                steps: int, device: str | None, keras_backend: str | None = None):
     if (model is None) == (setup_spec is None):
         raise UsageError("verify", "give exactly one of MODEL or --setup FILE.py:FUNCTION")
     from decay_audit.probe.backends.select import choose_backend, import_keras
@@ -319,7 +369,6 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
     if setup_spec and (optimizer or custom_modules):
         raise UsageError("--setup", "--optimizer and --custom-module apply to MODEL, not to --setup")
     from decay_audit.probe.setup import load_setup, setup_from_model_file
-    from decay_audit.report.verify_format import format_junit, format_verify_json, format_verify_table
     from decay_audit.verification import verify as run_verify
 
     if model is not None:
@@ -330,16 +379,9 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
                                          custom_modules)
     else:
         training = load_setup(setup_spec)
-
-    report = run_verify(training, steps=steps, preset=_policy(preset, decay, no_decay, policy_file),
-                        rules=rules_file, device=device, expect_decay=(),
-                        expect_no_decay=(), ordered_expectations=ctx.meta.get("ordered_expectations", ()))
-    text = format_verify_json(report) if output_format == "json" else format_verify_table(report)
-    click.echo(text, nl=False)
-    if junit is not None:
-        _write_output(format_junit(report), junit)
-    if not report.ok:
-        sys.exit(EXIT_FINDINGS)
+    return run_verify(training, steps=steps, preset=_policy(preset, decay, no_decay, policy_file),
+                      rules=rules_file, device=device, expect_decay=(),
+                      expect_no_decay=(), ordered_expectations=ctx.meta.get("ordered_expectations", ()))
 
 
 if __name__ == "__main__":  # pragma: no cover

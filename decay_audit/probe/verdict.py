@@ -87,7 +87,8 @@ def _rate_tolerance(effect: SourceEffect) -> float:
 
 
 def _coupled_sources(run: ProbeRun, path: str, deltas: list[StepDelta]) -> tuple[str, ...]:
-    labels = [s.label for s in run.sources if s.kind.value == "coupled" and (s.variables is None or path in s.variables)]
+    labels = [s.label for s in run.sources
+              if s.kind.value == "coupled" and (s.variables is None or path in s.variables)]
     if any(d.hand_written for d in deltas):
         labels.append("hand-written step")
     return tuple(labels)

@@ -332,9 +332,9 @@ class TensorFlowBackend(ProbeBackend):
                                    "fresh trace of its Python function")
             optimizer = setup.optimizer
             return lambda x, y: step(model, optimizer, x, y)
+        custom_train_step = type(model).train_step is not keras.Model.train_step
         keras_own = (getattr(model, "compiled", False) and setup.optimizer is getattr(model, "optimizer", None)
-                     and setup.data_loss is None
-                     and (getattr(model, "loss", None) is not None or type(model).train_step is not keras.Model.train_step))
+                     and setup.data_loss is None and (getattr(model, "loss", None) is not None or custom_train_step))
         if keras_own:
             return self._compile(setup, lambda x, y: model.train_step((x, y)), self._jit(setup))
         loss = _loss_function(setup, with_penalties=True)
@@ -425,7 +425,8 @@ def _loss_function(setup: Any, with_penalties: bool) -> Any:
     mse = keras.losses.MeanSquaredError()
 
     def default_loss(x, y, y_pred):
-        value = mse(y, y_pred)
+        # A backbone's outputs are a dict (keras_hub: sequence_output, pooled_output): one MSE per output.
+        value = sum(mse(t, p) for t, p in zip(keras.tree.flatten(y), keras.tree.flatten(y_pred)))
         return value + sum(model.losses) if with_penalties and model.losses else value
     return default_loss
 
