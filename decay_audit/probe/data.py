@@ -541,11 +541,12 @@ class BatchSource:
         with at_stage(Stage.BATCH, self.subject):
             data = self.setup.batch
             if data is None:
-                from decay_audit.probe.backends.tf_keras import signature_batch
+                from decay_audit.probe.backends.tf_keras import own_loss_labels, signature_inputs
 
-                declared = signature_batch(self.setup.model, self.batch_size, self.rng)
-                if declared is not None:  # tf_keras without model.inputs: transformers, subclassed
-                    return declared
+                x = signature_inputs(self.setup.model, self.batch_size, self.rng)
+                if x is not None:  # tf_keras without model.inputs: transformers, subclassed
+                    y = own_loss_labels(self.setup.model, x, self.rng)
+                    return x, (self._targets(x) if y is None else y)
                 if self._inputs is None:
                     self._inputs = plan_inputs(self.setup.model)
                 x, y = self._inputs.draw(self.batch_size, self.rng), None

@@ -163,18 +163,14 @@ def _random_generators(model: Any) -> list[Any]:
     return generators
 
 
-def signature_batch(model: Any, batch_size: int, rng: np.random.Generator) -> tuple[Any, Any] | None:
+def signature_inputs(model: Any, batch_size: int, rng: np.random.Generator) -> Any | None:
     """A batch for a tf_keras model without ``model.inputs`` (subclassed; transformers TF models),
     from the spec it declares: transformers' ``input_signature`` (``input_ids``,
     ``attention_mask``, ``token_type_ids``, ...), else the save spec tf_keras records on the
     first call. Ids inside ``config.vocab_size`` (else the smallest embedding table), masks
     of ones, type ids 0, positions 0..n-1, sequences no longer than
-    ``max_position_embeddings``. Targets: class ids under the logits when a transformers
-    model computes its own loss (``compile()`` without ``loss``: its ``train_step`` moves
-    them into ``labels``), else what the compiled loss takes. None for other models."""
+    ``max_position_embeddings``. None for other models."""
     import tensorflow as tf
-
-    from decay_audit.probe.data import _loss_name, _target
 
     if not is_tf_keras_object(model) or getattr(model, "inputs", None):
         return None
@@ -204,22 +200,23 @@ def signature_batch(model: Any, batch_size: int, rng: np.random.Generator) -> tu
         return rng.integers(0, vocabulary, size=shape).astype(dtype)
 
     if isinstance(signature, dict):
-        x = {key: make(spec, key) for key, spec in signature.items()}
-    else:
-        x = tf.nest.map_structure(lambda spec: make(spec, str(spec.name or "")), signature)
+        return {key: make(spec, key) for key, spec in signature.items()}
+    return tf.nest.map_structure(lambda spec: make(spec, str(spec.name or "")), signature)
+
+
+def own_loss_labels(model: Any, x: Any, rng: np.random.Generator) -> np.ndarray | None:
+    """Class ids under the logits for a transformers model compiled without a loss: it computes
+    its own, and its ``train_step`` moves a tensor ``y`` into the ``labels`` input. None otherwise."""
+    if not getattr(model, "_using_dummy_loss", False):
+        return None
+    from decay_audit.probe.data import TargetKind, make_target
+
     prediction = model(x, training=False)
-    outputs = {k: v for k, v in prediction.items() if v is not None and hasattr(v, "shape")} \
-        if isinstance(prediction, dict) else None
-    if getattr(model, "_using_dummy_loss", False) and outputs:
-        logits = outputs.get("logits", next(iter(outputs.values())))
-        return x, _target(logits, "sparse", rng)
-    loss = getattr(model, "loss", None)
-    if outputs is None:
-        if isinstance(prediction, (list, tuple)):
-            return x, [_target(p, _loss_name(loss, i), rng) for i, p in enumerate(prediction)]
-        return x, _target(prediction, _loss_name(loss, 0), rng)
-    targets = {key: _target(value, _loss_name(loss, key), rng) for key, value in outputs.items()}
-    return x, next(iter(targets.values())) if len(targets) == 1 else targets
+    outputs = [v for v in (prediction.values() if isinstance(prediction, dict) else [prediction])
+               if v is not None and hasattr(v, "shape")]
+    logits = prediction.get("logits") if isinstance(prediction, dict) and prediction.get("logits") is not None \
+        else outputs[0]
+    return make_target(TargetKind.SPARSE, tuple(int(d) for d in logits.shape), rng)
 
 
 class TfKerasBackend(ProbeBackend):
