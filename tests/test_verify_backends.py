@@ -34,12 +34,12 @@ def mismatched(report):
     return {m.path: m.outcome for m in report.mismatches}
 
 
-def run_cases_on(backend: str) -> dict:
-    """Every backend_cases case under KERAS_BACKEND=backend, in one fresh interpreter."""
+def run_cases_on(backend: str, *names: str) -> dict:
+    """backend_cases' cases (all of CASES unless named) under KERAS_BACKEND=backend, in one fresh interpreter."""
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, str(TESTS / "backend_cases.py")], capture_output=True, text=True,
-                            env=env, timeout=600)
+    result = subprocess.run([sys.executable, str(TESTS / "backend_cases.py"), *names], capture_output=True,
+                            text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -235,6 +235,18 @@ def test_var_names_naming_a_layer_differ_between_tensorflow_and_jax(on_tensorflo
     assert on_tensorflow["var_names_layer"]["ok"]
     wrong = {path for path, outcome in on_jax["var_names_layer"]["outcomes"].items() if outcome != "ok"}
     assert wrong == {"layer_norm/gamma", "layer_norm/beta"}
+
+
+@pytest.mark.slow
+def test_keras_hub_task_on_jax_keeps_embeddings_decayed():
+    """issue 11's keras-io pattern, on JAX: ``var_names=["bias", "gamma", "beta"]`` leaves the three
+    embedding tables decayed (flagged under kernels-only), at a fine-tuning rate (lr*wd = 5e-7)."""
+    result = run_cases_on("jax", "keras_hub_bert_keras_io")["keras_hub_bert_keras_io"]
+    assert result["backend"] == "jax"
+    wrong = {path for path, outcome in result["outcomes"].items() if outcome != "ok"}
+    assert wrong == {"token_embedding/embeddings", "position_embedding/embeddings", "segment_embedding/embeddings"}
+    assert {result["outcomes"][path] for path in wrong} == {"decayed-against-intent"}
+    assert result["measured"]["token_embedding/embeddings"] == "decoupled"
 
 
 def test_cli_backend_option_and_keras_backend_variable(tmp_path):
