@@ -169,11 +169,10 @@ def signature_inputs(model: Any, batch_size: int, rng: np.random.Generator) -> A
     ``attention_mask``, ``token_type_ids``, ...), else the save spec tf_keras records on the
     first call. Ids inside ``config.vocab_size`` (else the smallest embedding table), masks
     of ones, type ids 0, positions 0..n-1, sequences no longer than
-    ``max_position_embeddings``. None for other models."""
-    import tensorflow as tf
-
+    ``max_position_embeddings``. None for other models (without importing TensorFlow)."""
     if not is_tf_keras_object(model) or getattr(model, "inputs", None):
         return None
+    import tensorflow as tf
     signature = getattr(model, "input_signature", None)
     if not isinstance(signature, dict):
         get_spec = getattr(model, "_get_save_spec", None)
