@@ -115,7 +115,8 @@ def verify(setup: Any, *, steps: int = 3, preset: Policy | Preset | str = Preset
             raise UsageError("--device", "gpu requested but the backend sees no GPU")
     subject = training.description or str(getattr(training.model, "name", "model"))
     batches = BatchSource(training, batch_size, np.random.default_rng(seed))
-    if not getattr(training.model, "built", True) or not training.model.weights:
+    weights = getattr(training.model, "weights", None)
+    if getattr(training.model, "built", True) is False or (weights is not None and not weights):
         x, _ = batches.peek()  # a subclassed model never called: build it the way training would
         with at_stage(Stage.STEP, subject):
             training.model(x, training=False)

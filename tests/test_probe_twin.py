@@ -343,3 +343,68 @@ def test_fine_tuning_l2_penalty_is_seen_through_an_amplified_twin():
     assert result["dense1/kernel"] is Outcome.OK and by_path(report, "dense1/kernel").measured == "coupled"
     assert result["dense2/bias"] is Outcome.DECAYED_AGAINST_INTENT
     assert result["dense2/kernel"] is Outcome.NOT_DECAYED and result["dense1/bias"] is Outcome.OK
+
+
+DECAYING_OPTIMIZERS = ["SGD", "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta", "Lion", "Lamb",
+                       "Adafactor", "Ftrl", "Muon", "ScheduleFreeAdamW"]
+
+
+@pytest.mark.parametrize("name", DECAYING_OPTIMIZERS)
+def test_every_optimizer_at_lr_wd_1e_9_catches_leaks_and_passes_exclusions(name):
+    def make(exclude):
+        kwargs = {"learning_rate": 1e-5, "weight_decay": 1e-4}
+        if name == "Muon":
+            kwargs["adam_weight_decay"] = 1e-4
+        return verify_setups.compiled(getattr(keras.optimizers, name)(**kwargs), exclude=exclude)
+
+    correct = verify(make(True))
+    assert correct.ok, [(m.path, m.detail) for m in correct.mismatches]
+    assert all(m.decoupled_steps and m.amplified for m in correct.measurements if m.expected_decay)
+    leaking = verify(make(False))
+    assert {m.path for m in leaking.mismatches} == {"dense1/bias", "dense2/bias"}
+
+
+def test_a_model_no_backend_accepts_is_a_one_line_input_error():
+    from decay_audit.errors import DecayAuditError
+    from decay_audit.probe.backends import NoBackendError
+    from decay_audit.probe.setup import TrainingSetup
+
+    class NotAModel:
+        variables = ()
+
+    with pytest.raises(NoBackendError, match="no probe backend accepts") as caught:
+        backend_for(TrainingSetup(NotAModel(), None, description="x.py:make"))
+    assert isinstance(caught.value, DecayAuditError)
+    with pytest.raises(NoBackendError, match="no probe backend named 'nope'"):
+        load_backend("nope")
+
+
+def test_noise_floor_is_calibrated_on_a_step_that_is_not_reproducible():
+    """Like GPU kernels without determinism: every run of the step differs a little. The real step
+    repeated from the same snapshot measures that, and it is not reported as decay."""
+    model = builders.seed_model()
+    optimizer = keras.optimizers.SGD(0.1, weight_decay=0.1)
+    optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if v.name == "bias"])
+    loss = keras.losses.MeanSquaredError()
+
+    @tf.function
+    def train_step(model, optimizer, x, y):
+        with tf.GradientTape() as tape:
+            value = loss(y, model(x, training=True))
+        gradients = tape.gradient(value, model.trainable_variables)
+        jittered = [g + tf.random.normal(tf.shape(g), stddev=1e-5) for g in gradients]  # unseeded: differs per run
+        optimizer.apply_gradients(zip(jittered, model.trainable_variables))
+
+    report = verify({"model": model, "optimizer": optimizer, "train_step": train_step, "data_loss": loss})
+    assert report.ok, [(m.path, m.detail) for m in report.mismatches]
+    assert all(m.decoupled_ratio == pytest.approx(1.0, abs=0.05) for m in report.measurements if m.expected_decay)
+
+
+def test_an_unknown_decay_attribute_of_a_custom_optimizer_is_named_in_a_note():
+    class ShrinkingSGD(keras.optimizers.SGD):
+        def __init__(self, shrink_decay=0.01, **kwargs):
+            super().__init__(**kwargs)
+            self.shrink_decay = shrink_decay
+
+    report = verify(verify_setups.compiled(ShrinkingSGD(learning_rate=0.01, weight_decay=0.1)))
+    assert any("shrink_decay" in note and "not measured" in note for note in report.notes), report.notes

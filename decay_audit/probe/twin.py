@@ -200,7 +200,11 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
     calibrated = [0.0] * len(variables)
 
     def values() -> list[np.ndarray]:
-        return [a.astype(np.float64) for a in backend.read(variables)]
+        """Trainable values in their own dtype: differences are taken per variable in float64."""
+        return backend.read(variables)
+
+    def f64(array: np.ndarray) -> np.ndarray:
+        return np.asarray(array, dtype=np.float64)
 
     try:
         for variable, value in zip(variables, backend.read(variables)):
@@ -222,7 +226,7 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
                                                      zip(state, backend.read(state))]
         for index in range(steps):
             x, y = batches.next()
-            before = values()
+            before = [f64(a) for a in values()]
             start = backend.snapshot(state)
             rates = {i: backend.learning_rate(sources[i].optimizer) * sources[i].value for i in decoupled}
             penalties = backend.penalty_gradients(setup, sources) if regularized else {}
@@ -254,26 +258,26 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
                     for i in twin_scales:
                         backend.set_scale(sources[i], 1.0)
                 results[name] = values()
-            real = results["real"]
+            real = [f64(a) for a in results.pop("real")]
             if "repeat" in results:
-                calibrated = [float(np.max(np.abs(r - p), initial=0.0)) for r, p in zip(real, results["repeat"])]
+                calibrated = [float(np.max(np.abs(r - f64(p)), initial=0.0)) for r, p in zip(real, results["repeat"])]
             floors = [_floor(b, r, d, c) for b, r, d, c in zip(before, real, dtypes, calibrated)]
             effects: list[list[SourceEffect]] = [[] for _ in variables]
             for i in decoupled:
-                for j, (r, t) in enumerate(zip(real, results[f"decoupled {i}"])):
-                    difference = t - r
+                for j, (r, t) in enumerate(zip(real, results.pop(f"decoupled {i}"))):
+                    difference = f64(t) - r
                     effects[j].append(SourceEffect(i, difference / (scales[i] - 1.0), _above(difference, floors[j]),
                                                    rates[i], scales[i]))
-            no_coupled = results.get("no coupled", real)
+            no_coupled = [f64(a) for a in results["no coupled"]] if "no coupled" in results else real
             hand = results.get("reference")
             deltas = []
             for j, trainable in enumerate(trainables):
                 switchable = real[j] - no_coupled[j]
                 coupled_part, coupled_present, from_hand = switchable, _above(switchable, floors[j]), False
                 if amplify_coupled and not coupled_present:
-                    coupled_present = _above(results["coupled amplified"][j] - real[j], floors[j])
+                    coupled_present = _above(f64(results["coupled amplified"][j]) - real[j], floors[j])
                 if hand is not None:
-                    written = no_coupled[j] - hand[j]
+                    written = no_coupled[j] - f64(hand[j])
                     if _above(written, floors[j]) and _toward_zero(written, before[j]) >= TOWARD_ZERO:
                         coupled_part, coupled_present = coupled_part + written, True
                         from_hand = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from decay_audit.errors import DecayAuditError
 from decay_audit.probe.backends.interface import DecaySource, ProbeBackend, SourceKind, Step, Trainable
 
 BACKENDS: tuple[tuple[str, str], ...] = (
@@ -21,8 +22,8 @@ BACKENDS: tuple[tuple[str, str], ...] = (
 )
 
 
-class NoBackendError(LookupError):
-    """No probe backend accepts the set-up."""
+class NoBackendError(DecayAuditError):
+    """No probe backend accepts the set-up, or the one named does not exist (exit 2, one line)."""
 
 
 def load_backend(name: str) -> ProbeBackend:
@@ -31,7 +32,7 @@ def load_backend(name: str) -> ProbeBackend:
         if entry == name:
             module_name, _, class_name = target.partition(":")
             return getattr(importlib.import_module(module_name), class_name)()
-    raise NoBackendError(f"no probe backend named {name!r} (known: {', '.join(n for n, _ in BACKENDS)})")
+    raise NoBackendError("--backend", f"no probe backend named {name!r} (known: {', '.join(n for n, _ in BACKENDS)})")
 
 
 def backend_for(setup: Any) -> ProbeBackend:
@@ -43,8 +44,9 @@ def backend_for(setup: Any) -> ProbeBackend:
             continue
         if backend.accepts(setup):
             return backend
-    raise NoBackendError(f"no probe backend accepts a {type(setup.model).__name__} model "
-                         f"(known: {', '.join(n for n, _ in BACKENDS)})")
+    raise NoBackendError(str(getattr(setup, "description", "") or "verify"),
+                         f"no probe backend accepts a {type(setup.model).__module__}.{type(setup.model).__name__} "
+                         f"model (known: {', '.join(n for n, _ in BACKENDS)})")
 
 
 __all__ = ["BACKENDS", "DecaySource", "NoBackendError", "ProbeBackend", "SourceKind", "Step", "Trainable",

@@ -134,9 +134,8 @@ class TensorFlowBackend(ProbeBackend):
     def accepts(self, setup: Any) -> bool:
         import keras
 
-        if keras.backend.backend() != "tensorflow":
-            return False
-        return isinstance(setup.model, keras.Model) or hasattr(getattr(setup.model, "variables", None), "__iter__")
+        # Keras 3 objects only: a tf_keras model also has .variables but another optimizer API.
+        return keras.backend.backend() == "tensorflow" and isinstance(setup.model, keras.layers.Layer)
 
     def optimizers(self, setup: Any) -> list[Any]:
         seen, result = set(), []
@@ -173,6 +172,13 @@ class TensorFlowBackend(ProbeBackend):
         labels = self._labels(setup)
         try:
             for optimizer in self.optimizers(setup):
+                unknown = sorted(name for name, value in vars(optimizer).items()
+                                 if ("decay" in name.lower() or "regulariz" in name.lower())
+                                 and not name.startswith("_") and name not in DECOUPLED_KNOBS + COUPLED_KNOBS + NOT_DECAY
+                                 and _number(value) is not None)
+                if unknown:
+                    self._notes.append(f"{labels[id(optimizer)]} has {', '.join(unknown)}, which verify does not know "
+                                       "how to switch: whatever decay it applies is not measured")
                 for kind, knobs in ((SourceKind.DECOUPLED, DECOUPLED_KNOBS), (SourceKind.COUPLED, COUPLED_KNOBS)):
                     for knob in knobs:
                         if not hasattr(optimizer, knob):
@@ -357,8 +363,9 @@ class TensorFlowBackend(ProbeBackend):
     def penalty_gradients(self, setup: Any, sources: Sequence[DecaySource]) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
-        regularized = [(s.variables[0], v) for s in sources if s.owner == "model" and s.variables
-                       for v in setup.model.trainable_variables if variable_path(v) == s.variables[0]]
+        by_path = {variable_path(v): v for v in setup.model.trainable_variables}
+        regularized = [(s.variables[0], by_path[s.variables[0]]) for s in sources
+                       if s.owner == "model" and s.variables and s.variables[0] in by_path]
         if not regularized:
             return {}
         gradients = {}
