@@ -96,7 +96,6 @@ def verify(setup: Any, *, steps: int = 3, preset: Policy | Preset | str = Preset
     ((decay, glob) pairs, later ones winning) replaces both when given.
     The model's weights and optimizer state are restored afterwards.
     """
-    from decay_audit.probe.backends.tensorflow import inner_optimizer, top_level_optimizers
     from decay_audit.probe.data import BatchSource
     from decay_audit.probe.twin import run_probe
 
@@ -121,9 +120,6 @@ def verify(setup: Any, *, steps: int = 3, preset: Policy | Preset | str = Preset
         with at_stage(Stage.STEP, subject):
             training.model(x, training=False)
     with at_stage(Stage.MEASUREMENT, subject):
-        accumulation = max([getattr(inner_optimizer(o), "gradient_accumulation_steps", None) or 1
-                            for o in top_level_optimizers(training)] or [1])
-        steps = max(steps, 2 * accumulation)  # decay happens only on the steps that update
         intent = _intent(training, policy, Path(rules) if rules else None, expect_decay, expect_no_decay,
                          ordered_expectations)
         run = run_probe(training, steps=steps, batch_size=batch_size, seed=seed, device=device_name,

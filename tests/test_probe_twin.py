@@ -408,3 +408,19 @@ def test_an_unknown_decay_attribute_of_a_custom_optimizer_is_named_in_a_note():
 
     report = verify(verify_setups.compiled(ShrinkingSGD(learning_rate=0.01, weight_decay=0.1)))
     assert any("shrink_decay" in note and "not measured" in note for note in report.notes), report.notes
+
+
+def test_hand_written_step_closing_over_model_and_optimizer():
+    model = builders.seed_model()
+    optimizer = keras.optimizers.AdamW(1e-2, weight_decay=0.1)  # no exclusions: biases decay
+    loss = keras.losses.MeanSquaredError()
+
+    @tf.function
+    def train_step(batch):
+        x, y = batch
+        with tf.GradientTape() as tape:
+            value = loss(y, model(x, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(value, model.trainable_variables), model.trainable_variables))
+
+    report = verify({"model": model, "optimizer": optimizer, "train_step": train_step, "data_loss": loss})
+    assert {m.path for m in report.mismatches} == {"dense1/bias", "dense2/bias"}

@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from decay_audit.probe.backends import DecaySource, ProbeBackend, SourceKind, backend_for, load_backend
-from decay_audit.probe.backends.tensorflow import inner_optimizer  # noqa: F401 - public name kept for callers
 from decay_audit.probe.data import BatchSource
 from decay_audit.probe.setup import Stage, TrainingSetup, at_stage
 
@@ -88,6 +87,7 @@ class StepDelta:
     effects: tuple[SourceEffect, ...] = ()
     """Per decoupled source."""
     coupled_present: bool = False
+    """A coupled contribution above the noise floor (or seen through the amplified penalty twin)."""
     hand_written: bool = False
     """The coupled part came from penalties in the hand-written step (no knob reaches them)."""
     penalty_gradient: float | None = None
@@ -96,15 +96,22 @@ class StepDelta:
 
 @dataclass(frozen=True)
 class ProbeRun:
+    """Everything one probe measured, for :func:`decay_audit.probe.verdict.judge`."""
+
     paths: tuple[str, ...]
+    """The trainable variables, in the model's order."""
     steps: tuple[tuple[StepDelta, ...], ...]
     """steps[i][j]: step i, trainable variable j."""
     optimizer_name: str
+    """The optimizer class(es), a wrapper shown around its inner one: ``LossScaleOptimizer(AdamW)``."""
     weight_decay: float | None
+    """The ``weight_decay`` configured (the largest, with several optimizers); None without."""
     device: str
     hand_written_step: bool
     sources: tuple[DecaySource, ...] = ()
+    """Every decay knob found and switched in the twins."""
     backend: str = "tensorflow"
+    """The probe backend's name."""
     noise_calibration: float = 0.0
     """Largest difference between the real step and its repeat from the same snapshot."""
     notes: tuple[str, ...] = ()
@@ -171,6 +178,7 @@ def run_probe(setup: TrainingSetup, steps: int = 3, batch_size: int = 4, seed: i
     """Measure per step and per variable; the model and optimizers are restored afterwards."""
     chosen = (load_backend(backend) if isinstance(backend, str) else backend) or backend_for(setup)
     device_name = chosen.device(device)
+    steps = max(steps, 2 * chosen.update_every(setup))  # decay happens only on the steps that update
     with chosen.scope(setup, device_name), chosen.determinism(), chosen.switchable(setup) as sources:
         return _run_probe(chosen, setup, list(sources), steps, batch_size, seed, device_name,
                           batches or BatchSource(setup, batch_size, np.random.default_rng(seed)))

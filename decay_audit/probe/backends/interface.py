@@ -104,12 +104,23 @@ Step = Callable[[Any, Any], None]
 class ProbeBackend(abc.ABC):
     """One training framework, as the twin-step probe sees it.
 
-    The probe calls, in this order: :meth:`accepts` (through ``BACKENDS``), then
-    inside :meth:`scope` and :meth:`determinism`: :meth:`switchable` (installs runtime
-    knobs and lists :meth:`DecaySource` s), :meth:`build`, :meth:`make_step` (and
-    :meth:`make_reference_step` for hand-written steps), then per step :meth:`read` /
-    :meth:`write` around twins run after :meth:`set_scale`. Methods not marked
-    abstract have defaults that fit most frameworks.
+    The probe (``decay_audit.probe.twin.run_probe``) calls, in this order:
+    :meth:`accepts` (through ``BACKENDS``), :meth:`device`, :meth:`update_every`; then
+    inside :meth:`scope`, :meth:`determinism` and :meth:`switchable` (which installs the
+    runtime knobs and yields the :class:`DecaySource` list): :meth:`build`,
+    :meth:`trainable`, :meth:`make_step`, :meth:`make_reference_step`,
+    :meth:`state_variables`, :meth:`read`. If :meth:`built` is false it runs one warm-up
+    step and asks :meth:`state_variables` again. Per probe step: :meth:`learning_rate`
+    of each decoupled source's optimizer, :meth:`penalty_gradients`, :meth:`snapshot`
+    of the state; then for each twin :meth:`restore`, :meth:`set_scale` on the twin's
+    sources, the compiled step, :meth:`set_scale` back to 1, :meth:`read` of the
+    trainables; the real step runs last, so the probe goes on from its state. At the
+    end :meth:`write` puts the original state back and :meth:`notes` go to the report.
+    Methods not marked abstract have defaults that fit most frameworks.
+
+    A decoupled source's effect is taken as linear in its scale (``v -= lr*wd*v``
+    before the update); where a framework's decay is not (an optimizer that decays
+    inside its update rule), list it as COUPLED: it is then measured on/off only.
     """
 
     name: str = ""
@@ -202,6 +213,11 @@ class ProbeBackend(abc.ABC):
         weights: the coupled decay as the penalty defines it (``2 * l2 * w`` for Keras'
         L2), before the optimizer transforms it (issue 11, item 9)."""
         return {}
+
+    def update_every(self, setup: Any) -> int:
+        """How many steps one optimizer update takes (gradient accumulation): decay happens only
+        on updating steps, so the probe runs at least twice this many steps."""
+        return 1
 
     def device(self, requested: str | None) -> str:
         """The device the probe runs on, in words (``CPU``, ``GPU``); ``requested`` is

@@ -195,8 +195,9 @@ class Keras3EagerBackend(ProbeBackend):
     def make_step(self, setup: Any) -> Step:
         model, optimizer = setup.model, setup.optimizer
         if setup.train_step is not None:
-            user_step = setup.train_step
-            return lambda x, y: user_step(model, optimizer, x, y)
+            from decay_audit.probe.backends.tensorflow import _call_hand_written
+
+            return _call_hand_written(setup.train_step, model, optimizer)
         if self._keras_own_step(setup):
             return self._trainer_step(setup)
         if type(model).train_step is not self._base_train_step() and getattr(model, "compiled", False):
@@ -232,6 +233,10 @@ class Keras3EagerBackend(ProbeBackend):
                 value = value + sum(model.losses)
             return value
         return loss
+
+    def update_every(self, setup: Any) -> int:
+        """Keras 3 gradient accumulation (``gradient_accumulation_steps``): decay only on updating steps."""
+        return max([int(getattr(o, "gradient_accumulation_steps", None) or 1) for o in self.optimizers(setup)] or [1])
 
     def notes(self, setup: Any) -> list[str]:
         return list(dict.fromkeys(self._notes))

@@ -336,8 +336,7 @@ class TensorFlowBackend(ProbeBackend):
                 step = tf.function(step.python_function)
                 self._notes.append("the hand-written train_step had been traced before verify: probed through a "
                                    "fresh trace of its Python function")
-            optimizer = setup.optimizer
-            return lambda x, y: step(model, optimizer, x, y)
+            return _call_hand_written(step, model, setup.optimizer)
         custom_train_step = type(model).train_step is not keras.Model.train_step
         keras_own = (getattr(model, "compiled", False) and setup.optimizer is getattr(model, "optimizer", None)
                      and setup.data_loss is None and (getattr(model, "loss", None) is not None or custom_train_step))
@@ -379,6 +378,9 @@ class TensorFlowBackend(ProbeBackend):
                 gradients[path] = np.asarray(tf.convert_to_tensor(gradient), dtype=np.float64)
         return gradients
 
+    def update_every(self, setup: Any) -> int:
+        return max([int(getattr(o, "gradient_accumulation_steps", None) or 1) for o in self.optimizers(setup)] or [1])
+
     # ---- where ----------------------------------------------------------------------
     def device(self, requested: str | None) -> str:
         import tensorflow as tf
@@ -412,6 +414,25 @@ class TensorFlowBackend(ProbeBackend):
 
     def notes(self, setup: Any) -> list[str]:
         return list(dict.fromkeys(self._notes))
+
+
+def _call_hand_written(step: Any, model: Any, optimizer: Any) -> Step:
+    """``train_step(model, optimizer, x, y)`` as documented; a closure over its model and
+    optimizer may also take ``(x, y)`` or one ``(x, y)`` batch (Model Garden style)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(getattr(step, "python_function", step)).parameters.values()
+        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                      and p.default is p.empty]
+        count = None if any(p.kind is p.VAR_POSITIONAL for p in parameters) else len(positional)
+    except (TypeError, ValueError):
+        count = None
+    if count == 2:
+        return lambda x, y: step(x, y)
+    if count == 1:
+        return lambda x, y: step((x, y))
+    return lambda x, y: step(model, optimizer, x, y)
 
 
 def _loss_function(setup: Any, with_penalties: bool) -> Any:

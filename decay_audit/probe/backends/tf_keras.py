@@ -391,8 +391,10 @@ class TfKerasBackend(ProbeBackend):
                 step = tf.function(step.python_function)  # a fresh trace reads the probe's knobs
                 self._notes.append("the hand-written train_step had been traced before verify: probed through a "
                                    "fresh trace of its Python function")
-            optimizer = setup.optimizer
-            return lambda x, y: step(model, optimizer, _tensors(x), _tensors(y))
+            from decay_audit.probe.backends.tensorflow import _call_hand_written
+
+            call = _call_hand_written(step, model, setup.optimizer)  # (model, optimizer, x, y), (x, y) or (batch)
+            return lambda x, y: call(_tensors(x), _tensors(y))
         if getattr(model, "optimizer", None) is not None and (model.optimizer is setup.optimizer
                                                               or setup.optimizer is None):
             jit = bool(getattr(model, "_jit_compile", False))
@@ -452,6 +454,10 @@ class TfKerasBackend(ProbeBackend):
             if gradient is not None:
                 gradients[source.variables[0]] = np.asarray(tf.convert_to_tensor(gradient), dtype=np.float64)
         return gradients
+
+    def update_every(self, setup: Any) -> int:
+        """tf_keras 2.21 optimizers have no gradient accumulation of their own: every step updates."""
+        return 1
 
     # ---- where ----------------------------------------------------------------------
     def device(self, requested: str | None) -> str:
