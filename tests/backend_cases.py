@@ -72,6 +72,11 @@ def dropout_adamw():
     return _compiled(keras.optimizers.AdamW(1e-2, weight_decay=0.1), model=_model(dropout=True))
 
 
+def accumulating_lion():
+    """Gradient accumulation over 2 steps: decay only on the updating steps (the probe runs 4)."""
+    return _compiled(keras.optimizers.Lion(1e-3, weight_decay=0.5, gradient_accumulation_steps=2))
+
+
 def fine_tuning_rate_adamw():
     """lr*wd = 5e-7 per step (BERT fine-tuning): below float32's resolution unless amplified."""
     return _compiled(keras.optimizers.AdamW(5e-5, weight_decay=0.01), exclude=False)
@@ -143,6 +148,7 @@ CASES = {
     "l2_regularizer_sgd": (l2_regularizer_sgd, "no-bias-norm"),
     "l2_regularizer_and_adamw": (l2_regularizer_and_adamw, "no-bias-norm"),
     "dropout_adamw": (dropout_adamw, "no-bias-norm"),
+    "accumulating_lion": (accumulating_lion, "no-bias-norm"),
     "fine_tuning_rate_adamw": (fine_tuning_rate_adamw, "no-bias-norm"),
     "var_names_layer": (var_names_layer, "no-bias-norm"),
     "var_names_leaves": (var_names_leaves, "no-bias-norm"),
@@ -157,7 +163,8 @@ def run_case(name: str) -> dict:
 
     make, preset = {**CASES, **SLOW_CASES}[name]
     report = verify(make(), preset=preset, steps=2)
-    return {"backend": report.backend, "ok": report.ok,
+    return {"backend": report.backend, "ok": report.ok, "steps": report.steps,
+            "decoupled_steps": {m.path: m.decoupled_steps for m in report.measurements},
             "outcomes": {m.path: m.outcome.value for m in report.measurements},
             "measured": {m.path: m.measured for m in report.measurements}}
 
