@@ -26,6 +26,7 @@ _EXPORTS = {
     "load": "decay_audit.loaders",
     "DecayAuditError": "decay_audit.errors",
     "ModelLoadError": "decay_audit.errors",
+    "SetupError": "decay_audit.probe.setup",
     "OutputFormat": "decay_audit.report",
     "verify": "decay_audit.verification",
     "VerifyReport": "decay_audit.verification",
@@ -61,6 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from decay_audit.loaders import load
     from decay_audit.loaders.interface import Limits
     from decay_audit.policy import Decision, Policy, Preset
+    from decay_audit.probe.setup import SetupError
     from decay_audit.report import OutputFormat
     from decay_audit.rulecheck import check_rules, emit_rules
     from decay_audit.testing import assert_decay

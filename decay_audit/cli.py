@@ -379,51 +379,65 @@ class _OrderedExpectations(click.Command):
               help="Probe steps (raised to twice the gradient-accumulation steps when needed).")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Where to run the probe (default: the GPU when TensorFlow sees one).")
+@click.option("--backend", "keras_backend", metavar="NAME",
+              help="Keras 3 backend to probe on: tensorflow, jax or torch (default: KERAS_BACKEND, else "
+                   "tensorflow). The same exclusions can select different variables on different backends. "
+                   "tf_keras set-ups always run on TensorFlow.")
 @click.option("--format", "output_format", type=_format_choices("verify"), default="table", show_default=True)
 @click.option("--junit", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write JUnit XML, one test case per variable.")
 @click.option("--plot", "plot_file", type=click.Path(path_type=Path, dir_okay=False),
               help="Also draw each variable's measured decay against lr_t*wd as a PNG (needs the [plot] extra).")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 also when an intent rule (--decay, --no-decay, --expect-decay, --expect-no-decay) "
+                   "matches no variable.")
+@click.option("--debug", is_flag=True, help="When the set-up cannot be probed, also print the traceback.")
 @click.pass_context
 def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optimizer: str | None,
            learning_rate: float | None, weight_decay: float | None, exclude_var_names: tuple[str, ...],
            custom_modules: tuple[str, ...], preset: str, decay, no_decay, policy_file, rules_file: Path | None,
-           expect_decay, expect_no_decay, steps: int, device: str | None, output_format: str,
-           junit: Path | None, plot_file: Path | None) -> None:
+           expect_decay, expect_no_decay, steps: int, device: str | None, keras_backend: str | None,
+           output_format: str, junit: Path | None, plot_file: Path | None, strict: bool, debug: bool) -> None:
     """Measure, per variable, the decay a real training set-up applies; exit 1 where it differs from the intent.
 
-    Runs a short probe on synthetic batches: at every step, from one snapshot of all model
-    and optimizer state, the real step and its twin without decay; the difference is the
-    decay each variable received. The model's weights are restored afterwards.
+    Runs a short probe on synthetic batches (or the set-up's own): at every step, from one
+    snapshot of all model and optimizer state, the real step and its twin without decay; the
+    difference is the decay each variable received. The model's weights are restored afterwards.
+    Exit 1 only for measured mismatches (and, with --strict, dead intent rules); a set-up that
+    cannot be probed exits 2 with one line naming the stage (import, make(), batch, step,
+    measurement) and the cause.
     """
-    if (model is None) == (setup_spec is None):
-        raise UsageError("verify", "give exactly one of MODEL or --setup FILE.py:FUNCTION")
-    if plot_file is not None:
+    import traceback
+    import warnings
+
+    from decay_audit.probe.setup import SetupError, Stage, describe_exception
+
+    if plot_file is not None:  # before any work: a missing extra is a usage error, not a late surprise
         from decay_audit.plot import require_matplotlib
 
         require_matplotlib(plot_file)
-    from decay_audit.probe.quiet import import_tensorflow
+    try:
+        with warnings.catch_warnings():
+            if not debug:  # Keras/TensorFlow warnings about the user's model are not verify's report
+                import logging
 
-    import_tensorflow()  # TensorFlow's start-up chatter is not a report
-    if setup_spec and (optimizer or custom_modules):
-        raise UsageError("--setup", "--optimizer and --custom-module apply to MODEL, not to --setup")
-    from decay_audit.probe.setup import load_setup, setup_from_model_file
-    from decay_audit.report.verify_format import format_junit
-    from decay_audit.verification import verify as run_verify
-
-    if model is not None:
-        from decay_audit.loaders import load as load_inventory
-
-        load_inventory(model)  # a corrupt or hostile file fails here, before Keras sees it
-        training = setup_from_model_file(model, optimizer, learning_rate, weight_decay, exclude_var_names,
-                                         custom_modules)
-    else:
-        training = load_setup(setup_spec)
-
-    report = run_verify(training, steps=steps, preset=_policy(preset, decay, no_decay, policy_file),
-                        rules=rules_file, device=device, expect_decay=(),
-                        expect_no_decay=(), ordered_expectations=ctx.meta.get("ordered_expectations", ()))
+                warnings.simplefilter("ignore")
+                logging.getLogger("tensorflow").setLevel(logging.ERROR)
+            report = _run_verify(ctx, model, setup_spec, optimizer, learning_rate, weight_decay, exclude_var_names,
+                                 custom_modules, preset, decay, no_decay, policy_file, rules_file, steps, device,
+                                 keras_backend)
+    except DecayAuditError as exc:
+        if debug:
+            traceback.print_exception(exc)
+        _fail(f"{exc}{'' if debug or not isinstance(exc, SetupError) else ' (--debug shows the traceback)'}")
+    except Exception as exc:  # noqa: BLE001 - a crash must never read as a finding (exit 1)
+        if debug:
+            traceback.print_exception(exc)
+        subject = setup_spec or str(model)
+        _fail(f"{SetupError(subject, describe_exception(exc), Stage.MEASUREMENT)}"
+              f"{'' if debug else ' (--debug shows the traceback)'}")
     from decay_audit.report import Subject, render
+    from decay_audit.report.verify_format import format_junit
 
     click.echo(render(Subject.VERIFY, output_format, report, setup=setup_spec, model=model), nl=False)
     if junit is not None:
@@ -434,6 +448,37 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
         plot_verify(report, plot_file)
     if not report.ok:
         sys.exit(EXIT_FINDINGS)
+    if strict and report.dead_selectors:
+        click.echo(f"decay-audit: {len(report.dead_selectors)} intent rules match no variable: "
+                   f"{', '.join(report.dead_selectors)} (--strict)", err=True)
+        sys.exit(EXIT_FINDINGS)
+
+
+def _run_verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optimizer: str | None,
+                learning_rate: float | None, weight_decay: float | None, exclude_var_names: tuple[str, ...],
+                custom_modules: tuple[str, ...], preset: str, decay, no_decay, policy_file, rules_file: Path | None,
+                steps: int, device: str | None, keras_backend: str | None = None):
+    if (model is None) == (setup_spec is None):
+        raise UsageError("verify", "give exactly one of MODEL or --setup FILE.py:FUNCTION")
+    from decay_audit.probe.backends.select import choose_backend, import_keras
+
+    import_keras(choose_backend(keras_backend))  # before any Keras import; start-up chatter is not a report
+    if setup_spec and (optimizer or custom_modules):
+        raise UsageError("--setup", "--optimizer and --custom-module apply to MODEL, not to --setup")
+    from decay_audit.probe.setup import load_setup, setup_from_model_file
+    from decay_audit.verification import verify as run_verify
+
+    if model is not None:
+        from decay_audit.loaders import load as load_inventory
+
+        load_inventory(model)  # a corrupt or hostile file fails here, before Keras sees it
+        training = setup_from_model_file(model, optimizer, learning_rate, weight_decay, exclude_var_names,
+                                         custom_modules)
+    else:
+        training = load_setup(setup_spec)
+    return run_verify(training, steps=steps, preset=_policy(preset, decay, no_decay, policy_file),
+                      rules=rules_file, device=device, expect_decay=(),
+                      expect_no_decay=(), ordered_expectations=ctx.meta.get("ordered_expectations", ()))
 
 
 if __name__ == "__main__":  # pragma: no cover

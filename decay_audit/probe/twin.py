@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 from decay_audit.probe.backends import DecaySource, ProbeBackend, SourceKind, backend_for, load_backend
-from decay_audit.probe.data import synthetic_batch
-from decay_audit.probe.setup import TrainingSetup
+from decay_audit.probe.data import BatchSource
+from decay_audit.probe.setup import Stage, TrainingSetup, at_stage
 
 AMPLIFY_BELOW = 1e-4
 """Per-step decoupled rate (lr*wd) under which a source is measured amplified: float32 resolves
@@ -172,58 +172,36 @@ def _coupled_amplification(backend: ProbeBackend, setup: TrainingSetup, sources:
     return min(AMPLIFIED_RATE / smallest, 1e9) if 0.0 < smallest < AMPLIFY_BELOW else 0.0
 
 
-def _shuffled(tree: Any, order: np.ndarray) -> Any:
-    if isinstance(tree, dict):
-        return {key: _shuffled(value, order) for key, value in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_shuffled(value, order) for value in tree)
-    if isinstance(tree, np.ndarray) and tree.ndim and tree.shape[0] == len(order):
-        return tree[order]
-    return tree
-
-
-def _batches(setup: TrainingSetup, batch_size: int, rng: np.random.Generator) -> Callable[[], tuple[Any, Any]]:
-    """Batches for the probe's steps: one synthetic batch shaped from the model, then fresh
-    pairings of its rows (one permutation for all inputs, another for the targets). Shaping a
-    batch runs the model eagerly, which costs about one training step on a mid-size CNN; the
-    rows stay valid inputs (ids in vocabulary, masks) whatever their order."""
-    first = synthetic_batch(setup.model, batch_size, rng)
-    calls = [0]
-
-    def next_batch() -> tuple[Any, Any]:
-        calls[0] += 1
-        if calls[0] == 1:
-            return first
-        x, y = first
-        return _shuffled(x, rng.permutation(batch_size)), _shuffled(y, rng.permutation(batch_size))
-    return next_batch
-
-
 def run_probe(setup: TrainingSetup, steps: int = 3, batch_size: int = 4, seed: int = 0,
-              device: str | None = None, backend: ProbeBackend | str | None = None) -> ProbeRun:
+              device: str | None = None, backend: ProbeBackend | str | None = None,
+              batches: BatchSource | None = None) -> ProbeRun:
     """Measure per step and per variable; the model and optimizers are restored afterwards."""
     chosen = (load_backend(backend) if isinstance(backend, str) else backend) or backend_for(setup)
     device_name = chosen.device(device)
     steps = max(steps, 2 * chosen.update_every(setup))  # decay happens only on the steps that update
     with chosen.scope(setup, device_name), chosen.determinism(), chosen.switchable(setup) as sources:
-        return _run_probe(chosen, setup, list(sources), steps, batch_size, seed, device_name)
+        return _run_probe(chosen, setup, list(sources), steps, batch_size, seed, device_name,
+                          batches or BatchSource(setup, batch_size, np.random.default_rng(seed)))
 
 
 def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecaySource], steps: int,
-               batch_size: int, seed: int, device: str) -> ProbeRun:
+               batch_size: int, seed: int, device: str, batches: BatchSource) -> ProbeRun:
+    """``batches`` (the set-up's own data or synthetic, ``probe/data.py``) reads the model's input
+    and target plan once, so a step's batch costs no extra forward pass."""
     model = setup.model
+    stage_subject = setup.description or str(getattr(model, "name", "model"))
     rng = np.random.default_rng(seed)
     backend.build(setup)
     trainables = backend.trainable(setup)
     variables = [t.variable for t in trainables]
     dtypes = [_dtype_of(v) for v in variables]
-    step = backend.make_step(setup)
-    reference = backend.make_reference_step(setup)
+    with at_stage(Stage.STEP, stage_subject):
+        step = backend.make_step(setup)
+        reference = backend.make_reference_step(setup)
     decoupled = [i for i, s in enumerate(sources) if s.kind is SourceKind.DECOUPLED]
     coupled = [i for i, s in enumerate(sources) if s.kind is SourceKind.COUPLED]
     regularized = any(s.owner == "model" for s in sources)
 
-    next_batch = _batches(setup, batch_size, rng)
     state = backend.state_variables(setup)
     original_state, original = list(state), backend.read(state)
     measured: list[tuple[StepDelta, ...]] = []
@@ -244,9 +222,10 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
         if not backend.built(setup):
             # Optimizers that only build inside the set-up's step (several optimizers, each on
             # its own subset): one warm-up step creates their state before the first snapshot.
-            warm_x, warm_y = next_batch()
+            warm_x, warm_y = batches.peek()
             warm_start = backend.read(model.variables)
-            step(warm_x, warm_y)
+            with at_stage(Stage.STEP, stage_subject):
+                step(warm_x, warm_y)
             backend.write(model.variables, warm_start)
             state = backend.state_variables(setup)
             # restored afterwards: what existed before, and the new optimizer state as the warm-up left it
@@ -254,7 +233,7 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
             original_state, original = list(state), [known.get(id(v), value) for v, value in
                                                      zip(state, backend.read(state))]
         for index in range(steps):
-            x, y = next_batch()
+            x, y = batches.next()
             before = [f64(a) for a in values()]
             start = backend.snapshot(state)
             rates = {i: backend.learning_rate(sources[i].optimizer) * sources[i].value for i in decoupled}
@@ -281,7 +260,8 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
                 for i, scale in twin_scales.items():
                     backend.set_scale(sources[i], scale)
                 try:
-                    run(x, y)
+                    with at_stage(Stage.STEP, stage_subject):  # twins run the set-up's own step program
+                        run(x, y)
                 finally:
                     for i in twin_scales:
                         backend.set_scale(sources[i], 1.0)

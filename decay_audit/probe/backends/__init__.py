@@ -15,6 +15,9 @@ from decay_audit.errors import DecayAuditError
 from decay_audit.probe.backends.interface import DecaySource, ProbeBackend, SourceKind, Step, Trainable
 
 BACKENDS: tuple[tuple[str, str], ...] = (
+    ("tf_keras", "decay_audit.probe.backends.tf_keras:TfKerasBackend"),
+    ("jax", "decay_audit.probe.backends.jax:JaxBackend"),
+    ("torch", "decay_audit.probe.backends.torch:TorchBackend"),
     ("tensorflow", "decay_audit.probe.backends.tensorflow:TensorFlowBackend"),
 )
 

@@ -453,7 +453,8 @@ def _loss_function(setup: Any, with_penalties: bool) -> Any:
     mse = keras.losses.MeanSquaredError()
 
     def default_loss(x, y, y_pred):
-        value = mse(y, y_pred)
+        # A backbone's outputs are a dict (keras_hub: sequence_output, pooled_output): one MSE per output.
+        value = sum(mse(t, p) for t, p in zip(keras.tree.flatten(y), keras.tree.flatten(y_pred)))
         return value + sum(model.losses) if with_penalties and model.losses else value
     return default_loss
 

@@ -1,0 +1,91 @@
+"""Keras 3 on PyTorch: ``TorchTrainer.train_step(data)``, the stateful step ``fit`` runs
+(``zero_grad``, ``loss.backward()``, ``optimizer.apply``). Determinism on a GPU:
+``torch.use_deterministic_algorithms`` for the probe (cuBLAS also needs
+``CUBLAS_WORKSPACE_CONFIG`` before CUDA starts, which ``verify --backend torch`` sets).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from decay_audit.probe.backends.interface import DecaySource, Step
+from decay_audit.probe.backends.keras3_eager import Keras3EagerBackend
+
+
+def request_cublas_determinism() -> None:
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def _tensors(structure: Any) -> Any:
+    import keras
+
+    return keras.tree.map_structure(keras.ops.convert_to_tensor, structure)
+
+
+class TorchBackend(Keras3EagerBackend):
+    name = "torch"
+
+    def _base_train_step(self) -> Any:
+        from keras.src.backend.torch.trainer import TorchTrainer
+
+        return TorchTrainer.train_step
+
+    def _trainer_step(self, setup: Any) -> Step:
+        model = setup.model
+        return lambda x, y: model.train_step((_tensors(x), _tensors(y)))
+
+    def _loss_step(self, setup: Any, with_penalties: bool) -> Step:
+        model, optimizer = setup.model, setup.optimizer
+        loss_fn = self._loss(setup, with_penalties)
+
+        def step(x: Any, y: Any) -> None:
+            x, y = _tensors(x), _tensors(y)
+            model.zero_grad()
+            loss = loss_fn(y, model(x, training=True))
+            loss.backward()
+            variables = model.trainable_weights
+            optimizer.apply([v.value.grad for v in variables], variables)
+        return step
+
+    def penalty_gradients(self, setup: Any, sources: Sequence[DecaySource]) -> dict[str, np.ndarray]:
+        import torch
+
+        by_path = {s.variables[0]: s for s in sources if s.owner == "model" and s.variables}
+        gradients = {}
+        for variable in setup.model.trainable_variables:
+            source = by_path.get(variable.path)
+            regularizer = getattr(getattr(source, "handle", None), "owner", None)
+            regularizer = getattr(regularizer, "regularizer", None)
+            if regularizer is None:
+                continue
+            weight = variable.value.detach().clone().requires_grad_(True)
+            (gradient,) = torch.autograd.grad(regularizer(weight), weight)
+            gradients[variable.path] = gradient.detach().cpu().numpy().astype(np.float64)
+        return gradients
+
+    def device(self, requested: str | None) -> str:
+        import torch
+
+        if requested is not None:
+            return requested.upper()
+        return "GPU" if torch.cuda.is_available() else "CPU"
+
+    @contextlib.contextmanager
+    def determinism(self) -> Iterator[None]:
+        import torch
+
+        if not torch.cuda.is_available():
+            yield
+            return
+        was = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        self._notes.append("torch deterministic algorithms on for the probe (GPU)")
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(was)
