@@ -57,7 +57,7 @@ def test_command_line_setup_gives_one_test_per_variable(project):
     result.stdout.fnmatch_lines([
         "*decay-audit?train.py:leaky?::dense1/kernel PASSED*",
         "*decay-audit?train.py:leaky?::dense1/bias FAILED*",
-        "dense1/bias: decayed-against-intent: expected no decay*[[]intent: bias under kernels-only[]]*",
+        "dense1/bias: decayed-against-intent: expected no decay*[[]intent: bias is excluded under kernels-only[]]*",
     ])
     assert "Traceback" not in result.stdout.str()  # the failure is the weight and the verdict, no stack
     good = project.runpytest_inprocess("--decay-audit-setup", "train.py:make", *_plugin_args())
