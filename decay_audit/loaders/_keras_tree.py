@@ -418,13 +418,18 @@ def _ordered_keys(group: Any, entries: list[Mapping[str, Any]], by_key: Mapping[
         name = _vars_name(child) if _is_group(child) else None
         if name:
             by_name_key[name] = key
+    # Keyed by identity, and a set beside the list: a scan per entry was quadratic in the
+    # layers a config declares (50,000 layers: 31 s, issue 14).
+    key_of_entry = {id(e): k for k, e in by_key.items()}
     ordered: list[str] = []
+    placed: set[str] = set()
     for entry in entries:
         key = by_name_key.get(_entry_name(entry))
         if key is None:
-            key = next((k for k, e in by_key.items() if e is entry), None)
-        if key is not None and key in group and key not in ordered:
+            key = key_of_entry.get(id(entry))
+        if key is not None and key in group and key not in placed:
             ordered.append(key)
-    ordered.extend(sorted(k for k in keys if k not in ordered))
+            placed.add(key)
+    ordered.extend(sorted(k for k in keys if k not in placed))
     yield from ordered
 
