@@ -28,6 +28,10 @@ class MemberWindow(io.RawIOBase):
         self._size = size
         self._pos = 0
 
+    @property
+    def size(self) -> int:
+        return self._size
+
     def readable(self) -> bool:
         return True
 
