@@ -31,8 +31,9 @@ def open_h5(source: Any, subject: str) -> Iterator[Any]:
     try:
         try:
             yield handle
-        except (OSError, RuntimeError, KeyError, TypeError) as exc:
-            # h5py raises these for corrupt b-trees and bad object headers mid-walk.
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+            # h5py raises these for corrupt b-trees and bad object headers mid-walk; ValueError
+            # includes h5o.visit's UnicodeDecodeError on a corrupt link name (h5py 3.14, fuzzing).
             raise ModelLoadError(subject, f"corrupt HDF5 index ({_first_line(exc)})") from None
     finally:
         with contextlib.suppress(Exception):

@@ -27,7 +27,8 @@ def load_keras_zip(path: Path, limits: Limits) -> Inventory:
     with open(path, "rb") as raw:
         try:
             archive = zipfile.ZipFile(raw)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+            # NotImplementedError: "zip file version 8.0" for a directory needing a newer unzip (fuzzing)
             raise ModelLoadError(subject, f"not a readable zip archive ({exc})") from None
         with archive:
             members = {info.filename: info for info in archive.infolist()}
@@ -37,7 +38,8 @@ def load_keras_zip(path: Path, limits: Limits) -> Inventory:
             limits.check("max_config_bytes", config_info.file_size, f"{subject}:{CONFIG_MEMBER}")
             try:
                 config_bytes = archive.read(CONFIG_MEMBER)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+                # RuntimeError: an encrypted member (zipfile, Python 3.11; found by fuzzing)
                 raise ModelLoadError(subject, f"cannot read {CONFIG_MEMBER} ({exc})") from None
             model_entry = parse_json(config_bytes, f"{subject}:{CONFIG_MEMBER}", limits)
             if not isinstance(model_entry, Mapping) or "class_name" not in model_entry:
