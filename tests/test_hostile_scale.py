@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 from conftest import SAMPLES
@@ -192,3 +193,15 @@ def test_variables_cost_is_linear_through_classification(weights_files):
     """Reading, classifying and applying the policy: 4,800 against 1,200 variables."""
     ratio = _ratio(weights_files, 600, mode="scan")
     assert ratio < MAX_RATIO, f"4.8k/1.2k variables took {ratio:.1f}x"
+
+
+def test_declared_layer_names_are_bounded_by_the_objects_limit(tmp_path):
+    """A legacy h5 may declare any number of layer_names (dense attribute storage has no 64 KiB
+    cap); each costs an h5 lookup even when missing, so they count against --limit objects."""
+    path = tmp_path / "names.h5"
+    with h5py.File(path, "w", libver="latest") as handle:
+        handle.create_group("model_weights").attrs.create(
+            "layer_names", np.array([f"missing_{i}".encode() for i in range(5_000)], dtype="S16"))
+    result = subprocess.run([sys.executable, "-m", "decay_audit.cli", "scan", str(path), "--limit", "objects=1000"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "objects 5000 exceeds the limit 1000" in result.stderr, result.stderr

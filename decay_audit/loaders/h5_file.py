@@ -78,6 +78,7 @@ def _legacy_records(weights_root: Any, model_entry: Any, subject: str, limits: L
     records: list[VariableRecord] = []
     layer_names = weights_root.attrs.get("layer_names")
     names = [attr_text(n) for n in layer_names] if layer_names is not None else list(weights_root.keys())
+    limits.check("max_objects", len(names), subject)  # each name costs an h5 lookup, even a missing one
     for layer_name in names:
         if not layer_name or layer_name not in weights_root:
             continue
