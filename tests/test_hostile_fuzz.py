@@ -125,7 +125,7 @@ def test_hostile_keras_metadata(entries):
 def test_short_atheris_run(target, tmp_path):
     pytest.importorskip("atheris")
     result = subprocess.run([sys.executable, str(REPO / "tests" / "fuzz" / "long_run.py"), target,
-                             "--executions", "300", "--max-seconds", "8", "--timeout", "5",
+                             "--executions", "300", "--max-seconds", "6", "--timeout", "5",
                              "--artifacts", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
