@@ -20,9 +20,11 @@ Prints one JSON line at the end: target, executions, crashes.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import resource
 import sys
 import tempfile
@@ -122,7 +124,11 @@ def main() -> None:
         crashes[signature] = crashes.get(signature, 0) + 1
         save_state()
 
-    corpus = Path(os.environ.get("FUZZ_CORPUS") or tempfile.mkdtemp(prefix=f"corpus-{name}-"))
+    if os.environ.get("FUZZ_CORPUS"):
+        corpus = Path(os.environ["FUZZ_CORPUS"])
+    else:
+        corpus = Path(tempfile.mkdtemp(prefix=f"corpus-{name}-"))
+        atexit.register(shutil.rmtree, corpus, True)
     corpus.mkdir(parents=True, exist_ok=True)
     for index, data in enumerate(seeds(name)):
         if not (corpus / f"seed{index}").exists():
@@ -131,6 +137,7 @@ def main() -> None:
     if name in DICTIONARIES:
         dictionary = corpus.parent / f"{corpus.name}.dict"
         dictionary.write_text("".join(f'"{_escape(token)}"\n' for token in DICTIONARIES[name]))
+        atexit.register(dictionary.unlink, True)
         arguments.append(f"-dict={dictionary}")
     if not any(f.startswith("-artifact_prefix=") for f in flags):
         arguments.append(f"-artifact_prefix={REPO / 'tests' / 'fixtures' / 'fuzz' / name}-")
@@ -139,8 +146,6 @@ def main() -> None:
     if not any(f.startswith("-timeout=") for f in flags):
         arguments.append("-timeout=20")
     arguments.extend(flags)
-
-    import atexit
 
     atexit.register(save_state)
     atexit.register(lambda: print(json.dumps({"target": name, "executions": executions[0],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,7 @@ def main() -> None:
             break
         restarts += 1
     final = json.loads(state.read_text()) if state.exists() else {"executions": 0, "crashes": {}}
+    shutil.rmtree(work, ignore_errors=True)  # the corpus: artifacts worth keeping are in --artifacts
     wall = time.monotonic() - start
     print(json.dumps({"target": args.target, "executions": final["executions"], "wall_seconds": round(wall),
                       "exec_per_second": round(final["executions"] / max(wall, 1)), "processes": restarts,

@@ -12,10 +12,12 @@ the readers take paths, as the CLI does.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -37,6 +39,7 @@ FUZZ_LIMITS = Limits(max_config_bytes=1 << 20, max_objects=20_000, max_variables
 EXPECTED: tuple[type[BaseException], ...] = (DecayAuditError, MemoryError)
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="decay-audit-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+atexit.register(shutil.rmtree, _SCRATCH, True)
 
 
 def _scratch_file(name: str, data: bytes) -> Path:
