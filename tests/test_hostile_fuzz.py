@@ -36,6 +36,7 @@ FOUND = [
     ("zip_negative_header_offset.keras", "zip-window-raw", "ValueError: MemberWindow seek before the file"),
     ("zip_negative_header_offset.keras", "zip-window", "ValueError: MemberWindow seek before the file"),
     ("saved_model_graph_is_varint/saved_model.pb", "saved-model", "TypeError: memoryview(int) in iter_fields"),
+    ("h5_weight_name_is_a_group.h5", "h5-index", "AttributeError: a named Datatype where a weight should be"),
 ]
 
 

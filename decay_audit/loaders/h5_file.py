@@ -93,6 +93,8 @@ def _legacy_records(weights_root: Any, model_entry: Any, subject: str, limits: L
             if weight_name not in group:
                 raise ModelLoadError(subject, f"weight {weight_name!r} listed for layer {layer_name!r} is missing")
             dataset = group[weight_name]
+            if not hasattr(dataset, "shape"):  # a group where a weight should be (found by fuzzing)
+                raise ModelLoadError(subject, f"weight {weight_name!r} listed for layer {layer_name!r} is not a dataset")
             records.append(_legacy_record(weight_name, layer_name, dataset, index))
     return records
 
