@@ -10,7 +10,10 @@ outside the repo, default ~/.cache/decay-audit-bench), saved as ``.keras`` and a
 - ``keras.saving.load_model(MODEL)`` + listing ``model.weights`` (the usual ad-hoc script),
 - ``saved_model_cli show --all --dir SAVEDMODEL``,
 
-with peak RSS of each, prints the ratios, and writes ``benchmarks/results.md``.
+with peak RSS of each, prints the ratios, and writes ``benchmarks/results.md``. Then a real
+functional model with 3,000 parallel Dense layers (6,000 variables): its scan time, the scan
+time of the 4-variable sample in the same run, and the cost per variable beyond that fixed
+start-up (``--models "" --per-variable`` runs that row alone).
 """
 
 from __future__ import annotations
@@ -54,6 +57,45 @@ def build(cache: Path, key: str) -> tuple[Path, Path, int]:
     return keras_path, export_path, int(count_path.read_text())
 
 
+PARALLEL_BRANCHES = 3000
+
+
+def build_parallel(cache: Path) -> Path:
+    """A real functional model with 3,000 parallel Dense layers (6,000 variables, ~12 MB .keras)."""
+    path = cache / f"Parallel{PARALLEL_BRANCHES}Dense.keras"
+    if not path.exists():
+        code = (
+            "import keras\n"
+            "inputs = keras.Input((4,))\n"
+            f"outs = [keras.layers.Dense(2, name=f'branch_{{i}}')(inputs) for i in range({PARALLEL_BRANCHES})]\n"
+            "model = keras.Model(inputs, keras.layers.Concatenate()(outs))\n"
+            f"model.save({str(path)!r})\n"
+        )
+        print(f"building {path.name} (once, cached in {cache}) ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-c", code], check=True, env=ENV)
+    return path
+
+
+def per_variable_rows(cache: Path, repeats: int, decay_audit: list[str], load_and_list: list[str]) -> list[str]:
+    """Cost per variable beyond the fixed start-up: the 6,000-variable model against the 4-variable
+    sample (same process kind, same run), and load_model on the same file for scale."""
+    big = build_parallel(cache)
+    tiny = HERE.parent / "sample_models" / "seed.keras"
+    scan_big = measure(decay_audit + ["scan", str(big), "--format", "json"], repeats)
+    scan_tiny = measure(decay_audit + ["scan", str(tiny), "--format", "json"], repeats)
+    load_big = measure(load_and_list + [str(big)], max(1, repeats // 3))
+    variables = 2 * PARALLEL_BRANCHES
+    per_variable_ms = (scan_big[0] - scan_tiny[0]) / (variables - 4) * 1000
+    return [
+        "| model | variables | .keras MB | scan s / MiB | scan of a 4-variable model s | per variable beyond start-up "
+        "| load_model+list s / MiB | speed-up |",
+        "|" + " --- |" * 8,
+        f"| {big.stem} | {variables:,} | {big.stat().st_size / 2**20:.0f} | {scan_big[0]:.3f} / {scan_big[1]:.0f} "
+        f"| {scan_tiny[0]:.3f} | {per_variable_ms:.3f} ms | {load_big[0]:.1f} / {load_big[1]:.0f} "
+        f"| {load_big[0] / scan_big[0]:.0f}x |",
+    ]
+
+
 def measure(command: list[str], repeats: int) -> tuple[float, float]:
     """(median wall seconds, median peak RSS MiB) of a whole process."""
     walls, peaks = [], []
@@ -73,6 +115,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "decay-audit-bench")
     parser.add_argument("--models", default="tiny,small,base")
     parser.add_argument("--output", type=Path, default=HERE / "results.md")
+    parser.add_argument("--per-variable", action=argparse.BooleanOptionalAction, default=True,
+                        help="add the 6,000-variable row (3,000 parallel Dense) with its per-variable cost")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
@@ -83,7 +127,7 @@ def main() -> None:
                      "print(len([(w.path, w.shape) for w in m.weights]))"]
     rows = []
     scan_times = {}
-    for key in args.models.split(","):
+    for key in filter(None, args.models.split(",")):
         keras_path, export_path, params = build(args.cache, key)
         scan_keras = measure(decay_audit + ["scan", str(keras_path), "--format", "json"], args.repeats)
         scan_saved = measure(decay_audit + ["scan", str(export_path), "--format", "json"], args.repeats)
@@ -100,6 +144,9 @@ def main() -> None:
                      f"| {load_k[0]:.2f} / {load_k[1]:.0f} | {load_k[0] / scan_k[0]:.1f}x "
                      f"| {scan_s[0]:.3f} / {scan_s[1]:.0f} | {cli_s[0]:.2f} / {cli_s[1]:.0f} "
                      f"| {cli_s[0] / scan_s[0]:.1f}x |")
+    if args.per_variable:
+        lines.append("")
+        lines.extend(per_variable_rows(args.cache, args.repeats, decay_audit, load_and_list))
     if "base" in scan_times and "small" in scan_times:
         lines.append("")
         lines.append(f"scan time ConvNeXtBase / ConvNeXtSmall: {scan_times['base'] / scan_times['small']:.2f} "

@@ -5,6 +5,9 @@ The registry is one table (``SNIFFERS``): adding a format is one module plus one
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,21 +58,88 @@ SNIFFERS: tuple[tuple[str, Callable[[Path, bytes], bool], Callable[[Path, Limits
 """(description, test on the first bytes of a file, loader). SavedModel is a directory, see below."""
 
 
+HEAD_BYTES = 4096
+
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def special_kind(mode: int) -> str | None:
+    """What a non-regular, non-directory file is, in words; None for regular files and directories."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return next((words for test, words in _SPECIAL_KINDS if test(mode)), "not a regular file")
+
+
+def _refuse_special(subject: str, kind: str) -> ModelLoadError:
+    return ModelLoadError(subject, f"is {kind}, not a model file: give a regular file or a directory "
+                                   "(copy a piped or streamed model to a file first)")
+
+
+def _stat(path: Path, subject: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ModelLoadError(subject, "symbolic link loop") from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise ModelLoadError(subject, "no such file or directory") from None
+        raise ModelLoadError(subject, f"cannot read ({exc.strerror or exc})") from None
+
+
+def read_head(path: Path, subject: str) -> bytes:
+    """The first bytes of a regular file, without ever blocking.
+
+    ``open()`` on a named pipe blocks until a writer appears (forever, for ``mkfifo m.keras``),
+    and a read from a terminal or a pipe blocks until input comes. So the file is opened
+    O_NONBLOCK and fstat-ed through that descriptor: a file swapped for a pipe between the
+    caller's stat and this open is refused too, never waited on.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as exc:
+        raise ModelLoadError(subject, f"cannot read ({exc.strerror or exc})") from None
+    try:
+        kind = special_kind(os.fstat(descriptor).st_mode)
+        if kind is not None:
+            raise _refuse_special(subject, kind)
+        chunks, size = [], 0
+        while size < HEAD_BYTES:
+            chunk = os.read(descriptor, HEAD_BYTES - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ModelLoadError(subject, f"cannot read ({exc.strerror or exc})") from None
+    finally:
+        os.close(descriptor)
+
+
+def _is_regular(path: Path) -> bool:
+    """stat only, never open: special files in a scanned directory are skipped unopened."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _model_files_in(directory: Path) -> list[Path]:
     found = []
     for child in sorted(directory.iterdir()):
-        if child.is_dir() and (child / "saved_model.pb").is_file():
+        if child.is_dir() and _is_regular(child / "saved_model.pb"):
             found.append(child)
-        elif child.is_file() and _sniff_file(child) is not None:
+        elif _is_regular(child) and _sniff_file(child) is not None:
             found.append(child)
     return found
 
 
 def _sniff_file(path: Path) -> Callable[[Path, Limits], Inventory] | None:
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(4096)
-    except OSError:
+        head = read_head(path, str(path))
+    except ModelLoadError:
         return None
     for _, test, loader in SNIFFERS:
         if test(path, head):
@@ -90,25 +160,29 @@ def start_load(source: Any, limits: Limits = DEFAULT_LIMITS) -> PendingLoad:
         return PendingLoad(Path("."), limits, done=lambda: load_live(source))
     path = Path(source)
     subject = str(path)
-    if not path.exists():
-        raise ModelLoadError(subject, "no such file or directory")
-    if path.is_dir():
-        if (path / "saved_model.pb").is_file():
-            return start_isolated(_load_saved_model, path, limits)
-        if (path / HF_WEIGHTS_FILE).is_file() and (path / HF_CONFIG_FILE).is_file():
+    mode = _stat(path, subject).st_mode
+    if stat.S_ISDIR(mode):
+        graph = path / "saved_model.pb"
+        if os.path.lexists(graph):
+            graph_kind = special_kind(_stat(graph, str(graph)).st_mode)
+            if graph_kind is not None:
+                raise _refuse_special(str(graph), graph_kind)
+            if stat.S_ISREG(os.stat(graph).st_mode):
+                return start_isolated(_load_saved_model, path, limits)
+        weights, config = path / HF_WEIGHTS_FILE, path / HF_CONFIG_FILE
+        if weights.is_file() and config.is_file():  # is_file() is False for pipes and devices
             # A Hugging Face ``save_pretrained`` directory: its TF weights are the model, whatever
             # PyTorch/safetensors files sit beside them.
-            return start_load(path / HF_WEIGHTS_FILE, limits)
+            return start_load(weights, limits)
         candidates = _model_files_in(path)
         if len(candidates) != 1:
             found = ", ".join(c.name for c in candidates) or "none"
             raise ModelLoadError(subject, f"directory must hold exactly one model, found {len(candidates)} ({found})")
         return start_load(candidates[0], limits)
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4096)
-    except OSError as exc:
-        raise ModelLoadError(subject, f"cannot read ({exc.strerror or exc})") from None
+    kind = special_kind(mode)
+    if kind is not None:
+        raise _refuse_special(subject, kind)
+    head = read_head(path, subject)
     if path.name == "saved_model.pb":
         return start_isolated(_load_saved_model, path.parent, limits)
     for _, test, loader in SNIFFERS:

@@ -13,6 +13,7 @@ The child sends back JSON, not pickles: nothing crossing the boundary is executa
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import resource
@@ -45,10 +46,17 @@ def _encode(inventory: Inventory) -> bytes:
 
 
 def _decode(payload: dict) -> Inventory:
-    records = tuple(
-        VariableRecord(**{name: tuple(value) if name in _TUPLE_FIELDS else value
-                          for name, value in zip(_RECORD_FIELDS, row)})
-        for row in payload["records"])
+    # Positional, with the list fields converted in place: a keyword dict per record cost
+    # twice as much (6,000 variables: 47 ms).
+    tuple_positions = [i for i, name in enumerate(_RECORD_FIELDS) if name in _TUPLE_FIELDS]
+    records = []
+    for row in payload["records"]:
+        if len(row) != len(_RECORD_FIELDS):
+            raise ValueError("reader sent a malformed record")
+        for i in tuple_positions:
+            row[i] = tuple(row[i])
+        records.append(VariableRecord(*row))
+    records = tuple(records)
     optimizer = OptimizerConfig(*payload["optimizer"]) if payload.get("optimizer") else None
     return Inventory(source=payload["source"], loader=payload["loader"], records=records,
                      notes=tuple(payload["notes"]), model_name=payload.get("model_name"), optimizer=optimizer)
@@ -56,6 +64,10 @@ def _decode(payload: dict) -> Inventory:
 
 def _child(loader: Callable[[Path, Limits], Inventory], path: Path, limits: Limits, write_fd: int) -> None:
     code = 0
+    # The child lives for one read under a memory cap, and a config parses into hundreds of
+    # thousands of containers: the cyclic collector only re-scans them (a 6,000-variable model's
+    # read spent about a third of its time in it, CPython 3.11). Reference counting still frees.
+    gc.disable()
     try:
         memory = limits.max_memory_mib << 20
         _, hard = resource.getrlimit(resource.RLIMIT_AS)

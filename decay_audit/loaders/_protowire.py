@@ -48,6 +48,9 @@ def iter_fields(data: bytes | memoryview) -> Iterator[tuple[int, int, object]]:
     ``value`` is an int for varint/fixed fields and a memoryview for
     length-delimited ones (no copy: a 100 MB graph is sliced, not duplicated).
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        # A field the schema says is a message arrived as a number (wrong wire type).
+        raise ProtoDecodeError(f"expected a message, found a {type(data).__name__}")
     view = memoryview(data)
     pos = 0
     end = len(view)

@@ -28,6 +28,10 @@ class MemberWindow(io.RawIOBase):
         self._size = size
         self._pos = 0
 
+    @property
+    def size(self) -> int:
+        return self._size
+
     def readable(self) -> bool:
         return True
 
@@ -66,6 +70,8 @@ def stored_member_window(raw: BinaryIO, info: zipfile.ZipInfo) -> MemberWindow |
     """A window on ``info``'s bytes, or None when the member is compressed or encrypted."""
     if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
         return None
+    if info.header_offset < 0:  # zipfile subtracts a prepended-data offset the directory may lie about
+        raise zipfile.BadZipFile(f"{info.filename} has a local header before the start of the archive")
     raw.seek(info.header_offset)
     header = raw.read(_LOCAL_HEADER.size)
     if len(header) != _LOCAL_HEADER.size or header[:4] != _LOCAL_MAGIC:

@@ -100,6 +100,7 @@ def _legacy_records(weights_root: Any, model_entry: Any, subject: str,
     duplicates = 0
     layer_names = weights_root.attrs.get("layer_names")
     names = [attr_text(n) for n in layer_names] if layer_names is not None else list(weights_root.keys())
+    limits.check("max_objects", len(names), subject)  # each name costs an h5 lookup, even a missing one
     for layer_name in names:
         if not layer_name or layer_name not in weights_root:
             continue
@@ -118,6 +119,8 @@ def _legacy_records(weights_root: Any, model_entry: Any, subject: str,
             if weight_name not in group:
                 raise ModelLoadError(subject, f"weight {weight_name!r} listed for layer {layer_name!r} is missing")
             dataset = group[weight_name]
+            if not hasattr(dataset, "shape"):  # a group where a weight should be (found by fuzzing)
+                raise ModelLoadError(subject, f"weight {weight_name!r} listed for layer {layer_name!r} is not a dataset")
             records.append(_legacy_record(weight_name, layer_name, dataset, index))
     return records, duplicates
 

@@ -86,9 +86,12 @@ def _depth(value: Any) -> int:
         item, depth = stack.pop()
         if depth > deepest:
             deepest = depth
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        for child in children:
-            if isinstance(child, (dict, list)):
-                stack.append((child, depth + 1))
+        kind = type(item)
+        children = item.values() if kind is dict else item if kind is list else ()
+        inner = depth + 1
+        stack.extend((child, inner) for child in children if type(child) in _CONTAINERS)
     return deepest
+
+
+_CONTAINERS = frozenset({dict, list})  # json.loads builds exactly these
 

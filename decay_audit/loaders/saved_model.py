@@ -293,14 +293,19 @@ def _owners(nodes: list[_Node], variable_ids: list[int]) -> dict[int, tuple[int,
 def _layer_info(nodes: list[_Node], metadata: Mapping[str, dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """Object-graph node id → tf_keras layer metadata, by resolving ``root.layer-1.cell`` paths."""
     info: dict[int, dict[str, Any]] = {}
+    # One name index per node, built once: rebuilding it per path step was quadratic when
+    # a node has many children and many metadata paths go through it (issue 14).
+    children_of: dict[int, dict[str, int]] = {}
     for node_path, meta in metadata.items():
         parts = node_path.split(".")
         if not parts or parts[0] != "root":
             continue
         node_id = 0
         for part in parts[1:]:
-            children = dict((name, child) for child, name in nodes[node_id].children)
-            if part not in children:
+            children = children_of.get(node_id)
+            if children is None:
+                children = children_of[node_id] = {name: child for child, name in nodes[node_id].children}
+            if part not in children or not 0 <= children[part] < len(nodes):
                 node_id = -1
                 break
             node_id = children[part]
@@ -474,7 +479,6 @@ def _graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids:
     the layer scopes of the call, see :func:`_unique_paths`)."""
     functions = _functions(graph_def, limits, subject)
     holds: dict[tuple[str, str], int] = {}  # (function, arg name) → variable id
-    queue: deque[str] = deque()
     for fn_name, bound in concrete.items():
         fn = functions.get(fn_name)
         if fn is None or not bound:
@@ -484,49 +488,47 @@ def _graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids:
         for arg, node_id in zip(captured, bound):
             if node_id in variable_ids:
                 holds[(fn_name, arg)] = node_id
-        queue.append(fn_name)
+    # Each (function, argument) is followed once. Re-walking a function whenever it gained a
+    # held argument was quadratic in the variables one function captures (issue 14); the step
+    # budget keeps a hostile fan-out (many arguments into one hub node) linear in the graph.
+    queue: deque[tuple[str, str]] = deque(holds)
+    budget = 16 * sum(len(edges) for fn in functions.values() for edges in fn["consumers"].values()) \
+        + 4 * len(holds) + 10_000
     uses: dict[int, set[str]] = {}
     reads: dict[int, set[str]] = {}
-    visited: set[tuple[str, frozenset]] = set()
-    while queue:
-        fn_name = queue.popleft()
-        fn = functions.get(fn_name)
-        if fn is None:
-            continue
-        arg_vars = {arg: var for (name, arg), var in holds.items() if name == fn_name}
-        signature = (fn_name, frozenset(arg_vars.items()))
-        if signature in visited or not arg_vars:
-            continue
-        visited.add(signature)
-        consumers = fn["consumers"]
-        for arg, var in arg_vars.items():
-            frontier = [arg]
-            depth = 0
-            while frontier and depth < 4:
-                next_frontier = []
-                for producer in frontier:
-                    for op, position, node_name, callee in consumers.get(producer, ()):
-                        if op in _CALL_OPS and callee:
-                            callee_fn = functions.get(callee)
-                            if callee_fn and position < len(callee_fn["args"]):
-                                key = (callee, callee_fn["args"][position])
-                                if key not in holds:
-                                    holds[key] = var
-                                    queue.append(callee)
-                        elif op in _PASS_THROUGH:
-                            if op == "ReadVariableOp" and depth == 0:
-                                reads.setdefault(var, set()).add(node_name)
-                            next_frontier.append(node_name)
-                        else:
-                            uses.setdefault(var, set()).add(f"{op}:{position}")
-                frontier = next_frontier
-                depth += 1
+    while queue and budget > 0:
+        fn_name, arg = queue.popleft()
+        var = holds[(fn_name, arg)]
+        consumers = functions[fn_name]["consumers"]
+        frontier = [arg]
+        depth = 0
+        while frontier and depth < 4 and budget > 0:
+            next_frontier = []
+            for producer in frontier:
+                for op, position, node_name, callee in consumers.get(producer, ()):
+                    budget -= 1
+                    if op in _CALL_OPS and callee:
+                        callee_fn = functions.get(callee)
+                        if callee_fn and position < len(callee_fn["args"]):
+                            key = (callee, callee_fn["args"][position])
+                            if key not in holds:
+                                holds[key] = var
+                                queue.append(key)
+                    elif op in _PASS_THROUGH:
+                        if op == "ReadVariableOp" and depth == 0:
+                            reads.setdefault(var, set()).add(node_name)
+                        next_frontier.append(node_name)
+                    else:
+                        uses.setdefault(var, set()).add(f"{op}:{position}")
+            frontier = next_frontier
+            depth += 1
     return {var: tuple(sorted(found)) for var, found in uses.items()}, reads
 
 
 def _functions(graph_def: Any, limits: Limits, subject: str) -> dict[str, dict[str, Any]]:
     """FunctionDefs: name → {args, consumers: producer → [(op, input position, node, callee)]}."""
     functions: dict[str, dict[str, Any]] = {}
+    count = 0
     for number, _, value in iter_fields(graph_def):
         if number != 2:  # GraphDef.library
             continue
@@ -547,7 +549,8 @@ def _functions(graph_def: Any, limits: Limits, subject: str) -> dict[str, dict[s
                 elif fn_number == 3:  # node_def
                     _index_node(fn_field, consumers)
             functions[name] = {"args": args, "consumers": consumers}
-            limits.check("max_functions", len(functions), subject)
+            count += 1  # not len(functions): a file may repeat one name without end
+            limits.check("max_functions", count, subject)
     return functions
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +16,20 @@ MAX_RULE_FILE_BYTES = 64 * 1024 * 1024
 def read_structured(path: Path) -> Any:
     """JSON, or YAML (safe loader only: no object construction from tags)."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(str(path), "no such file")
-    if path.stat().st_size > MAX_RULE_FILE_BYTES:
-        raise UsageError(str(path), f"larger than {MAX_RULE_FILE_BYTES} bytes")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        # Opened without blocking and checked through the descriptor: open() on a named pipe
+        # with no writer never returns (issue 14).
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError:
+        raise UsageError(str(path), "no such file") from None
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode):
+        os.close(descriptor)
+        raise UsageError(str(path), "not a regular file (a directory, pipe or device)")
+    with os.fdopen(descriptor, "rb") as handle:
+        if status.st_size > MAX_RULE_FILE_BYTES:
+            raise UsageError(str(path), f"larger than {MAX_RULE_FILE_BYTES} bytes")
+        text = handle.read(MAX_RULE_FILE_BYTES + 1).decode("utf-8", errors="replace")
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
