@@ -392,12 +392,14 @@ class _OrderedExpectations(click.Command):
               help="Exit 1 also when an intent rule (--decay, --no-decay, --expect-decay, --expect-no-decay) "
                    "matches no variable.")
 @click.option("--debug", is_flag=True, help="When the set-up cannot be probed, also print the traceback.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar on stderr (errors and the --strict reason stay).")
 @click.pass_context
 def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optimizer: str | None,
            learning_rate: float | None, weight_decay: float | None, exclude_var_names: tuple[str, ...],
            custom_modules: tuple[str, ...], preset: str, decay, no_decay, policy_file, rules_file: Path | None,
            expect_decay, expect_no_decay, steps: int, device: str | None, keras_backend: str | None,
-           output_format: str, junit: Path | None, plot_file: Path | None, strict: bool, debug: bool) -> None:
+           output_format: str, junit: Path | None, plot_file: Path | None, strict: bool, debug: bool,
+           quiet: bool) -> None:
     """Measure, per variable, the decay a real training set-up applies; exit 1 where it differs from the intent.
 
     Runs a short probe on synthetic batches (or the set-up's own): at every step, from one
@@ -416,8 +418,9 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
         from decay_audit.plot import require_matplotlib
 
         require_matplotlib(plot_file)
+    progress = _StepProgress(_show_progress(quiet, output_format))
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), progress:
             if not debug:  # Keras/TensorFlow warnings about the user's model are not verify's report
                 import logging
 
@@ -425,7 +428,7 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
                 logging.getLogger("tensorflow").setLevel(logging.ERROR)
             report = _run_verify(ctx, model, setup_spec, optimizer, learning_rate, weight_decay, exclude_var_names,
                                  custom_modules, preset, decay, no_decay, policy_file, rules_file, steps, device,
-                                 keras_backend)
+                                 keras_backend, progress.on_step)
     except DecayAuditError as exc:
         if debug:
             traceback.print_exception(exc)
@@ -457,7 +460,7 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
 def _run_verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optimizer: str | None,
                 learning_rate: float | None, weight_decay: float | None, exclude_var_names: tuple[str, ...],
                 custom_modules: tuple[str, ...], preset: str, decay, no_decay, policy_file, rules_file: Path | None,
-                steps: int, device: str | None, keras_backend: str | None = None):
+                steps: int, device: str | None, keras_backend: str | None = None, on_step=None):
     if (model is None) == (setup_spec is None):
         raise UsageError("verify", "give exactly one of MODEL or --setup FILE.py:FUNCTION")
     from decay_audit.probe.backends.select import choose_backend, import_keras
@@ -478,7 +481,33 @@ def _run_verify(ctx: click.Context, model: Path | None, setup_spec: str | None, 
         training = load_setup(setup_spec)
     return run_verify(training, steps=steps, preset=_policy(preset, decay, no_decay, policy_file),
                       rules=rules_file, device=device, expect_decay=(),
-                      expect_no_decay=(), ordered_expectations=ctx.meta.get("ordered_expectations", ()))
+                      expect_no_decay=(), ordered_expectations=ctx.meta.get("ordered_expectations", ()),
+                      on_step=on_step)
+
+
+class _StepProgress:
+    """verify's progress bar: opened at the first finished probe step, when the step count is known
+    (gradient accumulation can raise it), and closed before any result or error line is printed."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+
+    def on_step(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="probing", file=sys.stderr, show_pos=True)
+            self.bar.__enter__()
+        self.bar.update(1)
+
+    def __enter__(self) -> "_StepProgress":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 if __name__ == "__main__":  # pragma: no cover

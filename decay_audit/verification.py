@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,8 @@ def _intent(setup: TrainingSetup, policy: Policy, rules: Path | None, expect_dec
 def verify(setup: Any, *, steps: int = 3, preset: Policy | Preset | str = Preset.KERNELS_ONLY,
            rules: str | Path | None = None, expect_decay: Sequence[str] = (), expect_no_decay: Sequence[str] = (),
            device: str | None = None, batch_size: int = 4, seed: int = 0,
-           ordered_expectations: Sequence[tuple[bool, str]] = ()) -> VerifyReport:
+           ordered_expectations: Sequence[tuple[bool, str]] = (),
+           on_step: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Measure what the set-up's optimizer and loss do to every trainable variable.
 
     ``setup``: a compiled keras.Model, a (model, optimizer) pair, a mapping with ``model``,
@@ -94,6 +95,7 @@ def verify(setup: Any, *, steps: int = 3, preset: Policy | Preset | str = Preset
     crash is never returned as a mismatch.
     ``expect_decay`` globs apply before ``expect_no_decay``; ``ordered_expectations``
     ((decay, glob) pairs, later ones winning) replaces both when given.
+    ``on_step(done, total)`` is called after each probe step (the CLI's progress bar).
     The model's weights and optimizer state are restored afterwards.
     """
     from decay_audit.probe.data import BatchSource
@@ -123,7 +125,7 @@ def verify(setup: Any, *, steps: int = 3, preset: Policy | Preset | str = Preset
         intent = _intent(training, policy, Path(rules) if rules else None, expect_decay, expect_no_decay,
                          ordered_expectations)
         run = run_probe(training, steps=steps, batch_size=batch_size, seed=seed, device=device_name,
-                        batches=batches)
+                        batches=batches, on_step=on_step)
         measurements = judge(run, intent.expected)
     notes = []
     if not run.sources and not any(m.coupled_steps for m in measurements):

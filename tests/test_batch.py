@@ -192,3 +192,20 @@ def test_progress_only_on_a_tty_and_never_with_quiet_or_json(registry):
     assert code == 0 and tty == ""
     code, stdout, tty = _run_on_tty(["scan", str(registry), "--format", "json"])
     assert code == 0 and tty == "" and json.loads(stdout)["totals"]["models"] == 5
+
+
+def test_verify_progress_only_on_a_tty_and_never_with_quiet(tmp_path):
+    setup = tmp_path / "train.py"
+    setup.write_text(
+        "import keras\n\n\n"
+        "def make():\n"
+        "    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name='head')])\n"
+        "    optimizer = keras.optimizers.AdamW(1e-2, weight_decay=0.1)\n"
+        "    optimizer.exclude_from_weight_decay(var_names=['bias'])\n"
+        "    model.compile(optimizer=optimizer, loss='mse')\n"
+        "    return model\n")
+    code, stdout, tty = _run_on_tty(["verify", "--setup", f"{setup}:make", "--steps", "4"])
+    assert code == 0 and "head/kernel" in stdout
+    assert "probing" in tty and "4/4" in tty  # one tick per probe step, closed before the report
+    code, stdout, tty = _run_on_tty(["verify", "--setup", f"{setup}:make", "--steps", "4", "--quiet"])
+    assert code == 0 and "head/kernel" in stdout and "probing" not in tty

@@ -174,18 +174,20 @@ def _coupled_amplification(backend: ProbeBackend, setup: TrainingSetup, sources:
 
 def run_probe(setup: TrainingSetup, steps: int = 3, batch_size: int = 4, seed: int = 0,
               device: str | None = None, backend: ProbeBackend | str | None = None,
-              batches: BatchSource | None = None) -> ProbeRun:
-    """Measure per step and per variable; the model and optimizers are restored afterwards."""
+              batches: BatchSource | None = None, on_step: Callable[[int, int], None] | None = None) -> ProbeRun:
+    """Measure per step and per variable; the model and optimizers are restored afterwards.
+    ``on_step(done, total)`` reports each finished step (total may exceed ``steps``: see update_every)."""
     chosen = (load_backend(backend) if isinstance(backend, str) else backend) or backend_for(setup)
     device_name = chosen.device(device)
     steps = max(steps, 2 * chosen.update_every(setup))  # decay happens only on the steps that update
     with chosen.scope(setup, device_name), chosen.determinism(), chosen.switchable(setup) as sources:
         return _run_probe(chosen, setup, list(sources), steps, batch_size, seed, device_name,
-                          batches or BatchSource(setup, batch_size, np.random.default_rng(seed)))
+                          batches or BatchSource(setup, batch_size, np.random.default_rng(seed)), on_step)
 
 
 def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecaySource], steps: int,
-               batch_size: int, seed: int, device: str, batches: BatchSource) -> ProbeRun:
+               batch_size: int, seed: int, device: str, batches: BatchSource,
+               on_step: Callable[[int, int], None] | None = None) -> ProbeRun:
     """``batches`` (the set-up's own data or synthetic, ``probe/data.py``) reads the model's input
     and target plan once, so a step's batch costs no extra forward pass."""
     model = setup.model
@@ -299,6 +301,8 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
                 deltas.append(StepDelta(decoupled_sum, coupled_part, before[j], rate, floors[j], tuple(effects[j]),
                                         coupled_present, from_hand, relative))
             measured.append(tuple(deltas))
+            if on_step is not None:
+                on_step(index + 1, steps)
     finally:
         known = {id(v): value for v, value in zip(original_state, original)}
         current = [v for v in backend.state_variables(setup) if id(v) in known]
