@@ -44,15 +44,22 @@ def _unwrap(optimizer: Any) -> list[Any]:
     return [inner]
 
 
+def listed_optimizers(setup: Any) -> list[Any]:
+    """The set-up's ``optimizer`` then its ``optimizers`` (each object once), as the user gave them
+    (also tf_keras' top-level optimizers)."""
+    listed = list(getattr(setup, "optimizers", ()) or ())
+    if setup.optimizer is not None and all(o is not setup.optimizer for o in listed):
+        listed.insert(0, setup.optimizer)
+    return listed
+
+
 def _named_optimizers(setup: Any) -> list[tuple[Any, str]]:
     """The optimizer objects the set-up's step calls (wrappers included), each with where it was
     found: the set-up's ``optimizer``/``optimizers``, then optimizers a subclassed model holds as
     attributes for its own ``train_step`` (``self.head_optimizer.apply(...)``)."""
     import keras
 
-    listed = list(getattr(setup, "optimizers", ()) or ())
-    if setup.optimizer is not None and all(o is not setup.optimizer for o in listed):
-        listed.insert(0, setup.optimizer)
+    listed = listed_optimizers(setup)
     named = [(o, f"optimizers[{i}]") for i, o in enumerate(listed)]
     seen = {id(o) for o in listed}
     for attribute, value in sorted(vars(setup.model).items()):
@@ -136,6 +143,24 @@ def _regularizer_text(regularizer: Any) -> tuple[str, float]:
     numbers = {k: float(v) for k, v in config.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     text = ", ".join(f"{k}={v:g}" for k, v in numbers.items())
     return f"{type(regularizer).__name__}({text})", max(numbers.values(), default=float("nan"))
+
+
+NO_DATA_LOSS_NOTE = ("hand-written train_step without data_loss: penalties written into the step itself "
+                     "are not measured (give data_loss); optimizer decay and regularizers are")
+"""What verify says when a hand-written step has no data loss to build its reference from (every backend)."""
+
+
+def fresh_trace(step: Any, notes: list[str]) -> Any:
+    """A hand-written ``tf.function`` step traced before verify holds the decay knobs as constants
+    in its graph: a fresh trace of the same Python code reads the probe's knobs (Keras 3 and tf_keras)."""
+    traced = getattr(step, "experimental_get_tracing_count", None)
+    if callable(traced) and traced() > 0 and hasattr(step, "python_function"):
+        import tensorflow as tf
+
+        step = tf.function(step.python_function)
+        notes.append("the hand-written train_step had been traced before verify: probed through a "
+                     "fresh trace of its Python function")
+    return step
 
 
 class Keras3Backend(ProbeBackend):
@@ -250,8 +275,7 @@ class Keras3Backend(ProbeBackend):
             return None
         model = setup.model
         if setup.data_loss is None and not (getattr(model, "compiled", False) and getattr(model, "loss", None)):
-            self._notes.append("hand-written train_step without data_loss: penalties written into the step itself "
-                               "are not measured (give data_loss); optimizer decay and regularizers are")
+            self._notes.append(NO_DATA_LOSS_NOTE)
             return None
         return self._data_loss_step(setup)
 
@@ -419,17 +443,7 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
 
         model = setup.model
         if setup.train_step is not None:
-            step = setup.train_step
-            traced = getattr(step, "experimental_get_tracing_count", None)
-            if callable(traced) and traced() > 0 and hasattr(step, "python_function"):
-                import tensorflow as tf
-
-                # Traced before verify: its graph holds the decay knobs as constants. A fresh
-                # trace of the same Python code reads the probe's knobs.
-                step = tf.function(step.python_function)
-                self._notes.append("the hand-written train_step had been traced before verify: probed through a "
-                                   "fresh trace of its Python function")
-            return _call_hand_written(step, model, setup.optimizer)
+            return _call_hand_written(fresh_trace(setup.train_step, self._notes), model, setup.optimizer)
         custom_train_step = type(model).train_step is not keras.Model.train_step
         keras_own = (getattr(model, "compiled", False) and setup.optimizer is getattr(model, "optimizer", None)
                      and setup.data_loss is None and (getattr(model, "loss", None) is not None or custom_train_step))
