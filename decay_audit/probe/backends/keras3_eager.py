@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from decay_audit.probe.backends.interface import Step
+from decay_audit.probe.backends.interface import DecaySource, Step
 from decay_audit.probe.backends.tensorflow import Keras3Backend
 
 
@@ -132,6 +132,18 @@ class Keras3EagerBackend(Keras3Backend):
                 value = value + sum(model.losses)
             return value
         return loss
+
+    def _regularized(self, setup: Any, sources: Sequence[DecaySource]) -> list[tuple[Any, Any]]:
+        """``(variable, the user's regularizer)`` for each regularizer source, in the model's order:
+        what ``penalty_gradients`` differentiates, each backend with its own autodiff."""
+        by_path = {s.variables[0]: s for s in sources if s.owner == "model" and s.variables}
+        pairs = []
+        for variable in setup.model.trainable_variables:
+            wrapper = getattr(getattr(by_path.get(variable.path), "handle", None), "owner", None)
+            regularizer = getattr(wrapper, "regularizer", None)
+            if regularizer is not None:
+                pairs.append((variable, regularizer))
+        return pairs
 
     # ---- per backend ------------------------------------------------------------------
     def _base_train_step(self) -> Any:
