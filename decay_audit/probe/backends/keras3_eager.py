@@ -1,4 +1,5 @@
-"""Keras 3 on JAX and on PyTorch: what the two backends share.
+"""Keras 3 on JAX and on PyTorch: what the two backends share (beyond :class:`Keras3Backend`,
+which the TensorFlow backend shares too).
 
 Each step goes through the backend trainer's own ``train_step``, the method ``model.fit``
 runs: on JAX the stateless ``JAXTrainer.train_step(state, data)`` under ``jax.jit``, as

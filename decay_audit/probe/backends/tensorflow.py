@@ -6,6 +6,11 @@ Knobs become ``tf.Variable`` s the compiled step reads at run time: the optimize
 so a variable there makes ONE trace serve every twin; a weight regularizer is wrapped in
 a :class:`_ScaledRegularizer` that multiplies its penalty by a variable (``0 * penalty``
 adds an exact zero to the loss and its gradient).
+
+This module also holds what other backends share with it, written once: :class:`Keras3Backend`,
+the base of the JAX and torch backends too (``keras3_eager``), which differ only in how a knob
+holds its runtime value; and the helpers and :class:`TensorFlowRuntime` (device, determinism)
+that the tf_keras backend uses as well. Importing it imports neither TensorFlow nor Keras.
 """
 
 from __future__ import annotations
