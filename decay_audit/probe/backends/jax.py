@@ -113,15 +113,8 @@ class JaxBackend(Keras3EagerBackend):
     def penalty_gradients(self, setup: Any, sources: Sequence[DecaySource]) -> dict[str, np.ndarray]:
         import jax
 
-        by_path = {s.variables[0]: s for s in sources if s.owner == "model" and s.variables}
         gradients = {}
-        for variable in setup.model.trainable_variables:
-            source = by_path.get(variable.path)
-            if source is None:
-                continue
-            regularizer = getattr(source.handle.owner, "regularizer", None)
-            if regularizer is None:
-                continue
+        for variable, regularizer in self._regularized(setup, sources):
             gradient = jax.grad(lambda w, r=regularizer: r(w))(variable.value)
             gradients[variable.path] = np.asarray(gradient, dtype=np.float64)
         return gradients

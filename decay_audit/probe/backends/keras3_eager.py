@@ -1,4 +1,5 @@
-"""Keras 3 on JAX and on PyTorch: what the two backends share.
+"""Keras 3 on JAX and on PyTorch: what the two backends share (beyond :class:`Keras3Backend`,
+which the TensorFlow backend shares too).
 
 Each step goes through the backend trainer's own ``train_step``, the method ``model.fit``
 runs: on JAX the stateless ``JAXTrainer.train_step(state, data)`` under ``jax.jit``, as
@@ -17,23 +18,14 @@ searched in the LEAF name (``bias``, ``gamma``), where TensorFlow searches the
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from decay_audit.probe.backends.interface import DecaySource, ProbeBackend, SourceKind, Step, Trainable
-from decay_audit.probe.backends.tensorflow import (
-    COUPLED_KNOBS,
-    DECOUPLED_KNOBS,
-    _number,
-    _regularizer_text,
-    _unwrap,
-    top_level_optimizers,
-    variable_path,
-)
+from decay_audit.probe.backends.interface import DecaySource, Step
+from decay_audit.probe.backends.tensorflow import Keras3Backend
 
 
 def running_keras_backend() -> str | None:
@@ -78,113 +70,28 @@ def _scaled_regularizer_class() -> type:
     return _ScaledRegularizer
 
 
-class Keras3EagerBackend(ProbeBackend):
+class Keras3EagerBackend(Keras3Backend):
     """Keras 3 models on a non-TensorFlow backend; subclasses run the trainer's step."""
 
     name = ""
 
-    def __init__(self) -> None:
-        self._notes: list[str] = []
-        self._knobs: list[_AttributeKnob] = []
-
     def accepts(self, setup: Any) -> bool:
         return running_keras_backend() == self.name and is_keras3_model(setup.model)
 
-    def optimizers(self, setup: Any) -> list[Any]:
-        seen, result = set(), []
-        for top in top_level_optimizers(setup):
-            for optimizer in _unwrap(top):
-                if id(optimizer) not in seen:
-                    seen.add(id(optimizer))
-                    result.append(optimizer)
-        return result
+    # ---- knobs: Python numbers in the attributes --------------------------------------
+    def _optimizer_knob(self, optimizer: Any, knob: str, value: float) -> Any:
+        setattr(optimizer, knob, value)
+        return _AttributeKnob(optimizer, knob, value)
 
-    # ---- knobs ----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def switchable(self, setup: Any) -> Iterator[list[DecaySource]]:
-        sources: list[DecaySource] = []
-        restore: list[tuple[Any, str, Any]] = []
-        optimizers = self.optimizers(setup)
-        labels = {id(o): (type(o).__name__ if len(optimizers) == 1 else f"optimizers[{i}] {type(o).__name__}")
-                  for i, o in enumerate(optimizers)}
-        try:
-            for optimizer in optimizers:
-                for kind, knobs in ((SourceKind.DECOUPLED, DECOUPLED_KNOBS), (SourceKind.COUPLED, COUPLED_KNOBS)):
-                    for knob in knobs:
-                        if not hasattr(optimizer, knob):
-                            continue
-                        original = getattr(optimizer, knob)
-                        value = _number(original)
-                        if value is None:
-                            continue
-                        restore.append((optimizer, knob, original))
-                        setattr(optimizer, knob, value)
-                        handle = _AttributeKnob(optimizer, knob, value)
-                        self._knobs.append(handle)
-                        sources.append(DecaySource(kind, labels[id(optimizer)], knob, value, None, optimizer, handle))
-            scaled = _scaled_regularizer_class()
-            for variable in setup.model.trainable_variables:
-                regularizer = getattr(variable, "regularizer", None)
-                if regularizer is None:
-                    continue
-                wrapper = scaled(regularizer)
-                restore.append((variable, "regularizer", regularizer))
-                variable.regularizer = wrapper
-                text, value = _regularizer_text(regularizer)
-                handle = _AttributeKnob(wrapper, "scale", 1.0)
-                self._knobs.append(handle)
-                sources.append(DecaySource(SourceKind.COUPLED, "model", f"regularizer {text}", value,
-                                           (variable_path(variable),), None, handle))
-            yield sources
-        finally:
-            self._knobs = []
-            for owner, attribute, original in reversed(restore):
-                setattr(owner, attribute, original)
-
-    def set_scale(self, source: DecaySource, scale: float) -> None:
-        source.handle.set(scale)
-
-    def learning_rate(self, optimizer: Any) -> float:
-        """Keras 3's ``learning_rate`` property evaluates a schedule at ``iterations``: the next update's."""
-        try:
-            return float(np.asarray(optimizer.learning_rate))
-        except (TypeError, ValueError, AttributeError):
-            return float("nan")
+    def _regularizer_knob(self, regularizer: Any) -> tuple[Any, Any]:
+        wrapper = _scaled_regularizer_class()(regularizer)
+        return wrapper, _AttributeKnob(wrapper, "scale", 1.0)
 
     # ---- state ----------------------------------------------------------------------
-    def built(self, setup: Any) -> bool:
-        return all(getattr(o, "built", False) for o in top_level_optimizers(setup))
-
-    def build(self, setup: Any) -> None:
-        tops = top_level_optimizers(setup)
-        if len(tops) == 1 and not getattr(tops[0], "built", False):
-            tops[0].build(setup.model.trainable_variables)
-
-    def state_variables(self, setup: Any) -> list[Any]:
-        candidates = list(setup.model.variables)
-        for top in top_level_optimizers(setup):
-            candidates += list(top.variables)
-            for optimizer in _unwrap(top):
-                candidates += list(optimizer.variables)
-        candidates += list(getattr(setup.model, "metrics_variables", []) or [])
-        seen, result = set(), []
-        for variable in candidates:
-            if id(variable) not in seen:
-                seen.add(id(variable))
-                result.append(variable)
-        return result
-
-    def trainable(self, setup: Any) -> list[Trainable]:
-        return [Trainable(variable_path(v), v) for v in setup.model.trainable_variables]
-
     def read(self, variables: Sequence[Any]) -> list[np.ndarray]:
         import keras
 
         return [np.array(keras.ops.convert_to_numpy(v.value), copy=True) for v in variables]
-
-    def write(self, variables: Sequence[Any], values: Sequence[np.ndarray]) -> None:
-        for variable, value in zip(variables, values):
-            variable.assign(value)
 
     # ---- steps ----------------------------------------------------------------------
     def _keras_own_step(self, setup: Any) -> bool:
@@ -204,14 +111,7 @@ class Keras3EagerBackend(ProbeBackend):
             return self._trainer_step(setup)  # a model's own train_step override: what fit runs
         return self._loss_step(setup, with_penalties=True)
 
-    def make_reference_step(self, setup: Any) -> Step | None:
-        if setup.train_step is None:
-            return None
-        model = setup.model
-        if setup.data_loss is None and not (getattr(model, "compiled", False) and getattr(model, "loss", None)):
-            self._notes.append("hand-written train_step without data_loss: penalties written into the step itself "
-                               "are not measured (give data_loss); optimizer decay and regularizers are")
-            return None
+    def _data_loss_step(self, setup: Any) -> Step:
         return self._loss_step(setup, with_penalties=False)
 
     def _loss(self, setup: Any, with_penalties: bool) -> Any:
@@ -234,12 +134,17 @@ class Keras3EagerBackend(ProbeBackend):
             return value
         return loss
 
-    def update_every(self, setup: Any) -> int:
-        """Keras 3 gradient accumulation (``gradient_accumulation_steps``): decay only on updating steps."""
-        return max([int(getattr(o, "gradient_accumulation_steps", None) or 1) for o in self.optimizers(setup)] or [1])
-
-    def notes(self, setup: Any) -> list[str]:
-        return list(dict.fromkeys(self._notes))
+    def _regularized(self, setup: Any, sources: Sequence[DecaySource]) -> list[tuple[Any, Any]]:
+        """``(variable, the user's regularizer)`` for each regularizer source, in the model's order:
+        what ``penalty_gradients`` differentiates, each backend with its own autodiff."""
+        by_path = {s.variables[0]: s for s in sources if s.owner == "model" and s.variables}
+        pairs = []
+        for variable in setup.model.trainable_variables:
+            wrapper = getattr(getattr(by_path.get(variable.path), "handle", None), "owner", None)
+            regularizer = getattr(wrapper, "regularizer", None)
+            if regularizer is not None:
+                pairs.append((variable, regularizer))
+        return pairs
 
     # ---- per backend ------------------------------------------------------------------
     def _base_train_step(self) -> Any:

@@ -37,6 +37,18 @@ from typing import Any
 import numpy as np
 
 from decay_audit.probe.backends.interface import DecaySource, ProbeBackend, SourceKind, Step, Trainable
+from decay_audit.probe.backends.tensorflow import (
+    NO_DATA_LOSS_NOTE,
+    TensorFlowRuntime,
+    _call_hand_written,
+    _Knob,
+    _number,
+    _regularizer_text,
+    fresh_trace,
+    listed_optimizers,
+    positional_labels,
+    unique_by_id,
+)
 
 LEGACY_KNOB_MARK = "weight_decay"
 """A legacy optimizer's numeric attribute or ``_prepare_local`` coefficient naming this is a decay knob."""
@@ -64,16 +76,6 @@ def _variables_of(optimizer: Any) -> list[Any]:
     return list(variables)
 
 
-def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(np.asarray(value))
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) and number != 0.0 else None
-
-
 def legacy_decay_knobs(optimizer: Any) -> dict[str, float]:
     """Numeric attributes a legacy subclass added for decay (``weight_decay_rate``), non-zero."""
     knobs = {}
@@ -84,16 +86,6 @@ def legacy_decay_knobs(optimizer: Any) -> dict[str, float]:
             if number is not None:
                 knobs[name] = number
     return knobs
-
-
-class _VariableKnob:
-    """A runtime strength held in a ``tf.Variable``: ``value * scale``."""
-
-    def __init__(self, variable: Any, value: float):
-        self.variable, self.value = variable, value
-
-    def set(self, scale: float) -> None:
-        self.variable.assign(self.value * scale)
 
 
 def _scaled_prepare_local(optimizer: Any, scale: Any) -> Any:
@@ -134,17 +126,6 @@ def _scaled_loss(original: Any, scale: Any) -> Any:
     scaled = value * tf.cast(scale, value.dtype)
     scaled._unconditional_loss = True
     return scaled
-
-
-def _regularizer_text(regularizer: Any) -> tuple[str, float]:
-    config = {}
-    try:
-        config = regularizer.get_config() or {}
-    except (AttributeError, NotImplementedError, TypeError):
-        pass
-    numbers = {k: float(v) for k, v in config.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    text = ", ".join(f"{k}={v:g}" for k, v in numbers.items())
-    return f"{type(regularizer).__name__}({text})", max(numbers.values(), default=float("nan"))
 
 
 def variable_path(variable: Any) -> str:
@@ -218,7 +199,7 @@ def own_loss_labels(model: Any, x: Any, rng: np.random.Generator) -> np.ndarray 
     return make_target(TargetKind.SPARSE, tuple(int(d) for d in logits.shape), rng)
 
 
-class TfKerasBackend(ProbeBackend):
+class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
     """tf_keras models on TensorFlow, with tf_keras or transformers optimizers."""
 
     name = "tf_keras"
@@ -230,13 +211,7 @@ class TfKerasBackend(ProbeBackend):
         return is_tf_keras_object(setup.model)
 
     def optimizers(self, setup: Any) -> list[Any]:
-        seen, result = set(), []
-        for top in _top_level(setup):
-            optimizer = inner_optimizer(top)
-            if id(optimizer) not in seen:
-                seen.add(id(optimizer))
-                result.append(optimizer)
-        return result
+        return unique_by_id(inner_optimizer(top) for top in listed_optimizers(setup))
 
     # ---- knobs ----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -246,8 +221,7 @@ class TfKerasBackend(ProbeBackend):
         sources: list[DecaySource] = []
         restore: list[tuple[Any, str, Any, bool]] = []
         optimizers = self.optimizers(setup)
-        labels = {id(o): (type(o).__name__ if len(optimizers) == 1 else f"optimizers[{i}] {type(o).__name__}")
-                  for i, o in enumerate(optimizers)}
+        labels = positional_labels(optimizers)
         try:
             for optimizer in optimizers:
                 if is_legacy(optimizer):
@@ -259,7 +233,7 @@ class TfKerasBackend(ProbeBackend):
                         optimizer._prepare_local = _scaled_prepare_local(optimizer, scale)
                         for knob, value in knobs.items():
                             sources.append(DecaySource(SourceKind.DECOUPLED, labels[id(optimizer)], knob, value,
-                                                       None, optimizer, _VariableKnob(scale, 1.0)))
+                                                       None, optimizer, _Knob(scale, 1.0)))
                         if len(knobs) > 1:
                             self._notes.append(f"{type(optimizer).__name__}: {', '.join(knobs)} switched together")
                         if not hasattr(type(optimizer), "_decay_weights_op"):
@@ -273,7 +247,7 @@ class TfKerasBackend(ProbeBackend):
                         restore.append((optimizer, "weight_decay", optimizer.weight_decay, True))
                         optimizer.weight_decay = variable
                         sources.append(DecaySource(SourceKind.DECOUPLED, labels[id(optimizer)], "weight_decay", value,
-                                                   None, optimizer, _VariableKnob(variable, value)))
+                                                   None, optimizer, _Knob(variable, value)))
             for generator in _random_generators(setup.model):
                 if generator._rng_type == generator.RNG_LEGACY_STATEFUL:
                     # tf.nn.dropout's stateful kernels (tf_keras' default: the tf.random.Generator
@@ -341,7 +315,7 @@ class TfKerasBackend(ProbeBackend):
 
     def build(self, setup: Any) -> None:
         variables = setup.model.trainable_variables
-        tops = _top_level(setup)
+        tops = listed_optimizers(setup)
         if len(tops) == 1:
             optimizer = inner_optimizer(tops[0])
             if is_legacy(optimizer):
@@ -354,7 +328,7 @@ class TfKerasBackend(ProbeBackend):
     def state_variables(self, setup: Any) -> list[Any]:
         model = setup.model
         candidates = list(model.variables)
-        for top in _top_level(setup):
+        for top in listed_optimizers(setup):
             candidates += _variables_of(top) + _variables_of(inner_optimizer(top))
             # LossScaleOptimizer(V3).variables lists the inner optimizer's only; the dynamic loss
             # scale and its good-steps counter live in _loss_scale._weights (tf_keras 2.21).
@@ -362,12 +336,7 @@ class TfKerasBackend(ProbeBackend):
         candidates += [g._generator.state for g in _random_generators(model) if getattr(g, "_generator", None)]
         for metric in getattr(model, "metrics", []) or []:
             candidates += list(getattr(metric, "variables", []))
-        seen, result = set(), []
-        for variable in candidates:
-            if id(variable) not in seen:
-                seen.add(id(variable))
-                result.append(variable)
-        return result
+        return unique_by_id(candidates)
 
     def trainable(self, setup: Any) -> list[Trainable]:
         return [Trainable(variable_path(v), v) for v in setup.model.trainable_variables]
@@ -385,15 +354,8 @@ class TfKerasBackend(ProbeBackend):
 
         model = setup.model
         if setup.train_step is not None:
-            step = setup.train_step
-            traced = getattr(step, "experimental_get_tracing_count", None)
-            if callable(traced) and traced() > 0 and hasattr(step, "python_function"):
-                step = tf.function(step.python_function)  # a fresh trace reads the probe's knobs
-                self._notes.append("the hand-written train_step had been traced before verify: probed through a "
-                                   "fresh trace of its Python function")
-            from decay_audit.probe.backends.tensorflow import _call_hand_written
-
-            call = _call_hand_written(step, model, setup.optimizer)  # (model, optimizer, x, y), (x, y) or (batch)
+            # (model, optimizer, x, y), (x, y) or (batch)
+            call = _call_hand_written(fresh_trace(setup.train_step, self._notes), model, setup.optimizer)
             return lambda x, y: call(_tensors(x), _tensors(y))
         if getattr(model, "optimizer", None) is not None and (model.optimizer is setup.optimizer
                                                               or setup.optimizer is None):
@@ -407,8 +369,7 @@ class TfKerasBackend(ProbeBackend):
         if setup.train_step is None:
             return None
         if setup.data_loss is None and getattr(setup.model, "compiled_loss", None) is None:
-            self._notes.append("hand-written train_step without data_loss: penalties written into the step itself "
-                               "are not measured (give data_loss); optimizer decay and regularizers are")
+            self._notes.append(NO_DATA_LOSS_NOTE)
             return None
         reference = self._loss_step(setup, with_penalties=False)
         return lambda x, y: reference(_tensors(x), _tensors(y))
@@ -460,13 +421,6 @@ class TfKerasBackend(ProbeBackend):
         return 1
 
     # ---- where ----------------------------------------------------------------------
-    def device(self, requested: str | None) -> str:
-        import tensorflow as tf
-
-        if requested is not None:
-            return requested.upper()
-        return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
-
     @contextlib.contextmanager
     def scope(self, setup: Any, device: str) -> Iterator[None]:
         import tensorflow as tf
@@ -479,33 +433,16 @@ class TfKerasBackend(ProbeBackend):
             with tf.device(f"/{device}:0"):
                 yield
 
-    @contextlib.contextmanager
-    def determinism(self) -> Iterator[None]:
-        """TensorFlow 2.21 switches op determinism on with no public way back: only with a GPU."""
-        import tensorflow as tf
-
-        if tf.config.list_logical_devices("GPU"):
-            tf.config.experimental.enable_op_determinism()
-            self._notes.append("TensorFlow op determinism switched on for the probe (GPU)")
-        yield
-
     def notes(self, setup: Any) -> list[str]:
         return list(dict.fromkeys(self._notes))
 
 
-class _RegularizerKnob(_VariableKnob):
+class _RegularizerKnob(_Knob):
     """A regularizer's runtime scale, with the weight it penalises (for its own gradient)."""
 
     def __init__(self, scale: Any, target: Any, regularizer: Any):
         super().__init__(scale, 1.0)
         self.target, self.regularizer = target, regularizer
-
-
-def _top_level(setup: Any) -> list[Any]:
-    listed = list(getattr(setup, "optimizers", ()) or ())
-    if setup.optimizer is not None and all(o is not setup.optimizer for o in listed):
-        listed.insert(0, setup.optimizer)
-    return listed
 
 
 def _tensors(structure: Any) -> Any:

@@ -55,14 +55,8 @@ class TorchBackend(Keras3EagerBackend):
     def penalty_gradients(self, setup: Any, sources: Sequence[DecaySource]) -> dict[str, np.ndarray]:
         import torch
 
-        by_path = {s.variables[0]: s for s in sources if s.owner == "model" and s.variables}
         gradients = {}
-        for variable in setup.model.trainable_variables:
-            source = by_path.get(variable.path)
-            regularizer = getattr(getattr(source, "handle", None), "owner", None)
-            regularizer = getattr(regularizer, "regularizer", None)
-            if regularizer is None:
-                continue
+        for variable, regularizer in self._regularized(setup, sources):
             weight = variable.value.detach().clone().requires_grad_(True)
             (gradient,) = torch.autograd.grad(regularizer(weight), weight)
             gradients[variable.path] = gradient.detach().cpu().numpy().astype(np.float64)
