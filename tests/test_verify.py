@@ -24,6 +24,10 @@ def outcomes(report):
 
 
 def test_method_1_double_decay_everywhere_and_dense2_shrink_never_happens():
+    # The hand-written L2 reaches dense2's bias through Adam's normalisation at about 1e-6 of |w| per
+    # step, close to float32 resolution: with unseeded weights 1 start in 12 measured it below the
+    # floor (decayed-against-intent, still exit 1). A fixed start keeps the test about the method.
+    keras.utils.set_random_seed(0)
     report = verify(verify_setups.method_1())
     result = outcomes(report)
     assert result["dense1/bias"] is Outcome.DOUBLE_DECAY and result["dense2/bias"] is Outcome.DOUBLE_DECAY
