@@ -36,24 +36,13 @@ def _limits(values: tuple[str, ...]) -> Limits:
 
 
 def _write_output(text: str, output: Path | None) -> None:
-    """Write atomically: a failed run leaves no half-written report behind."""
+    """To stdout, or atomically to ``--output``: a failed run leaves no half-written report behind."""
     if output is None:
         click.echo(text, nl=False)
         return
-    import tempfile
+    from decay_audit.files import write_atomically
 
-    output = Path(output)
-    directory = output.parent if str(output.parent) else Path(".")
-    if not directory.is_dir():
-        raise UsageError(str(output), "directory of --output does not exist")
-    handle, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{output.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temp_name, output)
-    except OSError as exc:
-        Path(temp_name).unlink(missing_ok=True)
-        raise UsageError(str(output), f"cannot write ({exc.strerror or exc})") from None
+    write_atomically(output, text, "--output")
 
 
 class _Group(click.Group):

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from decay_audit.errors import UsageError
+from decay_audit.files import write_atomically
 
 SCAN_SIZE = (8.0, 4.5)
 """Inches at 100 dpi: 800 x 450 pixels."""
@@ -53,18 +53,7 @@ def _save(figure: Any, path: str | os.PathLike) -> None:
     """Write atomically, as the reports are: a failed run leaves no half-written PNG."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise UsageError(str(path), "directory of --plot does not exist")
-    handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(buffer.getvalue())
-        os.replace(temp, path)
-    except OSError as exc:
-        Path(temp).unlink(missing_ok=True)
-        raise UsageError(str(path), f"cannot write ({exc.strerror or exc})") from None
+    write_atomically(path, buffer.getvalue(), "--plot")
 
 
 # --- scan --------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def _report(config: pytest.Config, spec: AuditSpec) -> Any:
     cache = config.stash.setdefault(_CACHE_KEY, {})
     if spec not in cache:
         from decay_audit.errors import DecayAuditError
-        from decay_audit.probe.quiet import import_tensorflow
+        from decay_audit.quiet_tensorflow import import_tensorflow
 
         import_tensorflow()  # TensorFlow's start-up chatter is not a test result
         from decay_audit.verification import verify

@@ -463,7 +463,7 @@ class KerasTreeWalker:
         the class comes from ``keras.layers`` and is deserialised with safe_mode=True."""
         try:
             from decay_audit.loaders._isolate import allow_tensorflow_import
-            from decay_audit.probe.quiet import import_tensorflow
+            from decay_audit.quiet_tensorflow import import_tensorflow
 
             allow_tensorflow_import()
             import_tensorflow()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from decay_audit.audit import ScannedVariable
+if TYPE_CHECKING:  # audit.py builds its dataframe from these rows: no import cycle at run time
+    from decay_audit.audit import ScannedVariable
 
 
 def variable_row(variable: ScannedVariable) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def choose_backend(requested: str | None) -> str:
 
 def import_keras(backend: str) -> None:
     """Import Keras on ``backend`` without its start-up chatter on stderr."""
-    from decay_audit.probe.quiet import import_tensorflow, silenced_stderr
+    from decay_audit.quiet_tensorflow import import_tensorflow, silenced_stderr
 
     if backend == "tensorflow":
         import_tensorflow()
