@@ -155,10 +155,8 @@ def test_two_dimensional_attention_biases_are_biases(hub_files):
 def test_keras_rule_is_exact_on_every_hub_model_with_a_real_optimizer(hub_files):
     """`rules --target keras` on every keras_hub .keras, applied as the snippet does, then one AdamW
     step with zero gradients: exactly the variables the policy decays move."""
-    import numpy as np
-
     from decay_audit.rulecheck import emit_rules
-    from test_rules import apply_keras_rule
+    from test_rules import apply_keras_rule, moved_by_real_optimizer
 
     for name, (_, keras_path, _) in hub_files.items():
         report = _report(keras_path)  # no-bias-norm: excludes biases, norms and embeddings by leaf and path
@@ -168,12 +166,6 @@ def test_keras_rule_is_exact_on_every_hub_model_with_a_real_optimizer(hub_files)
         model = keras.saving.load_model(keras_path)
         optimizer = keras.optimizers.AdamW(learning_rate=0.1, weight_decay=0.5)
         apply_keras_rule(model, emission.document, optimizer)
-        variables = model.trainable_variables
-        rng = np.random.default_rng(0)
-        for variable in variables:
-            variable.assign(rng.uniform(0.5, 1.5, size=variable.shape).astype(variable.dtype))
-        before = [np.array(v.numpy()) for v in variables]
-        optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in variables])
-        moved = collections.Counter(v.path for v, old in zip(variables, before) if not np.array_equal(v.numpy(), old))
+        moved = moved_by_real_optimizer(model, optimizer)
         expected = collections.Counter(v.record.path for v in report.variables if v.decision.decay and v.record.trainable)
         assert moved == expected, (name, moved - expected, expected - moved)
