@@ -15,6 +15,11 @@ SAMPLES = REPO / "sample_models"
 sys.path.insert(0, str(SAMPLES))
 
 import builders  # noqa: E402
+from decay_audit.kinds import Kind  # noqa: E402
+
+KERAS_ROLES = {"kernel": Kind.KERNEL, "bias": Kind.BIAS, "gamma": Kind.NORM, "beta": Kind.NORM,
+               "embeddings": Kind.EMBEDDING, "moving_mean": Kind.STATISTIC, "moving_variance": Kind.STATISTIC}
+"""Roles of Keras' built-in leaves, restated here as the tests' own oracle (not read from decay_audit's tables)."""
 
 
 @pytest.fixture(scope="session")

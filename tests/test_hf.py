@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from decay_audit import hf_names, load, scan
+from conftest import KERAS_ROLES
 from decay_audit.kinds import Kind
 
 transformers = pytest.importorskip("transformers")
@@ -41,8 +42,6 @@ HF_CLASS_ROLES = {
     ("TFViTEmbeddings", "cls_token"): Kind.EMBEDDING,
     ("TFViTEmbeddings", "position_embeddings"): Kind.EMBEDDING,
 }
-KERAS_ROLES = {"kernel": Kind.KERNEL, "bias": Kind.BIAS, "gamma": Kind.NORM, "beta": Kind.NORM,
-               "embeddings": Kind.EMBEDDING, "moving_mean": Kind.STATISTIC, "moving_variance": Kind.STATISTIC}
 
 
 def _models():

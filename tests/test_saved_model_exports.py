@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from decay_audit import scan
+from conftest import KERAS_ROLES
 from decay_audit.kinds import Kind
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -33,8 +34,6 @@ HUB_ROLES = {
     ("ViTPatchingAndEmbedding", "class_token"): Kind.EMBEDDING,
     ("PositionEmbedding", "embeddings"): Kind.EMBEDDING,
 }
-KERAS_ROLES = {"kernel": Kind.KERNEL, "bias": Kind.BIAS, "gamma": Kind.NORM, "beta": Kind.NORM,
-               "embeddings": Kind.EMBEDDING, "moving_mean": Kind.STATISTIC, "moving_variance": Kind.STATISTIC}
 
 BACKBONES = {
     "t5": lambda: keras_hub.models.T5Backbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16,
