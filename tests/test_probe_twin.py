@@ -379,12 +379,16 @@ def test_a_model_no_backend_accepts_is_a_one_line_input_error():
         load_backend("nope")
 
 
-def test_noise_floor_is_calibrated_on_a_step_that_is_not_reproducible():
+@pytest.mark.parametrize("exclude_biases", [True, False])
+def test_noise_floor_is_calibrated_on_a_step_that_is_not_reproducible(exclude_biases):
     """Like GPU kernels without determinism: every run of the step differs a little. The real step
-    repeated from the same snapshot measures that, and it is not reported as decay."""
+    repeated from the same snapshot measures that, and it is not reported as decay; a leak still is.
+    Before the floor was kept at every step and differences had to be shaped like decay, one run
+    in ~30 reported dense2's 4-element bias as decayed (21 of 600)."""
     model = builders.seed_model()
     optimizer = keras.optimizers.SGD(0.1, weight_decay=0.1)
-    optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if v.name == "bias"])
+    if exclude_biases:
+        optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if v.name == "bias"])
     loss = keras.losses.MeanSquaredError()
 
     @tf.function
@@ -396,8 +400,17 @@ def test_noise_floor_is_calibrated_on_a_step_that_is_not_reproducible():
         optimizer.apply_gradients(zip(jittered, model.trainable_variables))
 
     report = verify({"model": model, "optimizer": optimizer, "train_step": train_step, "data_loss": loss})
-    assert report.ok, [(m.path, m.detail) for m in report.mismatches]
-    assert all(m.decoupled_ratio == pytest.approx(1.0, abs=0.05) for m in report.measurements if m.expected_decay)
+    assert any("not reproducible" in note for note in report.notes), report.notes
+    if exclude_biases:
+        assert report.ok, [(m.path, m.detail) for m in report.mismatches]
+    else:
+        assert {m.path for m in report.mismatches} == {"dense1/bias", "dense2/bias"}
+    assert all(m.decoupled_ratio == pytest.approx(1.0, abs=0.05) for m in report.measurements if m.decoupled_steps)
+
+
+def test_a_reproducible_step_measures_its_noise_once():
+    report = verify(verify_setups.compiled(keras.optimizers.AdamW(1e-3, weight_decay=0.01), exclude=True))
+    assert report.ok and not any("not reproducible" in note for note in report.notes), report.notes
 
 
 def test_an_unknown_decay_attribute_of_a_custom_optimizer_is_named_in_a_note():

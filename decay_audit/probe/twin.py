@@ -24,8 +24,11 @@ strength of decay knobs differs (``backends/interface.py``, point 2):
   above the noise floor AND pulling the weight toward zero (``_toward_zero``).
 
 The noise floor is calibrated per run: the real step repeated from the same snapshot
-(non-deterministic kernels differ there) on top of a few ulps of the weight. The probe
-then continues from A's state. Measuring per step, not as two N-step runs, matters:
+(non-deterministic kernels differ there) on top of a few ulps of the weight. A step that
+is not reproducible makes one repeat a weak estimate (a 4-element bias has 4 samples, a
+scalar 1), so there the repeat runs at every step, the floor keeps the largest
+difference seen, and a decoupled difference counts only when it is shaped like decay
+(``DECAY_SHAPED``). The probe then continues from A's state. Measuring per step, not as two N-step runs, matters:
 decayed kernels change every later gradient (shared FACTS).
 """
 
@@ -52,6 +55,10 @@ TOWARD_ZERO = 0.75
 """Share of a hand-written difference (by magnitude) that must pull weights toward zero for it
 to count as decay: noise has no preferred direction, a penalty always points to zero."""
 ULPS = 8.0
+DECAY_SHAPED = 0.9
+"""In a step that is not reproducible, the cosine a decoupled source's change must reach with -w
+to count: decoupled decay moves the weight by exactly -rate*w (cosine 1), noise has no
+direction (a random difference of 4 elements reaches 0.9 about 2% of the time, of 16 never)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,12 @@ def _floor(before: np.ndarray, after: np.ndarray, dtype: Any, calibrated: float)
 
 def _above(delta: np.ndarray, floor: float) -> bool:
     return bool(delta.size) and float(np.max(np.abs(delta))) > floor
+
+
+def _cosine_to_zero(delta: np.ndarray, weight: np.ndarray) -> float:
+    """Cosine between a change and -w: 1 for a pure shrink, about 0 for noise."""
+    norms = float(np.linalg.norm(delta)) * float(np.linalg.norm(weight))
+    return float(-np.sum(delta * weight)) / norms if norms > 0 else 0.0
 
 
 def _toward_zero(delta: np.ndarray, weight: np.ndarray) -> float:
@@ -208,6 +221,7 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
     original_state, original = list(state), backend.read(state)
     measured: list[tuple[StepDelta, ...]] = []
     calibrated = [0.0] * len(variables)
+    reproducible = True  # until the repeat of a step differs
 
     def values() -> list[np.ndarray]:
         """Trainable values in their own dtype: differences are taken per variable in float64."""
@@ -243,7 +257,7 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
             scales = {i: (AMPLIFIED_RATE / rates[i] if 0.0 < rates[i] < AMPLIFY_BELOW else 0.0) for i in decoupled}
             # Twins first, the real step last: its state is where the probe goes on from.
             plan: list[tuple[str, Callable[[Any, Any], None], dict[int, float]]] = []
-            if index == 0:  # noise calibration: the real step twice from the same snapshot
+            if index == 0 or not reproducible:  # noise calibration: the real step twice from the same snapshot
                 plan.append(("repeat", step, {}))
             plan += [(f"decoupled {i}", step, {i: scales[i]}) for i in decoupled]
             if coupled:
@@ -270,14 +284,18 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
                 results[name] = values()
             real = [f64(a) for a in results.pop("real")]
             if "repeat" in results:
-                calibrated = [float(np.max(np.abs(r - f64(p)), initial=0.0)) for r, p in zip(real, results["repeat"])]
+                calibrated = [max(c, float(np.max(np.abs(r - f64(p)), initial=0.0)))
+                              for c, r, p in zip(calibrated, real, results["repeat"])]
+                reproducible = not any(calibrated)
             floors = [_floor(b, r, d, c) for b, r, d, c in zip(before, real, dtypes, calibrated)]
             effects: list[list[SourceEffect]] = [[] for _ in variables]
             for i in decoupled:
                 for j, (r, t) in enumerate(zip(real, results.pop(f"decoupled {i}"))):
                     difference = f64(t) - r
-                    effects[j].append(SourceEffect(i, difference / (scales[i] - 1.0), _above(difference, floors[j]),
-                                                   rates[i], scales[i]))
+                    change = difference / (scales[i] - 1.0)
+                    present = _above(difference, floors[j]) and (
+                        reproducible or _cosine_to_zero(change, before[j]) >= DECAY_SHAPED)
+                    effects[j].append(SourceEffect(i, change, present, rates[i], scales[i]))
             no_coupled = [f64(a) for a in results["no coupled"]] if "no coupled" in results else real
             hand = results.get("reference")
             deltas = []
@@ -325,5 +343,8 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
         sources=tuple(sources),
         backend=backend.name,
         noise_calibration=max(calibrated, default=0.0),
-        notes=tuple(backend.notes(setup)),
+        notes=tuple(backend.notes(setup)) + (() if reproducible else (
+            f"the step is not reproducible (a repeat from the same state differed by up to "
+            f"{max(calibrated):.3g}): the noise floor was measured at every step, and a decoupled "
+            f"difference counted only when shaped like decay (cosine >= {DECAY_SHAPED} with -w)",)),
     )
