@@ -12,6 +12,8 @@ it reconstructs, because that is the model a user of the file trains.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from decay_audit.keras_layers import (
     slots_for_count,
     snake_case,
 )
+from decay_audit.loaders._h5header import HeaderReader, header_reader
 from decay_audit.loaders.interface import Limits
 
 @dataclass
@@ -70,44 +73,88 @@ def snapshot(h5: Any, subject: str, limits: Limits) -> H5Node:
     """Copy the index of an open h5py File into H5Nodes, bounded by ``max_objects``.
 
     Uses h5py's low-level API: ``h5o.visit`` lists objects without building a Python
-    object per node (2 ms instead of 25 ms for ConvNeXtTiny's 474 objects).
+    object per node (2 ms instead of 25 ms for ConvNeXtTiny's 474 objects). Shapes and
+    dtypes and the ``vars`` name attributes come from the object headers where
+    ``_h5header`` reads them (a 6,000-variable file: 0.25 s of libhdf5 calls), else from libhdf5.
     """
     import h5py
-    import numpy as np
 
-    listed: list[tuple[bytes, int]] = []
+    listed: list[tuple[bytes, int, int]] = []
 
     def visit(name: bytes, info: Any) -> None:
-        listed.append((name, info.type))
+        listed.append((name, info.type, info.addr))
         limits.check("max_objects", len(listed), subject)
 
     h5py.h5o.visit(h5.id, visit, info=True)
     root = H5Node(path="", children={})
     nodes = {"": root}
-    for raw_name, object_type in listed:
-        name = raw_name.decode("utf-8", "replace")
-        parent_path, _, key = name.rpartition("/")
-        parent = nodes.get(parent_path)
-        if parent is None:
-            continue
-        if object_type == h5py.h5o.TYPE_DATASET:
-            dataset = h5py.h5d.open(h5.id, raw_name)
-            node = H5Node(path=name, children={}, shape=tuple(int(d) for d in dataset.shape),
-                          dtype=str(dataset.dtype))
-        else:
-            node = H5Node(path=name, children={})
-            if key == "vars":
-                group = h5py.h5o.open(h5.id, raw_name)
-                if h5py.h5a.exists(group, b"name"):
-                    attribute = h5py.h5a.open(group, b"name")
-                    if attribute.shape == () and attribute.dtype.kind in ("O", "S", "U"):
-                        value = np.empty((), dtype=attribute.dtype)
-                        attribute.read(value)
-                        text = value.item()
-                        node.name_attr = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-        parent.children[key] = node
-        nodes[name] = node
+    with _header_reader(h5) as headers:
+        for raw_name, object_type, address in listed:
+            name = raw_name.decode("utf-8", "replace")
+            parent_path, _, key = name.rpartition("/")
+            parent = nodes.get(parent_path)
+            if parent is None:
+                continue
+            if object_type == h5py.h5o.TYPE_DATASET:
+                layout = headers.dataset_layout(address) if headers is not None else None
+                shape, dtype = layout or _dataset_layout(h5py, h5.id, raw_name)
+                node = H5Node(path=name, children={}, shape=shape, dtype=dtype)
+            else:
+                node = H5Node(path=name, children={})
+                if key == "vars":
+                    known, text = headers.string_attribute(address, b"name") if headers else (False, None)
+                    node.name_attr = text if known else _name_attribute(h5py, h5.id, raw_name)
+            parent.children[key] = node
+            nodes[name] = node
     return root
+
+
+def _dataset_layout(h5py: Any, file_id: Any, raw_name: bytes) -> tuple[tuple[int, ...], str]:
+    dataset = h5py.h5d.open(file_id, raw_name)
+    return tuple(int(d) for d in dataset.shape), str(dataset.dtype)
+
+
+def _name_attribute(h5py: Any, file_id: Any, raw_name: bytes) -> str | None:
+    """The ``name`` attribute of a ``vars`` group, opened by path (one libhdf5 call fewer than
+    opening the group and asking whether it exists)."""
+    import numpy as np
+
+    try:
+        attribute = h5py.h5a.open(file_id, b"name", obj_name=raw_name)
+    except KeyError:
+        return None
+    if attribute.shape != () or attribute.dtype.kind not in ("O", "S", "U"):
+        return None
+    value = np.empty((), dtype=attribute.dtype)
+    attribute.read(value)
+    text = value.item()
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+
+
+@contextlib.contextmanager
+def _header_reader(h5: Any) -> Iterator[HeaderReader | None]:
+    """Object-header access for an in-memory image or a plain file on disk; None otherwise
+    (a streamed zip member: libhdf5 answers there)."""
+    import h5py
+
+    file_id = h5.id
+    driver = file_id.get_access_plist().get_driver()
+    base = file_id.get_create_plist().get_userblock()
+    if driver == h5py.h5fd.CORE:
+        image = file_id.get_file_image()
+        yield header_reader(lambda offset, size: image[base + offset:base + offset + size])
+    elif driver == h5py.h5fd.SEC2 and isinstance(h5.filename, str):
+        try:
+            descriptor = os.open(h5.filename, os.O_RDONLY)
+        except OSError:
+            yield None
+            return
+        try:
+            yield header_reader(lambda offset, size: os.pread(descriptor, size, base + offset))
+        finally:
+            os.close(descriptor)
+    else:
+        yield None
 
 
 _KERAS_MODEL_NAME = re.compile(r"^(functional|sequential|model)(_\d+)?$")

@@ -1,0 +1,143 @@
+"""The object-header fast path answers exactly what libhdf5 answers, or nothing."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from decay_audit.loaders._h5header import header_reader
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
+
+ANSWERED = ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
+"""dtypes the fast path must read itself: everything else may go to libhdf5."""
+
+
+def _compare(image: bytes) -> tuple[dict[str, tuple], dict[str, tuple | None]]:
+    """Per dataset: libhdf5's (shape, dtype) and the fast path's."""
+    reader = header_reader(lambda offset, size: image[offset:offset + size])
+    assert reader is not None
+    listed = []
+    with h5py.File(io.BytesIO(image), "r") as handle:
+        h5py.h5o.visit(handle.id, lambda name, info: listed.append((name, info.type, info.addr)), info=True)
+        expected, fast = {}, {}
+        for name, kind, address in listed:
+            if kind == h5py.h5o.TYPE_DATASET:
+                dataset = h5py.h5d.open(handle.id, name)
+                expected[name.decode()] = (tuple(int(d) for d in dataset.shape), str(dataset.dtype))
+                fast[name.decode()] = reader.dataset_layout(address)
+    return expected, fast
+
+
+def _file(libver: str, attributes: int) -> bytes:
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", libver=libver) as handle:
+        for dtype in ANSWERED + [">f4", ">i8", "bool", "complex64"]:
+            handle.create_dataset(f"g/{dtype.replace('>', 'be_')}", data=np.zeros((3, 2), dtype=dtype))
+        handle.create_dataset("scalar", data=np.float32(1.0))
+        handle.create_dataset("empty", shape=(0, 5), dtype="float32")
+        handle.create_dataset("rank5", shape=(1, 2, 3, 4, 5), dtype="float32")
+        handle.create_dataset("chunked", shape=(64, 8), dtype="float32", chunks=(8, 8), compression="gzip")
+        handle.create_dataset("text", data=np.array([b"ab", b"cd"]))
+        handle.create_dataset("strings", data=["a", "bc"], dtype=h5py.string_dtype())
+        grown = handle.create_dataset("grown", shape=(7,), dtype="float64")
+        for i in range(attributes):  # attributes added later push messages into continuation blocks
+            grown.attrs[f"note_{i}"] = "x" * 200
+            handle["g/float32"].attrs[f"note_{i}"] = np.arange(40)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("libver", ["earliest", "latest"])
+@pytest.mark.parametrize("attributes", [0, 40])
+def test_fast_path_agrees_with_libhdf5_on_every_dataset(libver, attributes):
+    expected, fast = _compare(_file(libver, attributes))
+    for name, answer in fast.items():
+        assert answer is None or answer == expected[name], name
+    answered = {name for name, answer in fast.items() if answer is not None}
+    must = {name for name, (shape, dtype) in expected.items() if dtype in ANSWERED}
+    assert must <= answered, sorted(must - answered)
+    assert "g/be_f4" not in answered and "g/bool" not in answered  # big-endian, enum: libhdf5 answers
+
+
+@pytest.mark.parametrize("name", ["seed.keras", "zoo.keras", "subclassed.keras", "seed.h5", "tf_keras.h5"])
+def test_fast_path_reads_every_variable_of_the_samples(name):
+    path = SAMPLES / name
+    image = zipfile.ZipFile(path).read("model.weights.h5") if name.endswith(".keras") else path.read_bytes()
+    expected, fast = _compare(image)
+    assert fast == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=600), st.integers(0, 700))
+def test_fast_path_on_garbage_answers_none_or_a_layout_never_raises(garbage, address):
+    image = bytearray((SAMPLES / "seed.weights.h5").read_bytes())
+    image[address:address + len(garbage)] = garbage
+    image = bytes(image)
+    reader = header_reader(lambda offset, size: image[offset:offset + size])
+    if reader is not None:
+        for probe in (address, 800, 1400, 2 ** 40):
+            answer = reader.dataset_layout(probe)
+            assert answer is None or (isinstance(answer[0], tuple) and isinstance(answer[1], str))
+
+
+def test_a_continuation_that_points_at_itself_ends_within_the_bounds():
+    """A header whose continuation block is its own message list: read at most a bounded number of times."""
+    import struct
+
+    image = bytearray((SAMPLES / "seed.weights.h5").read_bytes()[:16].ljust(256, b"\0"))
+    message = struct.pack("<HHB3xQQ", 0x0010, 16, 0, 116, 24)
+    image[100:140] = struct.pack("<BBHII4x", 1, 0, 1, 1, 24) + message
+    reads = []
+
+    def read(offset, size):
+        reads.append(size)
+        return bytes(image[offset:offset + size])
+
+    assert header_reader(read).dataset_layout(100) is None
+    assert 3 < len(reads) <= 4100  # superblock, first block, at most ~4,096 continuation blocks
+
+
+def _attribute_file(libver: str) -> bytes:
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", libver=libver) as handle:
+        handle.create_group("plain").attrs["name"] = "dense_1"
+        handle.create_group("unicode").attrs["name"] = "caf\u00e9_\u4e2d"
+        handle.create_group("fixed").attrs["name"] = np.bytes_(b"conv")
+        handle.create_group("number").attrs["name"] = 3
+        handle.create_group("array").attrs["name"] = ["a", "b"]
+        handle.create_group("absent").attrs["other"] = "x"
+        handle.create_group("nothing")
+        crowded = handle.create_group("crowded")  # past 8 attributes libver=latest goes dense
+        for i in range(12):
+            crowded.attrs[f"a{i}"] = "y" * 100
+        crowded.attrs["name"] = "after_many"
+        for i in range(300):  # many strings: several global heap collections
+            handle.create_group(f"many/{i}").attrs["name"] = f"layer_{i}_" + "z" * (i % 50)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("libver", ["earliest", "latest"])
+def test_name_attribute_agrees_with_libhdf5_or_defers(libver):
+    image = _attribute_file(libver)
+    reader = header_reader(lambda offset, size: image[offset:offset + size])
+    listed, answered = [], 0
+    with h5py.File(io.BytesIO(image), "r") as handle:
+        h5py.h5o.visit(handle.id, lambda name, info: listed.append((name.decode(), info.type, info.addr)), info=True)
+        for name, kind, address in listed:
+            if kind != h5py.h5o.TYPE_GROUP:
+                continue
+            known, text = reader.string_attribute(address, b"name")
+            value = handle[name].attrs.get("name")
+            expected = value if isinstance(value, str) else value.decode() if isinstance(value, bytes) else None
+            if known:
+                answered += 1
+                assert text == expected, name
+    assert answered >= 300  # the fast path did the work, not only the fallback
+
