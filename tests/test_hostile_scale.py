@@ -17,6 +17,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import SAMPLES
 
@@ -208,3 +210,28 @@ def test_declared_layer_names_are_bounded_by_the_objects_limit(tmp_path):
     result = subprocess.run([sys.executable, "-m", "decay_audit.cli", "scan", str(path), "--limit", "objects=1000"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "objects 5000 exceeds the limit 1000" in result.stderr, result.stderr
+
+
+def _walked_depth(value) -> int:
+    """Containers nested in containers (a scalar adds nothing)."""
+    if not isinstance(value, (dict, list)):
+        return 0
+    return 1 + max((_walked_depth(v) for v in (value.values() if isinstance(value, dict) else value)), default=0)
+
+
+_TRICKY_TEXT = st.text(alphabet='[]{}"\\ab\n\u00e9', max_size=8)
+_JSON_VALUES = st.recursive(
+    st.none() | st.integers() | _TRICKY_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TRICKY_TEXT, inner, max_size=3),
+    max_leaves=20)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_JSON_VALUES, st.sampled_from(["utf-8", "utf-16", "str"]), st.booleans())
+def test_depth_counted_on_the_text_equals_the_depth_of_the_parsed_value(value, encoding, ascii_only):
+    """The bound is counted on the JSON text (brackets outside strings): strings full of
+    brackets, quotes and backslashes, any encoding json.loads accepts, must not fool it."""
+    from decay_audit.loaders.interface import _depth
+
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    assert _depth(text if encoding == "str" else text.encode(encoding)) == max(1, _walked_depth(value))

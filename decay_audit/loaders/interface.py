@@ -71,27 +71,35 @@ def parse_json(text: bytes | str, subject: str, limits: Limits) -> Any:
         raise LimitExceededError(subject, "JSON nested deeper than Python can parse") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelLoadError(subject, f"not valid JSON ({exc})") from None
-    limits.check("max_config_depth", _depth(value), subject)
+    limits.check("max_config_depth", _depth(text), subject)
     return value
 
 
-def _depth(value: Any) -> int:
-    """Iterative, so a hostile file cannot blow the interpreter's stack here either.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 
-    Only containers are pushed: a ConvNeXt config has ~40,000 scalars and ~6,000 containers.
+
+def _depth(text: bytes | str) -> int:
+    """Nesting depth of JSON text that ``json.loads`` accepted: its brackets outside strings.
+
+    Counted on the text in C (``bytes.replace``/``translate``, numpy), not by walking the
+    parsed value: a 6,000-variable config has ~140,000 containers and the walk cost 90 ms.
+    In valid JSON a backslash occurs only in a string and escapes the one character after
+    it, so dropping escaped backslashes, then escaped quotes, leaves quotes that pair up.
     """
-    deepest = 1
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > deepest:
-            deepest = depth
-        kind = type(item)
-        children = item.values() if kind is dict else item if kind is list else ()
-        inner = depth + 1
-        stack.extend((child, inner) for child in children if type(child) in _CONTAINERS)
-    return deepest
+    import numpy as np
 
+    if isinstance(text, str):
+        data = text.encode("utf-8", "surrogatepass")
+    else:
+        encoding = json.detect_encoding(text)
+        data = text if encoding == "utf-8" else text.decode(encoding).encode("utf-8", "surrogatepass")
+    data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    kept = np.frombuffer(data.translate(None, _NOT_STRUCTURE), dtype=np.uint8)
+    quote = kept == ord('"')
+    brackets = kept[~quote & ((np.cumsum(quote) & 1) == 0)]
+    if not brackets.size:
+        return 1
+    opening = (brackets == ord("[")) | (brackets == ord("{"))
+    return max(1, int(np.cumsum(np.where(opening, 1, -1)).max()))
 
-_CONTAINERS = frozenset({dict, list})  # json.loads builds exactly these
 

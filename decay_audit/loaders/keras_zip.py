@@ -87,17 +87,21 @@ def _unknown_class_notes(model_entry: Mapping) -> list[str]:
     # this walk on a 6,000-variable config.
     custom: set[str] = set()
     hub_unknown: set[str] = set()
+    seen: set[tuple] = set()  # a model repeats a few classes thousands of times: decide each once
     stack = [model_entry]
     while stack:
         entry = stack.pop()
         if type(entry) is not dict:
             continue
         class_name = entry.get("class_name")
-        if isinstance(class_name, str) and hub_table.is_hub_entry(entry):
-            if hub_table.class_for_entry(entry) is None:
-                hub_unknown.add(class_name)
-        elif isinstance(class_name, str) and not is_builtin_entry(entry) and class_name not in ("Functional",):
-            custom.add(f"{entry.get('module') or '?'}.{class_name}")
+        key = (class_name, entry.get("module"), entry.get("registered_name"))
+        if isinstance(class_name, str) and key not in seen and type(key[1]) is not dict:
+            seen.add(key)
+            if hub_table.is_hub_entry(entry):
+                if hub_table.class_for_entry(entry) is None:
+                    hub_unknown.add(class_name)
+            elif not is_builtin_entry(entry) and class_name not in ("Functional",):
+                custom.add(f"{entry.get('module') or '?'}.{class_name}")
         stack.extend(layer_configs(entry))
         config = entry.get("config")
         if type(config) is dict:
