@@ -141,3 +141,45 @@ def test_name_attribute_agrees_with_libhdf5_or_defers(libver):
                 assert text == expected, name
     assert answered >= 300  # the fast path did the work, not only the fallback
 
+
+
+def _legacy_h5(tmp_path, config: str, libver: str = "earliest", userblock: int = 0) -> Path:
+    path = tmp_path / f"legacy_{libver}_{userblock}.h5"
+    with h5py.File(path, "w", libver=libver, userblock_size=userblock) as handle:
+        handle.attrs["model_config"] = config
+        handle.attrs["keras_version"] = "3.15.1"
+        handle.create_group("model_weights").attrs["layer_names"] = np.array([], dtype="S1")
+    return path
+
+
+@pytest.mark.parametrize("libver,userblock", [("earliest", 0), ("latest", 0), ("earliest", 512)])
+def test_root_config_through_the_header_reader_equals_libhdf5(tmp_path, libver, userblock):
+    from decay_audit.loaders._h5 import headers_of, open_h5, root_text
+
+    config = '{"class_name": "Sequential", "config": {"name": "caf\u00e9", "layers": []}}'
+    path = _legacy_h5(tmp_path, config, libver, userblock)
+    with open(path, "rb") as raw, open_h5(raw, str(path)) as h5:
+        headers = headers_of(h5)
+        assert headers is not None
+        assert headers.string_attribute(h5py.h5o.get_info(h5.id).addr, b"model_config")[0]  # not libhdf5
+        assert root_text(h5, "model_config", 1 << 20) == config == h5.attrs["model_config"]
+
+
+def test_a_model_config_declared_longer_than_the_limit_is_refused_before_it_is_read(tmp_path):
+    """The vlen string's length field says 2 GiB: one line naming the limit, no 2 GiB read."""
+    import struct
+
+    from decay_audit.errors import LimitExceededError
+    from decay_audit.loaders.h5_file import load_h5
+    from decay_audit.loaders.interface import Limits
+
+    config = '{"class_name": "Sequential", "config": {"name": "m", "layers": []}}'
+    path = _legacy_h5(tmp_path, config)
+    image = bytearray(path.read_bytes())
+    collection = image.index(b"GCOL")
+    heap_id = struct.pack("<IQ", len(config), collection)
+    at = image.index(heap_id)
+    image[at:at + 4] = struct.pack("<I", 2 ** 31)
+    path.write_bytes(bytes(image))
+    with pytest.raises(LimitExceededError, match="config-bytes"):
+        load_h5(path, Limits(read_seconds=0))

@@ -37,6 +37,7 @@ FOUND = [
     ("zip_negative_header_offset.keras", "zip-window", "ValueError: MemberWindow seek before the file"),
     ("saved_model_graph_is_varint/saved_model.pb", "saved-model", "TypeError: memoryview(int) in iter_fields"),
     ("h5_weight_name_is_a_group.h5", "h5-index", "AttributeError: a named Datatype where a weight should be"),
+    ("h5_model_config_heap_loop.h5", "h5-index", "libhdf5 looped reading model_config (a dangling global heap id)"),
 ]
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
 from decay_audit.errors import ModelLoadError
+from decay_audit.loaders._h5header import CorruptHeap, HeaderReader, header_reader
 
 
 @contextlib.contextmanager
@@ -29,15 +31,62 @@ def open_h5(source: Any, subject: str) -> Iterator[Any]:
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelLoadError(subject, f"not a readable HDF5 file ({_first_line(exc)})") from None
     try:
+        handle.decay_audit_headers = _headers(source, image, handle.id.get_create_plist().get_userblock())
+    except (OSError, ValueError, RuntimeError):
+        handle.decay_audit_headers = None
+    try:
         try:
             yield handle
-        except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError, CorruptHeap) as exc:
             # h5py raises these for corrupt b-trees and bad object headers mid-walk; ValueError
             # includes h5o.visit's UnicodeDecodeError on a corrupt link name (h5py 3.14, fuzzing).
             raise ModelLoadError(subject, f"corrupt HDF5 index ({_first_line(exc)})") from None
     finally:
         with contextlib.suppress(Exception):
             handle.close()
+
+
+def headers_of(h5: Any) -> HeaderReader | None:
+    """The object-header reader ``open_h5`` made for this file (None: libhdf5 answers everything)."""
+    return getattr(h5, "decay_audit_headers", None)
+
+
+def root_text(h5: Any, name: str, max_length: int) -> str | None:
+    """A string attribute of the file's root group (``model_config``). Through the header reader
+    its declared length is known before anything is read (raises ``DeclaredTooLong``), and
+    libhdf5, which fuzzing made loop inside such reads, is not involved."""
+    import h5py
+
+    headers = headers_of(h5)
+    if headers is not None:
+        known, text = headers.string_attribute(h5py.h5o.get_info(h5.id).addr, name.encode(), max_length)
+        if known:
+            return text
+    return attr_text(h5.attrs.get(name))
+
+
+def _headers(source: Any, image: bytes | None, base: int) -> HeaderReader | None:
+    """A reader on the bytes libhdf5 reads: the in-memory image, a window of a zip on disk, or a
+    plain file (by ``os.pread``, which leaves the file position to libhdf5). A compressed zip
+    member, streamed, gets none."""
+    from decay_audit.loaders._zipwindow import MemberWindow
+
+    if image is not None:
+        return header_reader(lambda offset, size: image[base + offset:base + offset + size])
+    if isinstance(source, MemberWindow):
+        descriptor, start, end = source.raw_fileno(), source.start, source.start + source.size
+    elif hasattr(source, "fileno") and hasattr(source, "seekable"):
+        descriptor, start, end = source.fileno(), 0, None
+    else:
+        return None
+
+    def read(offset: int, size: int) -> bytes:
+        at = start + base + offset
+        if end is not None:
+            size = max(0, min(size, end - at))
+        return os.pread(descriptor, size, at)
+
+    return header_reader(read)
 
 
 IMAGE_BYTES = 32 << 20

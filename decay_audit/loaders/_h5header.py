@@ -23,6 +23,9 @@ _DATASPACE, _DATATYPE, _CONTINUATION = 0x0001, 0x0003, 0x0010
 _MAX_CONTINUATIONS = 4096
 """Attributes added one by one leave a continuation block each (40 attributes: 60 blocks)."""
 _MAX_HEADER_BYTES = 1 << 20
+_READ_BUDGET = 256 << 20
+"""All a reader reads: a 6,000-variable file needs ~8 MB."""
+_HEAP_SLACK = 1 << 16
 _HEADER_PREFIX_READ = 512
 """Bytes read at first: a Keras dataset's whole header (v1, no attributes) is ~270 bytes."""
 
@@ -51,10 +54,38 @@ def header_reader(read: Reader) -> "HeaderReader | None":
     return HeaderReader(read)
 
 
+class _OutOfBudget(ValueError):
+    """The reader's byte budget is spent: it answers None from now on."""
+
+
+class CorruptHeap(Exception):
+    """A string attribute points into a global heap that is not one, or at an object it does not hold.
+    Raised rather than answered "cannot tell": libhdf5, asked instead, looped on such files (fuzzing)."""
+
+
+class DeclaredTooLong(Exception):
+    """A string attribute declares more bytes than the caller allows; nothing was read."""
+
+    def __init__(self, length: int):
+        super().__init__(length)
+        self.length = length
+
+
 class HeaderReader:
+    """Reads object headers and global heaps through ``read``. Each header and heap is bounded,
+    and so is all it reads together (``_READ_BUDGET``): a file can point thousands of objects at
+    headers and heaps that claim a megabyte each. Past the budget it answers None (libhdf5)."""
+
     def __init__(self, read: Reader):
-        self._read = read
+        self._raw_read = read
         self._heaps: dict[int, dict[int, bytes] | None] = {}
+        self._budget = _READ_BUDGET
+
+    def _read(self, offset: int, size: int) -> bytes:
+        self._budget -= size
+        if self._budget < 0:
+            raise _OutOfBudget
+        return self._raw_read(offset, size)
 
     def dataset_layout(self, address: int) -> tuple[tuple[int, ...], str] | None:
         """``(shape, numpy dtype name)`` of the dataset whose object header is at ``address``, or None."""
@@ -68,23 +99,25 @@ class HeaderReader:
         dtype = _dtype(messages[_DATATYPE][0])
         return None if shape is None or dtype is None else (shape, dtype)
 
-    def string_attribute(self, address: int, name: bytes) -> tuple[bool, str | None]:
+    def string_attribute(self, address: int, name: bytes,
+                         max_length: int = _MAX_HEADER_BYTES) -> tuple[bool, str | None]:
         """``(True, text)`` for the scalar string attribute ``name`` of the object at ``address``,
         ``(True, None)`` when the object has no such attribute or it is not a scalar string,
-        ``(False, None)`` when this reader cannot tell (dense attribute storage, shared parts)."""
+        ``(False, None)`` when this reader cannot tell (dense attribute storage, shared parts).
+        Raises :class:`DeclaredTooLong` before reading a string declared longer than ``max_length``."""
         try:
             messages = self._messages(address, _ATTRIBUTES, stop=lambda found: False)
             if messages is None or any(_dense(info) for info in messages.get(_ATTRIBUTE_INFO, ())):
                 return False, None  # attributes in a fractal heap: libhdf5 reads those
             for body in messages.get(_ATTRIBUTE, ()):
-                answer = self._attribute_text(body, name)
+                answer = self._attribute_text(body, name, max_length)
                 if answer is not _OTHER_NAME:
                     return answer
             return True, None
         except (struct.error, IndexError, ValueError):
             return False, None
 
-    def _attribute_text(self, body: bytes, wanted: bytes) -> object:
+    def _attribute_text(self, body: bytes, wanted: bytes, max_length: int) -> object:
         version, flags, name_size, type_size, space_size = struct.unpack_from("<BBHHH", body, 0)
         if version == 1:
             position, pad = 8, 8
@@ -107,30 +140,36 @@ class HeaderReader:
         data = body[position:]
         kind, bits, size = datatype[0] & 0x0F, datatype[1], struct.unpack_from("<I", datatype, 4)[0]
         if kind == 3:  # fixed-length string
+            if size > max_length:
+                raise DeclaredTooLong(size)
             raw = data[:size]
             if len(raw) != size:
                 return False, None
             return True, raw.split(b"\0", 1)[0].decode("utf-8", "replace")
         if kind == 9 and bits & 0x0F == 1:  # variable-length string: a global heap id
             length, collection, index = struct.unpack_from("<IQI", data, 0)
-            objects = self._heap(collection)
-            if objects is None or index not in objects:
+            if length > max_length:
+                raise DeclaredTooLong(length)
+            objects = self._heap(collection, max_length)
+            if objects is None:
                 return False, None
+            if index not in objects:
+                raise CorruptHeap(f"global heap at {collection} holds no object {index}")
             return True, objects[index][:length].decode("utf-8", "replace")
         return True, None
 
-    def _heap(self, address: int) -> dict[int, bytes] | None:
+    def _heap(self, address: int, max_length: int) -> dict[int, bytes] | None:
         """A global heap collection's objects by index, parsed once (Keras' names share a few)."""
         if address not in self._heaps:
-            self._heaps[address] = self._parse_heap(address)
+            self._heaps[address] = self._parse_heap(address, max_length)
         return self._heaps[address]
 
-    def _parse_heap(self, address: int) -> dict[int, bytes] | None:
+    def _parse_heap(self, address: int, max_length: int) -> dict[int, bytes] | None:
         head = self._read(address, 16)
         if len(head) < 16 or head[:4] != b"GCOL" or head[4] != 1:
-            return None
+            raise CorruptHeap(f"no global heap at {address}")
         size = struct.unpack_from("<Q", head, 8)[0]
-        if size > _MAX_HEADER_BYTES or size < 16:
+        if size > max(_MAX_HEADER_BYTES, max_length + _HEAP_SLACK) or size < 16:
             return None
         data = self._read(address, size)
         objects: dict[int, bytes] = {}

@@ -12,8 +12,6 @@ it reconstructs, because that is the model a user of the file trains.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -34,7 +32,7 @@ from decay_audit.keras_layers import (
     slots_for_count,
     snake_case,
 )
-from decay_audit.loaders._h5header import HeaderReader, header_reader
+from decay_audit.loaders._h5 import headers_of
 from decay_audit.loaders.interface import Limits
 
 @dataclass
@@ -88,24 +86,24 @@ def snapshot(h5: Any, subject: str, limits: Limits) -> H5Node:
     h5py.h5o.visit(h5.id, visit, info=True)
     root = H5Node(path="", children={})
     nodes = {"": root}
-    with _header_reader(h5) as headers:
-        for raw_name, object_type, address in listed:
-            name = raw_name.decode("utf-8", "replace")
-            parent_path, _, key = name.rpartition("/")
-            parent = nodes.get(parent_path)
-            if parent is None:
-                continue
-            if object_type == h5py.h5o.TYPE_DATASET:
-                layout = headers.dataset_layout(address) if headers is not None else None
-                shape, dtype = layout or _dataset_layout(h5py, h5.id, raw_name)
-                node = H5Node(path=name, children={}, shape=shape, dtype=dtype)
-            else:
-                node = H5Node(path=name, children={})
-                if key == "vars":
-                    known, text = headers.string_attribute(address, b"name") if headers else (False, None)
-                    node.name_attr = text if known else _name_attribute(h5py, h5.id, raw_name)
-            parent.children[key] = node
-            nodes[name] = node
+    headers = headers_of(h5)
+    for raw_name, object_type, address in listed:
+        name = raw_name.decode("utf-8", "replace")
+        parent_path, _, key = name.rpartition("/")
+        parent = nodes.get(parent_path)
+        if parent is None:
+            continue
+        if object_type == h5py.h5o.TYPE_DATASET:
+            layout = headers.dataset_layout(address) if headers is not None else None
+            shape, dtype = layout or _dataset_layout(h5py, h5.id, raw_name)
+            node = H5Node(path=name, children={}, shape=shape, dtype=dtype)
+        else:
+            node = H5Node(path=name, children={})
+            if key == "vars":
+                known, text = headers.string_attribute(address, b"name") if headers else (False, None)
+                node.name_attr = text if known else _name_attribute(h5py, h5.id, raw_name)
+        parent.children[key] = node
+        nodes[name] = node
     return root
 
 
@@ -129,32 +127,6 @@ def _name_attribute(h5py: Any, file_id: Any, raw_name: bytes) -> str | None:
     attribute.read(value)
     text = value.item()
     return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-
-
-@contextlib.contextmanager
-def _header_reader(h5: Any) -> Iterator[HeaderReader | None]:
-    """Object-header access for an in-memory image or a plain file on disk; None otherwise
-    (a streamed zip member: libhdf5 answers there)."""
-    import h5py
-
-    file_id = h5.id
-    driver = file_id.get_access_plist().get_driver()
-    base = file_id.get_create_plist().get_userblock()
-    if driver == h5py.h5fd.CORE:
-        image = file_id.get_file_image()
-        yield header_reader(lambda offset, size: image[base + offset:base + offset + size])
-    elif driver == h5py.h5fd.SEC2 and isinstance(h5.filename, str):
-        try:
-            descriptor = os.open(h5.filename, os.O_RDONLY)
-        except OSError:
-            yield None
-            return
-        try:
-            yield header_reader(lambda offset, size: os.pread(descriptor, size, base + offset))
-        finally:
-            os.close(descriptor)
-    else:
-        yield None
 
 
 _KERAS_MODEL_NAME = re.compile(r"^(functional|sequential|model)(_\d+)?$")

@@ -32,6 +32,15 @@ class MemberWindow(io.RawIOBase):
     def size(self) -> int:
         return self._size
 
+    @property
+    def start(self) -> int:
+        """Where the member's bytes begin in the archive."""
+        return self._start
+
+    def raw_fileno(self) -> int:
+        """The archive's descriptor, for positioned reads that leave this window's offset alone."""
+        return self._raw.fileno()
+
     def readable(self) -> bool:
         return True
 

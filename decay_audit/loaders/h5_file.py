@@ -18,7 +18,8 @@ from decay_audit.errors import LimitExceededError, ModelLoadError
 from decay_audit.inventory import Inventory, VariableRecord
 from decay_audit.keras_layers import SUBLAYER_CLASS_BY_PARENT, keras_class_name_candidates
 from decay_audit.loaders._compile_config import optimizer_from_compile_config
-from decay_audit.loaders._h5 import attr_text, open_h5
+from decay_audit.loaders._h5 import attr_text, open_h5, root_text
+from decay_audit.loaders._h5header import DeclaredTooLong
 from decay_audit.loaders._keras_tree import KerasTreeWalker, is_builtin_entry, layer_configs
 from decay_audit.loaders.interface import Limits, LoaderName, parse_json
 
@@ -29,11 +30,10 @@ HF_CONFIG_FILE = "config.json"
 def load_h5(path: Path, limits: Limits) -> Inventory:
     subject = str(path)
     with open(path, "rb") as raw, open_h5(raw, subject) as h5:
-        model_config_text = attr_text(h5.attrs.get("model_config"))
+        model_config_text = _root_config(h5, "model_config", subject, limits)
         if model_config_text is not None:
-            limits.check("max_config_bytes", len(model_config_text), f"{subject}:model_config")
             model_entry = parse_json(model_config_text, f"{subject}:model_config", limits)
-            training_text = attr_text(h5.attrs.get("training_config"))
+            training_text = _root_config(h5, "training_config", subject, limits)
             training = parse_json(training_text, f"{subject}:training_config", limits) if training_text else None
         else:
             model_entry, training = None, None
@@ -65,6 +65,19 @@ def load_h5(path: Path, limits: Limits) -> Inventory:
         model_name=model_name if isinstance(model_name, str) else None,
         optimizer=optimizer_from_compile_config(training),
     )
+
+
+def _root_config(h5: Any, name: str, subject: str, limits: Limits) -> str | None:
+    """A JSON attribute of the root group, bounded by ``max_config_bytes`` (checked on the declared
+    length where the header reader sees it, before the read)."""
+    try:
+        text = root_text(h5, name, limits.max_config_bytes)
+    except DeclaredTooLong as exc:
+        limits.check("max_config_bytes", exc.length, f"{subject}:{name}")
+        raise  # unreachable: the check above fails
+    if text is not None:
+        limits.check("max_config_bytes", len(text), f"{subject}:{name}")
+    return text
 
 
 def _config_index(model_entry: Any) -> dict[str, tuple[Mapping[str, Any], tuple[str, ...]]]:
