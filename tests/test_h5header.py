@@ -108,6 +108,10 @@ def _attribute_file(libver: str) -> bytes:
     buffer = io.BytesIO()
     with h5py.File(buffer, "w", libver=libver) as handle:
         handle.create_group("plain").attrs["name"] = "dense_1"
+        handle.create_group("empty").attrs["name"] = ""
+        handle.create_group("legacy").attrs["weight_names"] = np.array([b"dense/kernel:0", b"dense/bias:0"])
+        handle.create_group("legacy_vlen").attrs["weight_names"] = ["a/kernel:0", "", "caf\u00e9/b:0"]
+        handle.create_group("legacy_empty").attrs["weight_names"] = np.array([], dtype="S1")
         handle.create_group("unicode").attrs["name"] = "caf\u00e9_\u4e2d"
         handle.create_group("fixed").attrs["name"] = np.bytes_(b"conv")
         handle.create_group("number").attrs["name"] = 3
@@ -139,6 +143,12 @@ def test_name_attribute_agrees_with_libhdf5_or_defers(libver):
             if known:
                 answered += 1
                 assert text == expected, name
+            known, texts = reader.string_list_attribute(address, b"weight_names")
+            value = handle[name].attrs.get("weight_names")
+            if value is not None:
+                assert known and texts == [v.decode() if isinstance(v, bytes) else v for v in value], name
+            else:
+                assert texts is None
     assert answered >= 300  # the fast path did the work, not only the fallback
 
 

@@ -65,6 +65,21 @@ def root_text(h5: Any, name: str, max_length: int) -> str | None:
     return attr_text(h5.attrs.get(name))
 
 
+def attribute_texts(h5: Any, obj: Any, name: str) -> list[str | None] | None:
+    """A 1-D string array attribute (legacy ``layer_names``, ``weight_names``) of ``obj``, a group of
+    the open file ``h5``: through the header reader where it can tell (fuzzing made libhdf5 loop
+    in these reads too), else through h5py."""
+    import h5py
+
+    headers = headers_of(h5)
+    if headers is not None:
+        known, texts = headers.string_list_attribute(h5py.h5o.get_info(obj.id).addr, name.encode())
+        if known:
+            return texts
+    value = obj.attrs.get(name)
+    return None if value is None else [attr_text(item) for item in value]
+
+
 def _headers(source: Any, image: bytes | None, base: int) -> HeaderReader | None:
     """A reader on the bytes libhdf5 reads: the in-memory image, a window of a zip on disk, or a
     plain file (by ``os.pread``, which leaves the file position to libhdf5). A compressed zip

@@ -105,19 +105,31 @@ class HeaderReader:
         ``(True, None)`` when the object has no such attribute or it is not a scalar string,
         ``(False, None)`` when this reader cannot tell (dense attribute storage, shared parts).
         Raises :class:`DeclaredTooLong` before reading a string declared longer than ``max_length``."""
+        known, value = self._attribute(address, name, max_length)
+        return known, value if isinstance(value, str) else None
+
+    def string_list_attribute(self, address: int, name: bytes,
+                              max_length: int = _MAX_HEADER_BYTES) -> tuple[bool, list[str] | None]:
+        """The same for a 1-D array of strings (legacy ``layer_names``, ``weight_names``)."""
+        known, value = self._attribute(address, name, max_length)
+        return known, list(value) if isinstance(value, tuple) else None
+
+    def _attribute(self, address: int, name: bytes, max_length: int) -> tuple[bool, object]:
         try:
             messages = self._messages(address, _ATTRIBUTES, stop=lambda found: False)
             if messages is None or any(_dense(info) for info in messages.get(_ATTRIBUTE_INFO, ())):
                 return False, None  # attributes in a fractal heap: libhdf5 reads those
             for body in messages.get(_ATTRIBUTE, ()):
-                answer = self._attribute_text(body, name, max_length)
+                answer = self._attribute_value(body, name, max_length)
                 if answer is not _OTHER_NAME:
                     return answer
             return True, None
         except (struct.error, IndexError, ValueError):
             return False, None
 
-    def _attribute_text(self, body: bytes, wanted: bytes, max_length: int) -> object:
+    def _attribute_value(self, body: bytes, wanted: bytes, max_length: int) -> object:
+        """``(known, value)``: a str for a scalar string, a tuple of str for a 1-D string array,
+        None for any other attribute of that name; ``_OTHER_NAME`` when the name differs."""
         version, flags, name_size, type_size, space_size = struct.unpack_from("<BBHHH", body, 0)
         if version == 1:
             position, pad = 8, 8
@@ -133,30 +145,40 @@ class HeaderReader:
         position += _padded(name_size, pad)
         datatype = body[position:position + type_size]
         position += _padded(type_size, pad)
-        space = body[position:position + space_size]
+        shape = _shape(body[position:position + space_size])
         position += _padded(space_size, pad)
-        if _shape(space) != ():
+        if shape is None or len(shape) > 1:
             return True, None
+        count = shape[0] if shape else 1
         data = body[position:]
         kind, bits, size = datatype[0] & 0x0F, datatype[1], struct.unpack_from("<I", datatype, 4)[0]
-        if kind == 3:  # fixed-length string
+        if kind == 3:  # fixed-length strings, stored in the message
             if size > max_length:
                 raise DeclaredTooLong(size)
-            raw = data[:size]
-            if len(raw) != size:
+            if len(data) < count * size:
                 return False, None
-            return True, raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-        if kind == 9 and bits & 0x0F == 1:  # variable-length string: a global heap id
-            length, collection, index = struct.unpack_from("<IQI", data, 0)
-            if length > max_length:
-                raise DeclaredTooLong(length)
-            objects = self._heap(collection, max_length)
-            if objects is None:
+            texts = tuple(data[i * size:(i + 1) * size].rstrip(b"\0").decode("utf-8", "replace") for i in range(count))
+        elif kind == 9 and bits & 0x0F == 1:  # variable-length strings: global heap ids
+            if len(data) < count * 16:
                 return False, None
-            if index not in objects:
-                raise CorruptHeap(f"global heap at {collection} holds no object {index}")
-            return True, objects[index][:length].decode("utf-8", "replace")
-        return True, None
+            texts = []
+            for i in range(count):
+                length, collection, index = struct.unpack_from("<IQI", data, 16 * i)
+                if length > max_length:
+                    raise DeclaredTooLong(length)
+                if length == 0:  # an empty string may have no heap object at all
+                    texts.append("")
+                    continue
+                objects = self._heap(collection, max_length)
+                if objects is None:
+                    return False, None
+                if index not in objects:
+                    raise CorruptHeap(f"global heap at {collection} holds no object {index}")
+                texts.append(objects[index][:length].decode("utf-8", "replace"))
+            texts = tuple(texts)
+        else:
+            return True, None
+        return True, (texts if shape else texts[0])
 
     def _heap(self, address: int, max_length: int) -> dict[int, bytes] | None:
         """A global heap collection's objects by index, parsed once (Keras' names share a few)."""

@@ -18,7 +18,7 @@ from decay_audit.errors import LimitExceededError, ModelLoadError
 from decay_audit.inventory import Inventory, VariableRecord
 from decay_audit.keras_layers import SUBLAYER_CLASS_BY_PARENT, keras_class_name_candidates
 from decay_audit.loaders._compile_config import optimizer_from_compile_config
-from decay_audit.loaders._h5 import attr_text, open_h5, root_text
+from decay_audit.loaders._h5 import attribute_texts, open_h5, root_text
 from decay_audit.loaders._h5header import DeclaredTooLong
 from decay_audit.loaders._keras_tree import KerasTreeWalker, is_builtin_entry, layer_configs
 from decay_audit.loaders.interface import Limits, LoaderName, parse_json
@@ -40,7 +40,7 @@ def load_h5(path: Path, limits: Limits) -> Inventory:
         duplicates, legacy = 0, False
         if "model_weights" in h5 or "layer_names" in h5.attrs:
             weights_root = h5["model_weights"] if "model_weights" in h5 else h5
-            records, duplicates = _legacy_records(weights_root, model_entry, subject, limits)
+            records, duplicates = _legacy_records(weights_root, model_entry, subject, limits, h5)
             legacy = True
             loader = LoaderName.LEGACY_H5 if model_entry is not None else LoaderName.WEIGHTS_H5
         elif "layers" in h5 or "vars" in h5:
@@ -99,8 +99,8 @@ def _config_index(model_entry: Any) -> dict[str, tuple[Mapping[str, Any], tuple[
     return index
 
 
-def _legacy_records(weights_root: Any, model_entry: Any, subject: str,
-                    limits: Limits) -> tuple[list[VariableRecord], int]:
+def _legacy_records(weights_root: Any, model_entry: Any, subject: str, limits: Limits,
+                    h5: Any = None) -> tuple[list[VariableRecord], int]:
     """Records in file order, each weight name once, and how many repeated names were dropped.
 
     tf_keras ``save_weights`` writes a variable under every top-level layer that tracks it: HF T5's
@@ -111,17 +111,17 @@ def _legacy_records(weights_root: Any, model_entry: Any, subject: str,
     records: list[VariableRecord] = []
     seen: set[str] = set()
     duplicates = 0
-    layer_names = weights_root.attrs.get("layer_names")
-    names = [attr_text(n) for n in layer_names] if layer_names is not None else list(weights_root.keys())
+    layer_names = attribute_texts(h5, weights_root, "layer_names")
+    names = layer_names if layer_names is not None else list(weights_root.keys())
     limits.check("max_objects", len(names), subject)  # each name costs an h5 lookup, even a missing one
     for layer_name in names:
         if not layer_name or layer_name not in weights_root:
             continue
         group = weights_root[layer_name]
-        weight_names = group.attrs.get("weight_names")
+        weight_names = attribute_texts(h5, group, "weight_names")
         if weight_names is None:
             continue
-        for weight_name in (attr_text(n) for n in weight_names):
+        for weight_name in weight_names:
             if not weight_name:
                 continue
             if weight_name in seen:

@@ -13,8 +13,8 @@ replayed by tests/test_hostile_fuzz.py.
 
 The address space is capped (``--memory-mib``, default 2048) as the reader child caps it:
 an allocation libhdf5 is talked into fails as MemoryError instead of taking the machine.
-A libhdf5 loop inside one C call (tests/fixtures/fuzz/hdf5_loop.h5) is the reader child's
-read-seconds problem; here libFuzzer's ``-timeout`` reports it as a timeout artifact.
+A libhdf5 loop inside one C call (what tests/fixtures/fuzz/hdf5_loop.h5 did before its
+attributes were read without libhdf5) is the reader child's read-seconds problem; here libFuzzer's ``-timeout`` reports it as a timeout artifact.
 Prints one JSON line at the end: target, executions, crashes.
 """
 

@@ -4,7 +4,8 @@
 
 libFuzzer stops at the first input that runs longer than ``--timeout`` seconds (for the h5
 readers: libhdf5 looping inside one C call, which the reader child bounds with read-seconds
-in a real scan; tests/fixtures/fuzz/hdf5_loop.h5) and at a signal (a segfault inside h5py or
+in a real scan, as tests/fixtures/fuzz/hdf5_loop.h5 did before attributes were read
+by loaders/_h5header.py) and at a signal (a segfault inside h5py or
 libhdf5, which kills only the reader child in a real scan). This supervisor keeps the
 corpus and the crash table across restarts, so coverage found before a hang is kept, and
 prints one JSON line: executions, wall seconds, hangs (timeouts), distinct crashes.
