@@ -39,6 +39,8 @@ FOUND = [
     ("h5_weight_name_is_a_group.h5", "h5-index", "AttributeError: a named Datatype where a weight should be"),
     ("h5_model_config_heap_loop.h5", "h5-index", "libhdf5 looped reading model_config (a dangling global heap id)"),
     ("hdf5_loop.h5", "h5-index", "libhdf5 looped reading an attribute; only read-seconds ended it"),
+    ("h5_heap_address_past_off_t.h5", "h5-index", "OverflowError: os.pread at a heap address past off_t"),
+    ("h5_weight_name_declared_4_gib.h5", "h5-index", "DeclaredTooLong escaped from a weight_names read"),
 ]
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from decay_audit.errors import ModelLoadError
-from decay_audit.loaders._h5header import CorruptHeap, HeaderReader, header_reader
+from decay_audit.loaders._h5header import CorruptHeap, DeclaredTooLong, HeaderReader, header_reader
 
 
 @contextlib.contextmanager
@@ -37,7 +37,7 @@ def open_h5(source: Any, subject: str) -> Iterator[Any]:
     try:
         try:
             yield handle
-        except (OSError, RuntimeError, KeyError, TypeError, ValueError, CorruptHeap) as exc:
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError, CorruptHeap, DeclaredTooLong) as exc:
             # h5py raises these for corrupt b-trees and bad object headers mid-walk; ValueError
             # includes h5o.visit's UnicodeDecodeError on a corrupt link name (h5py 3.14, fuzzing).
             raise ModelLoadError(subject, f"corrupt HDF5 index ({_first_line(exc)})") from None
@@ -99,10 +99,14 @@ def _headers(source: Any, image: bytes | None, base: int) -> HeaderReader | None
         at = start + base + offset
         if end is not None:
             size = max(0, min(size, end - at))
+        if at >= _PAST_ANY_FILE or size <= 0:  # an address beyond off_t: nothing there
+            return b""
         return os.pread(descriptor, size, at)
 
     return header_reader(read)
 
+
+_PAST_ANY_FILE = 1 << 62
 
 IMAGE_BYTES = 32 << 20
 """A zip member up to this size is read into memory and opened as an HDF5 file image."""

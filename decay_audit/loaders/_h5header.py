@@ -67,7 +67,7 @@ class DeclaredTooLong(Exception):
     """A string attribute declares more bytes than the caller allows; nothing was read."""
 
     def __init__(self, length: int):
-        super().__init__(length)
+        super().__init__(f"a string declared {length} bytes long")
         self.length = length
 
 
