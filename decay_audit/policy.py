@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from decay_audit import user_regex
 from decay_audit.classify import Classification
 from decay_audit.errors import UsageError
 from decay_audit.inventory import VariableRecord
@@ -74,7 +75,7 @@ class Selector:
         if self.text.startswith("kind:"):
             return classification.kind.value == self.text[5:]
         if self.text.startswith("re:"):
-            return re.search(self.text[3:], record.path) is not None
+            return user_regex.search(self.text[3:], record.path)
         return fnmatch.fnmatchcase(record.path, self.text)
 
 
@@ -133,6 +134,13 @@ def apply_policy(records: Sequence[VariableRecord], classifications: Sequence[Cl
                  policy: Policy | Preset = Preset.KERNELS_ONLY) -> PolicyResult:
     if isinstance(policy, (Preset, str)):
         policy = Policy(Preset(policy))
+    regexes = [o.selector.text for o in policy.overrides if o.selector.text.startswith("re:")]
+    with user_regex.budget(f"--decay/--no-decay {regexes[0]}" if regexes else "policy", len(records)):
+        return _apply_policy(records, classifications, policy)
+
+
+def _apply_policy(records: Sequence[VariableRecord], classifications: Sequence[Classification],
+                  policy: Policy) -> PolicyResult:
     used = [False] * len(policy.overrides)
     conflicts = []
     decisions = []

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from decay_audit import user_regex
 from decay_audit.audit import ScanReport
 from decay_audit.kinds import TextEnum
 from decay_audit.rules import TargetName, get_target
@@ -108,7 +109,8 @@ def check_rules(report: ScanReport, target: str | TargetName, rule: Any, keras_b
     target = TargetName(target)
     tool = get_target(target, keras_backend)
     records = [v.record for v in report.variables]
-    applied = tool.apply(rule, records)
+    with user_regex.budget(f"{target.value} rule", len(records)):
+        applied = tool.apply(rule, records)
     findings: list[Finding] = []
     decided = {v.record.path: v for v in report.variables}
     for match in applied.matches:

@@ -259,3 +259,36 @@ def test_snippet_opens_the_written_rule_file(tmp_path, target):
     assert result.returncode == 0, result.stderr
     assert f"json.load(open({str(out)!r}))" in result.stdout
     assert "RULES_PATH" not in result.stdout
+
+
+EXPONENTIAL = r"(.|.|.|.)*z$"
+"""Fails on every name after trying 4**len(name) ways: hours on 'dense1/kernel:0'."""
+
+
+@pytest.mark.parametrize("target", ["keras", "tf-keras", "model-garden"])
+def test_a_backtracking_rule_regex_is_one_error_naming_it_within_the_budget(monkeypatch, target):
+    import time
+
+    from decay_audit import user_regex
+    from decay_audit.errors import LimitExceededError
+
+    monkeypatch.setattr(user_regex, "REGEX_SECONDS", 1.0)
+    report = scan(SAMPLES / "seed.keras")
+    rule = get_target(target).from_var_names(["bias", EXPONENTIAL])
+    start = time.perf_counter()
+    with pytest.raises(LimitExceededError, match=r"\(\.\|\.\|\.\|\.\)\*z\$.* ran over 1 s on 4 variable names"):
+        check_rules(report, target, rule)
+    assert time.perf_counter() - start < 5
+    # the timer and handler are put back: a fast rule afterwards runs as before
+    assert check_rules(report, target, get_target(target).from_var_names(["bias"])) is not None
+    import signal
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+
+
+def test_a_backtracking_re_selector_in_a_policy_is_one_error(monkeypatch):
+    from decay_audit import user_regex
+    from decay_audit.errors import LimitExceededError
+
+    monkeypatch.setattr(user_regex, "REGEX_SECONDS", 1.0)
+    with pytest.raises(LimitExceededError, match="ran over 1 s"):
+        scan(SAMPLES / "seed.keras", preset=build_policy("kernels-only", no_decay=[f"re:{EXPONENTIAL}"]))

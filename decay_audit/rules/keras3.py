@@ -38,6 +38,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from decay_audit import user_regex
 from decay_audit.errors import UsageError
 from decay_audit.inventory import VariableRecord
 from decay_audit.rules.interface import (
@@ -135,8 +136,8 @@ class Keras3Target:
         backend = self.backend
         excluded = frozenset(r.path for r in candidates if r.path in listed or place[id(r)][0] in layers
                              or place[id(r)] in positions or (
-            joined is not None and joined.search(searched_name(r, backend)) is not None))
-        matches = [Match(name, tuple(r.path for r in candidates if re.search(name, searched_name(r, backend))))
+            joined is not None and user_regex.search(joined, searched_name(r, backend))))
+        matches = [Match(name, tuple(r.path for r in candidates if user_regex.search(name, searched_name(r, backend))))
                    for name in rule["exclude_var_names"]]
         matches += [Match(f"path {path}", tuple(r.path for r in candidates if r.path == path))
                     for path in rule["exclude_paths"]]

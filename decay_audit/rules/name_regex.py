@@ -15,6 +15,8 @@ cannot express: variables whose name a scan does not know (positional leaves).
 from __future__ import annotations
 
 import re
+
+from decay_audit import user_regex
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,7 +51,7 @@ def _exclusion_patterns(records: Sequence[VariableRecord], decay: Sequence[bool]
 
 
 def _matches(patterns: list[str], candidates: list[VariableRecord], decays: bool = False) -> list[Match]:
-    return [Match(p, tuple(r.path for r in candidates if re.search(p, tf_name(r))), decays) for p in patterns]
+    return [Match(p, tuple(r.path for r in candidates if user_regex.search(p, tf_name(r))), decays) for p in patterns]
 
 
 class TfKerasTarget:
@@ -76,7 +78,7 @@ class TfKerasTarget:
 
     def apply(self, rule: list[str], records: Sequence[VariableRecord]) -> Applied:
         candidates = trainable(records)
-        excluded = frozenset(r.path for r in candidates if any(re.search(p, tf_name(r)) for p in rule))
+        excluded = frozenset(r.path for r in candidates if any(user_regex.search(p, tf_name(r)) for p in rule))
         return Applied(excluded, tuple(_matches(rule, candidates)))
 
 
@@ -111,9 +113,9 @@ class ModelGardenTarget:
 
         def decays(record: VariableRecord) -> bool:
             name = tf_name(record)
-            if any(re.search(p, name) for p in rule["include_in_weight_decay"]):
+            if any(user_regex.search(p, name) for p in rule["include_in_weight_decay"]):
                 return True
-            return not any(re.search(p, name) for p in rule["exclude_from_weight_decay"])
+            return not any(user_regex.search(p, name) for p in rule["exclude_from_weight_decay"])
 
         excluded = frozenset(r.path for r in candidates if not decays(r))
         matches = _matches(rule["exclude_from_weight_decay"], candidates)
