@@ -301,3 +301,30 @@ def test_hdf5_heap_bomb_is_bounded_by_memory():
     code_text, peak_mib = first.split()
     assert code_text == "2" and "heap_bomb.h5" in message
     assert int(peak_mib) < 1100  # the reader's 1 GiB cap, not the 4 GiB the file asks for
+
+
+def _rezip(source: Path, target: Path, compression: int) -> None:
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w", compression=compression) as archive:
+        for info in original.infolist():
+            archive.writestr(info.filename, original.read(info.filename))
+
+
+def test_a_compressed_weights_member_is_decompressed_once_and_scans_like_the_stored_one(tmp_path):
+    """Re-zipped by hand with deflate: libhdf5's backward seeks would each decompress from the start."""
+    from decay_audit import scan
+
+    deflated = tmp_path / "deflated.keras"
+    _rezip(SAMPLES / "zoo.keras", deflated, zipfile.ZIP_DEFLATED)
+    report, original = scan(deflated), scan(SAMPLES / "zoo.keras")
+    assert [(v.record.path, v.decision.decay) for v in report.variables] == [
+        (v.record.path, v.decision.decay) for v in original.variables]
+    assert any("decompressed into memory" in note for note in report.inventory.notes), report.inventory.notes
+
+
+def test_a_compressed_weights_member_that_lies_about_its_size_is_one_line(tmp_path):
+    deflated = tmp_path / "deflated.keras"
+    _rezip(SAMPLES / "seed.keras", deflated, zipfile.ZIP_DEFLATED)
+    size = zipfile.ZipFile(deflated).getinfo("model.weights.h5").file_size
+    liar = tmp_path / "liar.keras"
+    liar.write_bytes(_patch_declared_size(deflated.read_bytes(), "model.weights.h5", size // 2))
+    _one_line_error(run_cli("scan", str(liar)), "liar.keras", "model.weights.h5")

@@ -7,13 +7,15 @@ layer classes are looked up in a table (decay_audit.keras_layers), never importe
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from decay_audit.errors import ModelLoadError
 from decay_audit.inventory import Inventory
 from decay_audit.loaders._compile_config import optimizer_from_compile_config
-from decay_audit.loaders._h5 import open_h5
+from decay_audit.loaders._h5 import IMAGE_BYTES, open_h5
 from decay_audit.loaders._keras_tree import KerasTreeWalker, layer_configs
 from decay_audit.loaders._zipwindow import stored_member_window
 from decay_audit.loaders.interface import Limits, LoaderName, parse_json
@@ -53,18 +55,14 @@ def load_keras_zip(path: Path, limits: Limits) -> Inventory:
                 raise ModelLoadError(subject, str(exc)) from None
             notes = []
             if window is None:
-                # Compressed members (re-zipped by hand) cannot be seeked in place.
-                notes.append(f"{WEIGHTS_MEMBER} is compressed: read by streaming, which is slower")
-                try:
-                    source = archive.open(WEIGHTS_MEMBER)
-                except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
-                    raise ModelLoadError(subject, f"cannot open {WEIGHTS_MEMBER} ({exc})") from None
+                source = _compressed_member(archive, weights_info, subject, notes)
             else:
                 source = window
             walker = KerasTreeWalker(f"{subject}:{WEIGHTS_MEMBER}", limits)
             with open_h5(source, f"{subject}:{WEIGHTS_MEMBER}") as h5:
                 records = walker.walk_model(h5, model_entry)
-            source.close()
+            if not isinstance(source, bytes):
+                source.close()
     notes.extend(walker.notes)
     notes.extend(_unknown_class_notes(model_entry))
     config = model_entry.get("config") if isinstance(model_entry.get("config"), Mapping) else {}
@@ -76,6 +74,32 @@ def load_keras_zip(path: Path, limits: Limits) -> Inventory:
         model_name=config.get("name") if isinstance(config.get("name"), str) else None,
         optimizer=optimizer_from_compile_config(model_entry.get("compile_config")),
     )
+
+
+def _compressed_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, subject: str,
+                       notes: list[str]) -> Any:
+    """A compressed ``model.weights.h5`` (re-zipped by hand), which cannot be seeked in place.
+
+    Up to IMAGE_BYTES it is decompressed once into memory (reading at most one byte more than it
+    declares): libhdf5 seeks back and forth, and each backward seek in a zip stream decompresses
+    from the start again. A larger member is streamed, slower, bounded by read-seconds."""
+    try:
+        member = archive.open(WEIGHTS_MEMBER)
+    except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
+        raise ModelLoadError(subject, f"cannot open {WEIGHTS_MEMBER} ({exc})") from None
+    if info.file_size > IMAGE_BYTES:
+        notes.append(f"{WEIGHTS_MEMBER} is compressed: read by streaming, which is slower")
+        return member
+    with member:
+        try:
+            data = member.read(info.file_size + 1)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, zlib.error) as exc:
+            raise ModelLoadError(subject, f"cannot decompress {WEIGHTS_MEMBER} ({exc})") from None
+    if len(data) != info.file_size:
+        raise ModelLoadError(subject, f"{WEIGHTS_MEMBER} declares {info.file_size} bytes but holds "
+                                      f"{'more' if len(data) > info.file_size else len(data)}")
+    notes.append(f"{WEIGHTS_MEMBER} is compressed: decompressed into memory")
+    return data
 
 
 def _unknown_class_notes(model_entry: Mapping) -> list[str]:
