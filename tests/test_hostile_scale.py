@@ -235,3 +235,23 @@ def test_depth_counted_on_the_text_equals_the_depth_of_the_parsed_value(value, e
 
     text = json.dumps(value, ensure_ascii=ascii_only)
     assert _depth(text if encoding == "str" else text.encode(encoding)) == max(1, _walked_depth(value))
+
+
+def test_a_graph_walk_cut_by_its_step_budget_says_so(tmp_path):
+    """Every captured argument feeds one hub node that 400 ops consume: following each argument
+    costs 400 steps, past the budget (linear in the edges). The walk stops and a note says
+    which evidence may be missing, instead of dropping it silently."""
+    count = 400
+    path = tmp_path / "hub"
+    path.mkdir()
+    nodes = [Node(children=[(i + 1, f"v{i}") for i in range(count)])]
+    nodes += [Node(kind="variable", name=f"layer_{i}/kernel:0") for i in range(count)]
+    args = [f"a{i}" for i in range(count)]
+    hub = Function("hub", args, [("h", "IdentityN", args, None)]
+                   + [(f"c{j}", "AddN", ["h"], None) for j in range(count)])
+    (path / "saved_model.pb").write_bytes(saved_model(nodes, [hub], {"hub": list(range(1, count + 1))}))
+    inventory = load(path, IN_PROCESS)
+    assert len(inventory.records) == count
+    assert any("step budget" in note and "not followed" in note for note in inventory.notes), inventory.notes
+    finished = load(_one_function_captures(tmp_path, 4), IN_PROCESS)
+    assert not any("step budget" in note for note in finished.notes)

@@ -71,8 +71,8 @@ def load_saved_model(directory: Path, limits: Limits) -> Inventory:
         limits.check("max_variables", len(variable_ids), str(pb_path))
         owners = _owners(nodes, variable_ids)
         layer_info = _layer_info(nodes, metadata)
-        uses, reads = _graph_uses(graph_def, concrete, set(variable_ids), limits, str(pb_path)) \
-            if graph_def is not None else ({}, {})
+        uses, reads, unfinished = _graph_uses(graph_def, concrete, set(variable_ids), limits, str(pb_path)) \
+            if graph_def is not None else ({}, {}, 0)
     except ProtoDecodeError as exc:
         raise ModelLoadError(str(pb_path), f"corrupt protobuf ({exc})") from None
     frozen = _frozen_layers(metadata, nodes)
@@ -97,6 +97,10 @@ def load_saved_model(directory: Path, limits: Limits) -> Inventory:
         notes.append(f"{len(seed_states)} Keras SeedGenerator states skipped (random-number state, not weights)")
     if not metadata:
         notes.append("no Keras layer classes in a SavedModel: judged from names, shapes and graph use")
+    if unfinished:
+        notes.append(f"graph-use walk stopped at its step budget (linear in the graph's edges) with "
+                     f"{unfinished} function arguments holding variables not followed: graph evidence for "
+                     f"those variables may be missing, names and shapes still apply")
     model_name = None
     root_meta = layer_info.get(0)
     if root_meta:
@@ -473,10 +477,11 @@ _CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
 
 
 def _graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids: set[int], limits: Limits,
-                subject: str) -> tuple[dict[int, tuple[str, ...]], dict[int, set[str]]]:
-    """Variable node id → sorted ``Op:input_position`` uses across the saved functions, and
+                subject: str) -> tuple[dict[int, tuple[str, ...]], dict[int, set[str]], int]:
+    """Variable node id → sorted ``Op:input_position`` uses across the saved functions,
     variable node id → names of the ``ReadVariableOp`` nodes that read it (their name scopes are
-    the layer scopes of the call, see :func:`_unique_paths`)."""
+    the layer scopes of the call, see :func:`_unique_paths`), and how many held arguments the
+    step budget left unfollowed (0 when the walk finished)."""
     functions = _functions(graph_def, limits, subject)
     holds: dict[tuple[str, str], int] = {}  # (function, arg name) → variable id
     for fn_name, bound in concrete.items():
@@ -522,7 +527,8 @@ def _graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids:
                         uses.setdefault(var, set()).add(f"{op}:{position}")
             frontier = next_frontier
             depth += 1
-    return {var: tuple(sorted(found)) for var, found in uses.items()}, reads
+    unfinished = len(queue) + int(budget <= 0)  # the walk the budget ended, and those never started
+    return {var: tuple(sorted(found)) for var, found in uses.items()}, reads, unfinished
 
 
 def _functions(graph_def: Any, limits: Limits, subject: str) -> dict[str, dict[str, Any]]:
