@@ -11,6 +11,7 @@ reorders or renames a variable turns CI red instead of silently mislabelling.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -173,11 +174,20 @@ def keras_class_name_candidates(h5_key: str) -> list[str]:
     the snake_case of the class plus ``_N``: ``batch_normalization_3``, ``conv2d``.
     When no config says the class (subclassed models), this is the best evidence left.
     """
-    stem = re.sub(r"_\d+$", "", h5_key)
+    return list(_classes_by_snake_case().get(re.sub(r"_\d+$", "", h5_key), ()))
+
+
+@functools.lru_cache(maxsize=1)
+def _classes_by_snake_case() -> dict[str, tuple[str, ...]]:
+    """snake_case name → known classes, built once (a weights-only file asks once per layer key)."""
     known = list(LAYER_VARIABLES) + [name for name in SUBLAYER_ATTRIBUTES if name not in LAYER_VARIABLES]
-    return [name for name in known if snake_case(name) == stem]
+    index: dict[str, list[str]] = {}
+    for name in known:
+        index.setdefault(snake_case(name), []).append(name)
+    return {key: tuple(names) for key, names in index.items()}
 
 
+@functools.lru_cache(maxsize=4096)
 def snake_case(class_name: str) -> str:
     """Keras' ``to_snake_case`` (keras/src/utils/naming.py), e.g. PReLU → p_re_lu."""
     intermediate = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", class_name)
