@@ -301,9 +301,16 @@ def _shape(message: bytes) -> tuple[int, ...] | None:
     if flags & 0x02 and version == 1:  # permutation indices: never written by libhdf5
         return None
     end = start + 8 * rank
-    if end > len(message):
+    if rank > _MAX_RANK or end > len(message):
         return None
-    return struct.unpack_from(f"<{rank}Q", message, start)
+    shape = struct.unpack_from(f"<{rank}Q", message, start)
+    return None if any(d >= _UNLIMITED for d in shape) else shape
+
+
+_MAX_RANK = 32
+"""H5S_MAX_RANK: libhdf5 refuses more, so the fast path leaves such a header to it."""
+_UNLIMITED = 1 << 63
+"""A current size this large is H5S_UNLIMITED or garbage: libhdf5 decides."""
 
 
 def _dtype(message: bytes) -> str | None:
