@@ -88,8 +88,16 @@ def as_text(value: object) -> str:
     return bytes(value).decode("utf-8", errors="replace")
 
 
-def as_signed64(value: int) -> int:
+def as_int(value: object) -> int:
+    """A varint or fixed field: a hostile file may send a length-delimited one in its place."""
+    if not isinstance(value, int):
+        raise ProtoDecodeError("expected a number field")
+    return value
+
+
+def as_signed64(value: object) -> int:
     """Varints encode negative int64 values as two's complement in 64 bits."""
+    value = as_int(value)
     return value - (1 << 64) if value >= 1 << 63 else value
 
 

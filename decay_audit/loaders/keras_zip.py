@@ -119,8 +119,10 @@ def _unknown_class_notes(model_entry: Mapping) -> list[str]:
             continue
         class_name = entry.get("class_name")
         key = (class_name, entry.get("module"), entry.get("registered_name"))
-        if isinstance(class_name, str) and key not in seen and type(key[1]) is not dict:
-            seen.add(key)
+        hashable = all(part is None or type(part) is str for part in key)
+        if isinstance(class_name, str) and not (hashable and key in seen):
+            if hashable:
+                seen.add(key)
             if hub_table.is_hub_entry(entry):
                 if hub_table.class_for_entry(entry) is None:
                     hub_unknown.add(class_name)

@@ -25,6 +25,7 @@ from decay_audit.keras_layers import LAYER_VARIABLES, keras_class_name_candidate
 from decay_audit.loaders._keras_tree import is_builtin_entry
 from decay_audit.loaders._protowire import (
     ProtoDecodeError,
+    as_int,
     as_signed64,
     as_text,
     iter_fields,
@@ -154,7 +155,7 @@ def _saved_object(data: Any) -> _Node:
             node_id, name = 0, ""
             for ref_number, _, ref_value in iter_fields(value):
                 if ref_number == 1:
-                    node_id = ref_value
+                    node_id = as_int(ref_value)
                 elif ref_number == 2:
                     name = as_text(ref_value)
             node.children.append((node_id, name))
@@ -175,11 +176,11 @@ def _saved_variable(data: Any) -> dict[str, Any]:
     variable: dict[str, Any] = {"dtype": "float32", "shape": None, "trainable": False, "name": ""}
     for number, _, value in iter_fields(data):
         if number == 1:
-            variable["dtype"] = _DTYPES.get(value, f"dtype{value}")
+            variable["dtype"] = _DTYPES.get(as_int(value), f"dtype{value}")
         elif number == 2:
             variable["shape"] = _shape(value)
         elif number == 3:
-            variable["trainable"] = bool(value)
+            variable["trainable"] = bool(as_int(value))
         elif number == 6:
             variable["name"] = as_text(value)
     return variable
