@@ -193,3 +193,31 @@ def test_a_model_config_declared_longer_than_the_limit_is_refused_before_it_is_r
     path.write_bytes(bytes(image))
     with pytest.raises(LimitExceededError, match="config-bytes"):
         load_h5(path, Limits(read_seconds=0))
+
+
+def test_a_shared_sibling_message_does_not_hide_the_attribute_found_beside_it():
+    """Attribute names are unique per object: a message flagged shared (stored elsewhere, or
+    corrupt) next to the wanted attribute cannot change it; without the wanted one, defer."""
+    import struct
+
+    def attribute(name: bytes, flags: int = 0) -> bytes:
+        padded = name + b"\0" * (8 - len(name) % 8)
+        datatype = struct.pack("<BBBBI", 0x13, 0, 0, 0, 4)  # fixed-length string of 4 bytes
+        space = struct.pack("<BBBB4x", 1, 0, 0, 0)  # scalar
+        body = struct.pack("<BBHHH", 1, 0, len(name) + 1, len(datatype), len(space)) + padded + datatype + space
+        body += b"abcd"
+        body += b"\0" * (-len(body) % 8)
+        return struct.pack("<HHB3x", 0x000C, len(body), flags) + body
+
+    def image_with(*messages: bytes) -> bytes:
+        image = bytearray((SAMPLES / "seed.weights.h5").read_bytes()[:16].ljust(100, b"\0"))
+        payload = b"".join(messages)
+        image += struct.pack("<BBHII4x", 1, 0, len(messages), 1, len(payload)) + payload
+        return bytes(image)
+
+    found = image_with(attribute(b"other", flags=0x02), attribute(b"name"))
+    reader = header_reader(lambda offset, size: found[offset:offset + size])
+    assert reader.string_attribute(100, b"name") == (True, "abcd")
+    missing = image_with(attribute(b"other", flags=0x02))
+    reader = header_reader(lambda offset, size: missing[offset:offset + size])
+    assert reader.string_attribute(100, b"name") == (False, None)

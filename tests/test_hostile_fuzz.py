@@ -41,6 +41,8 @@ FOUND = [
     ("hdf5_loop.h5", "h5-index", "libhdf5 looped reading an attribute; only read-seconds ended it"),
     ("h5_heap_address_past_off_t.h5", "h5-index", "OverflowError: os.pread at a heap address past off_t"),
     ("h5_weight_name_declared_4_gib.h5", "h5-index", "DeclaredTooLong escaped from a weight_names read"),
+    ("h5_sibling_attribute_marked_shared.h5", "h5-index",
+     "libhdf5 looped reading layer_names: the header reader had deferred because another attribute was marked shared"),
     ("saved_model_node_id_is_bytes/saved_model.pb", "saved-model", "TypeError: a child node id sent as bytes"),
     ("saved_model_field_is_bytes/saved_model.pb", "saved-model", "TypeError: a number field sent as bytes"),
 ]

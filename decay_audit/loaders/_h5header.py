@@ -93,7 +93,7 @@ class HeaderReader:
             messages = self._messages(address, _LAYOUT, stop=lambda found: len(found) == 2)
         except (struct.error, IndexError, ValueError):
             return None
-        if messages is None or len(messages) != 2:
+        if messages is None or len(messages) != 2 or _SHARED in messages[_DATASPACE] + messages[_DATATYPE]:
             return None
         shape = _shape(messages[_DATASPACE][0])
         dtype = _dtype(messages[_DATATYPE][0])
@@ -117,13 +117,16 @@ class HeaderReader:
     def _attribute(self, address: int, name: bytes, max_length: int) -> tuple[bool, object]:
         try:
             messages = self._messages(address, _ATTRIBUTES, stop=lambda found: False)
-            if messages is None or any(_dense(info) for info in messages.get(_ATTRIBUTE_INFO, ())):
+            if messages is None or any(info is _SHARED or _dense(info) for info in messages.get(_ATTRIBUTE_INFO, ())):
                 return False, None  # attributes in a fractal heap: libhdf5 reads those
-            for body in messages.get(_ATTRIBUTE, ()):
-                answer = self._attribute_value(body, name, max_length)
+            bodies = messages.get(_ATTRIBUTE, [])
+            for body in bodies:
+                # Names are unique per object: the attribute found in the header is the answer,
+                # whatever a shared (or corrupt) message beside it holds.
+                answer = _OTHER_NAME if body is _SHARED else self._attribute_value(body, name, max_length)
                 if answer is not _OTHER_NAME:
                     return answer
-            return True, None
+            return (_SHARED not in bodies), None
         except (struct.error, IndexError, ValueError):
             return False, None
 
@@ -248,9 +251,7 @@ class HeaderReader:
                     return None
                 position += prefix + length
                 if kind in wanted:
-                    if flags & 0x02:  # shared: stored elsewhere
-                        return None
-                    found.setdefault(kind, []).append(body)
+                    found.setdefault(kind, []).append(_SHARED if flags & 0x02 else body)  # shared: stored elsewhere
                     if stop(found):
                         return found
                 elif kind == _CONTINUATION:
@@ -279,6 +280,8 @@ def _padded(size: int, alignment: int) -> int:
 
 
 _OTHER_NAME = object()
+_SHARED: bytes = object()  # type: ignore[assignment]
+"""Stands for a message stored elsewhere (a shared message): its content is not in this header."""
 _ATTRIBUTE, _ATTRIBUTE_INFO = 0x000C, 0x0015
 _LAYOUT = frozenset({_DATASPACE, _DATATYPE})
 _ATTRIBUTES = frozenset({_ATTRIBUTE, _ATTRIBUTE_INFO})
