@@ -27,6 +27,32 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+STUCK_SECONDS = 60
+"""A fuzzer process whose execution count has not moved for this long is stuck, not slow:
+libFuzzer's out-of-memory report can deadlock inside a Python process (seen twice, a futex wait
+after libhdf5 asked for gigabytes). It is killed, counted and restarted; its input is lost."""
+
+
+def _run_watched(command: list[str], env: dict[str, str], state: Path) -> subprocess.CompletedProcess | None:
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last, moved = None, time.monotonic()
+    while True:
+        try:
+            stdout, stderr = process.communicate(timeout=10)
+            return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+        except subprocess.TimeoutExpired:
+            try:
+                count = json.loads(state.read_text())["executions"] if state.exists() else None
+            except (OSError, ValueError, KeyError):
+                count = None
+            if count != last:
+                last, moved = count, time.monotonic()
+            elif time.monotonic() - moved > STUCK_SECONDS:
+                process.kill()
+                process.communicate()
+                return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target")
@@ -38,7 +64,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix=f"long-{args.target}-"))
     state, corpus = work / "state.json", work / "corpus"
     env = {**os.environ, "FUZZ_STATE": str(state), "FUZZ_CORPUS": str(corpus)}
-    start, hangs, restarts, hang_files, deaths, death_files = time.monotonic(), 0, 0, [], 0, []
+    start, hangs, restarts, hang_files, deaths, death_files, stuck = time.monotonic(), 0, 0, [], 0, [], 0
     while True:
         done = json.loads(state.read_text())["executions"] if state.exists() else 0
         left_seconds = args.max_seconds - (time.monotonic() - start)
@@ -47,10 +73,14 @@ def main() -> None:
         before = set(args.artifacts.glob(f"{args.target}-timeout-*"))
         before_deaths = set(args.artifacts.glob(f"{args.target}-crash-*"))
         before_ooms = set(args.artifacts.glob(f"{args.target}-oom-*"))
-        result = subprocess.run([sys.executable, str(HERE / "fuzz_atheris.py"), args.target,
-                                 f"-runs={args.executions - done}", f"-max_total_time={int(left_seconds)}",
-                                 f"-timeout={args.timeout}", f"-artifact_prefix={args.artifacts}/{args.target}-",
-                                 "-print_final_stats=0", *extra], env=env, capture_output=True, text=True)
+        result = _run_watched([sys.executable, str(HERE / "fuzz_atheris.py"), args.target,
+                               f"-runs={args.executions - done}", f"-max_total_time={int(left_seconds)}",
+                               f"-timeout={args.timeout}", f"-artifact_prefix={args.artifacts}/{args.target}-",
+                               "-print_final_stats=0", *extra], env, state)
+        if result is None:
+            stuck += 1
+            restarts += 1
+            continue
         for line in (result.stdout + result.stderr).splitlines():
             if line.startswith("CRASH "):
                 print(line, file=sys.stderr, flush=True)
@@ -75,7 +105,8 @@ def main() -> None:
     print(json.dumps({"target": args.target, "executions": final["executions"], "wall_seconds": round(wall),
                       "exec_per_second": round(final["executions"] / max(wall, 1)), "processes": restarts,
                       "hangs": hangs, "hang_inputs": hang_files, "c_library_crashes": deaths,
-                      "c_crash_inputs": death_files, "distinct_crashes": len(final["crashes"]),
+                      "c_crash_inputs": death_files, "stuck_processes_killed": stuck,
+                      "distinct_crashes": len(final["crashes"]),
                       "crashes": final["crashes"]}))
 
 
