@@ -54,7 +54,7 @@ print(time.perf_counter() - start, model.count_params())
 '''
 
 VERIFY = BUILD + '''
-from decay_audit.verification import verify
+from decay_audit.stages.verify import verify
 start = time.perf_counter()
 report = verify(model, steps=steps)
 assert report.ok, report.mismatches

@@ -11,34 +11,79 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "scan": "decay_audit.audit",
-    "scan_inventory": "decay_audit.audit",
-    "ScanReport": "decay_audit.audit",
-    "ScannedVariable": "decay_audit.audit",
+    "scan": "decay_audit.stages.scan",
+    "scan_inventory": "decay_audit.stages.scan",
+    "scan_many": "decay_audit.stages.scan_many",
+    "emit_rules": "decay_audit.stages.rules",
+    "check_rules": "decay_audit.stages.rules",
+    "verify": "decay_audit.stages.verify",
+    "VerifyOptions": "decay_audit.stages.verify",
+    "ScanReport": "decay_audit.results",
+    "ScannedVariable": "decay_audit.results",
+    "BatchReport": "decay_audit.results",
+    "CheckReport": "decay_audit.results",
+    "RuleEmission": "decay_audit.results",
+    "VerifyReport": "decay_audit.results",
+    "Measurement": "decay_audit.results",
+    "Finding": "decay_audit.findings",
+    "FindingKind": "decay_audit.findings",
+    "Outcome": "decay_audit.findings",
     "Classification": "decay_audit.classify",
     "Decision": "decay_audit.policy",
-    "Preset": "decay_audit.policy",
-    "Inventory": "decay_audit.inventory",
-    "VariableRecord": "decay_audit.inventory",
+    "Policy": "decay_audit.policy",
+    "Preset": "decay_audit.kinds",
     "Kind": "decay_audit.kinds",
     "Confidence": "decay_audit.kinds",
+    "KerasBackend": "decay_audit.kinds",
+    "Inventory": "decay_audit.inventory",
+    "VariableRecord": "decay_audit.inventory",
     "Limits": "decay_audit.loaders.interface",
     "load": "decay_audit.loaders",
     "DecayAuditError": "decay_audit.errors",
     "ModelLoadError": "decay_audit.errors",
-    "SetupError": "decay_audit.probe.setup",
+    "UsageError": "decay_audit.errors",
+    "SetupError": "decay_audit.errors",
     "OutputFormat": "decay_audit.report",
-    "verify": "decay_audit.verification",
-    "VerifyReport": "decay_audit.verification",
     "assert_decay": "decay_audit.testing",
-    "Policy": "decay_audit.policy",
-    "emit_rules": "decay_audit.rulecheck",
-    "check_rules": "decay_audit.rulecheck",
-    "scan_many": "decay_audit.batch",
-    "BatchReport": "decay_audit.batch",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BatchReport",
+    "CheckReport",
+    "Classification",
+    "Confidence",
+    "DecayAuditError",
+    "Decision",
+    "Finding",
+    "FindingKind",
+    "Inventory",
+    "KerasBackend",
+    "Kind",
+    "Limits",
+    "Measurement",
+    "ModelLoadError",
+    "Outcome",
+    "OutputFormat",
+    "Policy",
+    "Preset",
+    "RuleEmission",
+    "ScanReport",
+    "ScannedVariable",
+    "SetupError",
+    "UsageError",
+    "VariableRecord",
+    "VerifyOptions",
+    "VerifyReport",
+    "assert_decay",
+    "check_rules",
+    "emit_rules",
+    "load",
+    "scan",
+    "scan_inventory",
+    "scan_many",
+    "verify",
+]
+"""The public names; each loads on first use, from the module :data:`_EXPORTS` names."""
 
 
 def __getattr__(name: str) -> Any:
@@ -53,17 +98,26 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from decay_audit.audit import ScannedVariable, ScanReport, scan, scan_inventory
-    from decay_audit.batch import BatchReport, scan_many
     from decay_audit.classify import Classification
-    from decay_audit.errors import DecayAuditError, ModelLoadError
+    from decay_audit.errors import DecayAuditError, ModelLoadError, SetupError, UsageError
+    from decay_audit.findings import Finding, FindingKind, Outcome
     from decay_audit.inventory import Inventory, VariableRecord
-    from decay_audit.kinds import Confidence, Kind
+    from decay_audit.kinds import Confidence, KerasBackend, Kind, Preset
     from decay_audit.loaders import load
     from decay_audit.loaders.interface import Limits
-    from decay_audit.policy import Decision, Policy, Preset
-    from decay_audit.probe.setup import SetupError
+    from decay_audit.policy import Decision, Policy
     from decay_audit.report import OutputFormat
-    from decay_audit.rulecheck import check_rules, emit_rules
+    from decay_audit.results import (
+        BatchReport,
+        CheckReport,
+        Measurement,
+        RuleEmission,
+        ScannedVariable,
+        ScanReport,
+        VerifyReport,
+    )
+    from decay_audit.stages.rules import check_rules, emit_rules
+    from decay_audit.stages.scan import scan, scan_inventory
+    from decay_audit.stages.scan_many import scan_many
+    from decay_audit.stages.verify import VerifyOptions, verify
     from decay_audit.testing import assert_decay
-    from decay_audit.verification import VerifyReport, verify

@@ -14,10 +14,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from decay_audit import hf_names
 from decay_audit.inventory import VariableRecord
-from decay_audit.keras_layers import slot_for_leaf
 from decay_audit.kinds import Confidence, Kind
+from decay_audit.knowledge import slot_for_leaf
+from decay_audit.knowledge import transformers as hf_names
 
 ROLE = 4.0          # Keras' own class, variable's role known from its source
 HINTED_ROLE = 3.0   # same table, class guessed from Keras' auto-generated layer name, or a user class of that name

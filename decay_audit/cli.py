@@ -6,14 +6,20 @@ Exit codes: 0 ok, 1 findings, 2 usage or input error (one line on stderr, no tra
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from decay_audit.errors import DecayAuditError, UsageError
+from decay_audit.errors import DecayAuditError, OptionError, UsageError
+from decay_audit.kinds import KerasBackend, Preset
 from decay_audit.loaders.interface import DEFAULT_LIMITS, Limits
+from decay_audit.rules import TargetName
+
+if TYPE_CHECKING:
+    from decay_audit.results import VerifyReport
+    from decay_audit.stages.verify import VerifyOptions
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INPUT = 0, 1, 2
 
@@ -23,6 +29,11 @@ _LIMIT_NAMES = {f.name.removeprefix("max_").replace("_", "-"): f.name for f in d
 def _fail(message: str) -> None:
     click.echo(f"decay-audit: error: {message}", err=True)
     sys.exit(EXIT_INPUT)
+
+
+def _message(exc: DecayAuditError) -> str:
+    """The library names parameters (``keras_backend``); a command-line user reads them as flags."""
+    return f"{exc.flag}: {exc.problem}" if isinstance(exc, OptionError) else str(exc)
 
 
 def _limits(values: tuple[str, ...]) -> Limits:
@@ -65,14 +76,15 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except DecayAuditError as exc:
-            _fail(str(exc))
+            _fail(_message(exc))
         except click.exceptions.Exit:
             raise
         except KeyboardInterrupt:
             _fail("interrupted")
 
 
-PRESETS = ["kernels-only", "no-bias-norm", "ndim", "decay-all"]
+PRESETS = [preset.value for preset in Preset]
+TARGETS = [target.value for target in TargetName]
 
 
 def policy_options(command):
@@ -125,6 +137,11 @@ def _format_choices(*subjects: str) -> click.Choice:
     return click.Choice(choices)
 
 
+def _or_list(values) -> str:
+    *first, last = list(values)
+    return f"{', '.join(first)} or {last}" if first else last
+
+
 def _show_progress(quiet: bool, output_format: str) -> bool:
     """Progress only for a person watching: on a TTY, not with --quiet, never beside machine-readable output."""
     from decay_audit.report import OutputFormat
@@ -158,11 +175,13 @@ def scan(models: tuple[Path, ...], output_format: str, output: Path | None, pres
     holding several models (searched recursively) or a glob scan every model found,
     one summary row each.
     """
+    from decay_audit.loaders.discover import single_model
+
     if plot_file is not None:
-        from decay_audit.plot import require_matplotlib
+        from decay_audit.report.plot import require_matplotlib
 
         require_matplotlib(plot_file)
-    single = _single_model(models)
+    single = single_model(models)
     if single is None:
         _scan_many(models, output_format, output, _policy(preset, decay, no_decay, policy_file), _limits(limits),
                    strict, jobs, plot_file, quiet)
@@ -171,9 +190,8 @@ def scan(models: tuple[Path, ...], output_format: str, output: Path | None, pres
 
     pending = start_load(single, _limits(limits))  # the reader child works while the next stages import
     try:
-        from decay_audit.audit import scan_inventory
-        from decay_audit.batch import strict_problems
         from decay_audit.report import Subject, render
+        from decay_audit.stages.scan import scan_inventory
 
         policy = _policy(preset, decay, no_decay, policy_file)
     except BaseException:
@@ -182,40 +200,22 @@ def scan(models: tuple[Path, ...], output_format: str, output: Path | None, pres
     report = scan_inventory(pending.result(), policy)
     _write_output(render(Subject.SCAN, output_format, report, model=single), output)
     if plot_file is not None:
-        from decay_audit.plot import plot_scan
+        from decay_audit.report.plot import plot_scan
 
         plot_scan(report, plot_file)
     summary = report.summary()
-    if strict and strict_problems(report):
+    if strict and report.strict_problems():
         click.echo(f"decay-audit: {summary.low_confidence} low-confidence and {summary.conflicting} conflicting "
                    f"verdicts, {len(report.policy_findings.dead_overrides)} dead overrides (--strict)", err=True)
         sys.exit(EXIT_FINDINGS)
 
 
-def _single_model(models: tuple[Path, ...]) -> Path | None:
-    """The one model today's single-model scan reads, or None for a multi-model scan.
-
-    One argument stays a single-model scan (same output as ever) unless it is a directory
-    that holds several models, or a glob."""
-    if len(models) != 1:
-        return None
-    path = models[0]
-    if not os.path.lexists(path):
-        return None if set("*?[") & set(str(path)) else path
-    if path.is_dir() and not (path / "saved_model.pb").is_file():
-        from decay_audit.batch import discover
-
-        found = discover([path]).models
-        if len(found) == 1:
-            return found[0]
-        return None if found else path  # none: the single-model error names the directory
-    return path
-
-
 def _scan_many(models: tuple[Path, ...], output_format: str, output: Path | None, policy, limits: Limits,
                strict: bool, jobs: int | None, plot_file: Path | None, quiet: bool) -> None:
-    from decay_audit.batch import BatchReport, discover, missing_items, scan_many
+    from decay_audit.loaders.discover import discover
     from decay_audit.report import Subject, render
+    from decay_audit.results import BatchReport
+    from decay_audit.stages.scan_many import missing_items, scan_many
 
     discovered = discover(models)
     if not discovered.models and not discovered.missing:
@@ -243,7 +243,7 @@ def _scan_many(models: tuple[Path, ...], output_format: str, output: Path | None
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", required=True, type=click.Choice(["native", "keras", "tf-keras", "model-garden", "optax"]),
+@click.option("--target", required=True, type=click.Choice(TARGETS),
               help="The tool whose rule language to write (see README for each one's matching semantics).")
 @policy_options
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
@@ -258,8 +258,8 @@ def rules(model: Path, target: str, preset: str, decay, no_decay, policy_file, o
     semantics; if it would select anything but the intended set, nothing is written
     and the command exits 1 naming the variables.
     """
-    from decay_audit.audit import scan as run_scan
-    from decay_audit.rulecheck import emit_rules
+    from decay_audit.stages.rules import emit_rules, serialise_rules
+    from decay_audit.stages.scan import scan as run_scan
 
     report = run_scan(model, preset=_policy(preset, decay, no_decay, policy_file), limits=_limits(limits))
     emission = emit_rules(report, target)
@@ -268,31 +268,21 @@ def rules(model: Path, target: str, preset: str, decay, no_decay, policy_file, o
         click.echo(f"decay-audit: the {target} rule cannot select exactly the intended set; wrong for: {names}. "
                    "Use --target native or optax, which name every variable.", err=True)
         sys.exit(EXIT_FINDINGS)
-    _write_output(_serialise(emission.document, output), output)
+    _write_output(serialise_rules(emission.document, output), output)
     if snippet and emission.emitted.snippet:
         click.echo(emission.emitted.snippet_for(str(output) if output else "rules.json"), err=output is None)
 
 
-def _serialise(document: dict, output: Path | None) -> str:
-    import json
-
-    if output is not None and output.suffix in (".yaml", ".yml"):
-        import yaml
-
-        return yaml.safe_dump(document, sort_keys=False)
-    return json.dumps(document, indent=2) + "\n"
-
-
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", required=True, type=click.Choice(["native", "keras", "tf-keras", "model-garden", "optax"]),
+@click.option("--target", required=True, type=click.Choice(TARGETS),
               help="The tool whose matching semantics the rule is applied with.")
 @click.option("--rules", "rules_file", type=click.Path(path_type=Path), help="The rule file to audit.")
 @click.option("--var-names", "var_names", multiple=True, metavar="PATTERN",
               help="Patterns as passed to the tool, instead of --rules: --var-names LayerNorm bias.")
 @click.argument("more_patterns", nargs=-1, metavar="")
 @policy_options
-@click.option("--keras-backend", type=click.Choice(["tensorflow", "jax", "torch", "numpy"]), default=None,
+@click.option("--keras-backend", type=click.Choice([backend.value for backend in KerasBackend]), default=None,
               help="For --target keras: the backend that trains (default $KERAS_BACKEND, else tensorflow). "
                    "Keras 3 matches var_names against 'path:0' on TensorFlow but the leaf elsewhere.")
 @click.option("--format", "output_format", type=_format_choices("check"), default="table", show_default=True)
@@ -304,18 +294,12 @@ def check(model: Path, target: str, rules_file: Path | None, var_names: tuple[st
     Reports what each pattern matches, dead patterns, over-broad patterns, and
     variables decayed or excluded against the policy. Exit 1 on any finding.
     """
-    from decay_audit.audit import scan as run_scan
-    from decay_audit.rulecheck import check_rules
-    from decay_audit.rules import get_target
-    from decay_audit.rules.files import read_structured
+    from decay_audit.stages.rules import check_rules, read_rule
+    from decay_audit.stages.scan import scan as run_scan
 
     if more_patterns and not var_names:
         raise UsageError("check", f"unexpected arguments {' '.join(more_patterns)!r}")
-    var_names = var_names + more_patterns
-    if (rules_file is None) == (not var_names):
-        raise UsageError("check", "give exactly one of --rules FILE or --var-names PATTERN ...")
-    tool = get_target(target, keras_backend)
-    rule = tool.parse(read_structured(rules_file), str(rules_file)) if rules_file else tool.from_var_names(var_names)
+    rule = read_rule(target, rules_file, var_names + more_patterns, keras_backend)
     report = run_scan(model, preset=_policy(preset, decay, no_decay, policy_file), limits=_limits(limits))
     result = check_rules(report, target, rule, keras_backend)
     from decay_audit.report import Subject, render
@@ -361,15 +345,16 @@ class _OrderedExpectations(click.Command):
 @policy_options
 @click.option("--rules", "rules_file", type=click.Path(path_type=Path),
               help="Intent from a native rule file (decay-audit rules --target native).")
-@click.option("--expect-decay", multiple=True, metavar="GLOB", help="Variables (fnmatch on the path) that must decay.")
-@click.option("--expect-no-decay", multiple=True, metavar="GLOB",
+@click.option("--expect-decay", multiple=True, metavar="GLOB", expose_value=False,
+              help="Variables (fnmatch on the path) that must decay.")
+@click.option("--expect-no-decay", multiple=True, metavar="GLOB", expose_value=False,
               help="Variables that must not decay. With --expect-decay, later ones win.")
 @click.option("--steps", type=click.IntRange(1, 1000), default=3, show_default=True,
               help="Probe steps (raised to twice the gradient-accumulation steps when needed).")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
               help="Where to run the probe (default: the GPU when TensorFlow sees one).")
 @click.option("--backend", "keras_backend", metavar="NAME",
-              help="Keras 3 backend to probe on: tensorflow, jax or torch (default: KERAS_BACKEND, else "
+              help=f"Keras 3 backend to probe on: {_or_list(b.value for b in KerasBackend if b.trains)} (default: KERAS_BACKEND, else "
                    "tensorflow). The same exclusions can select different variables on different backends. "
                    "tf_keras set-ups always run on TensorFlow.")
 @click.option("--format", "output_format", type=_format_choices("verify"), default="table", show_default=True)
@@ -386,9 +371,8 @@ class _OrderedExpectations(click.Command):
 def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optimizer: str | None,
            learning_rate: float | None, weight_decay: float | None, exclude_var_names: tuple[str, ...],
            custom_modules: tuple[str, ...], preset: str, decay, no_decay, policy_file, rules_file: Path | None,
-           expect_decay, expect_no_decay, steps: int, device: str | None, keras_backend: str | None,
-           output_format: str, junit: Path | None, plot_file: Path | None, strict: bool, debug: bool,
-           quiet: bool) -> None:
+           steps: int, device: str | None, keras_backend: str | None, output_format: str, junit: Path | None,
+           plot_file: Path | None, strict: bool, debug: bool, quiet: bool) -> None:
     """Measure, per variable, the decay a real training set-up applies; exit 1 where it differs from the intent.
 
     Runs a short probe on synthetic batches (or the set-up's own): at every step, from one
@@ -402,9 +386,10 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
     import warnings
 
     from decay_audit.probe.setup import SetupError, Stage, describe_exception
+    from decay_audit.stages.verify import VerifyOptions
 
     if plot_file is not None:  # before any work: a missing extra is a usage error, not a late surprise
-        from decay_audit.plot import require_matplotlib
+        from decay_audit.report.plot import require_matplotlib
 
         require_matplotlib(plot_file)
     progress = _StepProgress(_show_progress(quiet, output_format))
@@ -415,13 +400,16 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
 
                 warnings.simplefilter("ignore")
                 logging.getLogger("tensorflow").setLevel(logging.ERROR)
-            report = _run_verify(ctx, model, setup_spec, optimizer, learning_rate, weight_decay, exclude_var_names,
-                                 custom_modules, preset, decay, no_decay, policy_file, rules_file, steps, device,
-                                 keras_backend, progress.on_step)
+            options = VerifyOptions(
+                steps=steps, rules=rules_file, device=device, backend=keras_backend, optimizer=optimizer,
+                learning_rate=learning_rate, weight_decay=weight_decay, exclude_var_names=exclude_var_names,
+                custom_modules=custom_modules, expectations=tuple(ctx.meta.get("ordered_expectations", ())),
+                policy=_policy(preset, decay, no_decay, policy_file), on_step=progress.on_step)
+            report = _run_verify(model, setup_spec, options)
     except DecayAuditError as exc:
         if debug:
             traceback.print_exception(exc)
-        _fail(f"{exc}{'' if debug or not isinstance(exc, SetupError) else ' (--debug shows the traceback)'}")
+        _fail(f"{_message(exc)}{'' if debug or not isinstance(exc, SetupError) else ' (--debug shows the traceback)'}")
     except Exception as exc:  # noqa: BLE001 - a crash must never read as a finding (exit 1)
         if debug:
             traceback.print_exception(exc)
@@ -435,7 +423,7 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
     if junit is not None:
         _write_output(format_junit(report), junit)
     if plot_file is not None:
-        from decay_audit.plot import plot_verify
+        from decay_audit.report.plot import plot_verify
 
         plot_verify(report, plot_file)
     if not report.ok:
@@ -446,32 +434,15 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
         sys.exit(EXIT_FINDINGS)
 
 
-def _run_verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optimizer: str | None,
-                learning_rate: float | None, weight_decay: float | None, exclude_var_names: tuple[str, ...],
-                custom_modules: tuple[str, ...], preset: str, decay, no_decay, policy_file, rules_file: Path | None,
-                steps: int, device: str | None, keras_backend: str | None = None, on_step=None):
+def _run_verify(model: Path | None, setup_spec: str | None, options: VerifyOptions) -> VerifyReport:
+    """The model file or the set-up, whichever was given."""
     if (model is None) == (setup_spec is None):
         raise UsageError("verify", "give exactly one of MODEL or --setup FILE.py:FUNCTION")
-    from decay_audit.probe.backends.select import choose_backend, import_keras
-
-    import_keras(choose_backend(keras_backend))  # before any Keras import; start-up chatter is not a report
-    if setup_spec and (optimizer or custom_modules):
-        raise UsageError("--setup", "--optimizer and --custom-module apply to MODEL, not to --setup")
-    from decay_audit.probe.setup import load_setup, setup_from_model_file
-    from decay_audit.verification import verify as run_verify
+    from decay_audit.stages.verify import verify_model_file, verify_setup_file
 
     if model is not None:
-        from decay_audit.loaders import load as load_inventory
-
-        load_inventory(model)  # a corrupt or hostile file fails here, before Keras sees it
-        training = setup_from_model_file(model, optimizer, learning_rate, weight_decay, exclude_var_names,
-                                         custom_modules)
-    else:
-        training = load_setup(setup_spec)
-    return run_verify(training, steps=steps, preset=_policy(preset, decay, no_decay, policy_file),
-                      rules=rules_file, device=device, expect_decay=(),
-                      expect_no_decay=(), ordered_expectations=ctx.meta.get("ordered_expectations", ()),
-                      on_step=on_step)
+        return verify_model_file(model, options)
+    return verify_setup_file(str(setup_spec), options)
 
 
 class _StepProgress:
@@ -490,7 +461,7 @@ class _StepProgress:
             self.bar.__enter__()
         self.bar.update(1)
 
-    def __enter__(self) -> "_StepProgress":
+    def __enter__(self) -> _StepProgress:
         return self
 
     def __exit__(self, *exc_info) -> None:

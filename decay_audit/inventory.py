@@ -45,7 +45,7 @@ class VariableRecord:
     """A class guessed from naming conventions when no config says it (``batch_normalization_2`` → BatchNormalization)."""
     naming: str | None = None
     """Library whose naming the path follows when no layer class is recorded (``transformers`` for a
-    Hugging Face ``tf_model.h5``), so the classifier can consult that library's table (hf_names)."""
+    Hugging Face ``tf_model.h5``), so the classifier can consult that library's table (decay_audit.knowledge.transformers)."""
     naming_evidence: str | None = None
     """What identified that library (``config.json model_type 'bert', TFBertModel``), quoted in evidence."""
 

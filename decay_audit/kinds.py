@@ -38,3 +38,35 @@ class Confidence(TextEnum):
     """Strong conventions (leaf name, graph use, class name) agree, but the class itself is not known."""
     LOW = "low"
     """Only shape or position speaks for the verdict."""
+
+
+class KerasBackend(TextEnum):
+    """The Keras 3 backends: the one list the CLI's choices, the rule targets and the probe share.
+
+    They matter to decay because Keras 3 matches ``exclude_from_weight_decay(var_names=...)``
+    against ``path:0`` on TensorFlow but against the leaf name everywhere else."""
+
+    TENSORFLOW = "tensorflow"
+    JAX = "jax"
+    TORCH = "torch"
+    NUMPY = "numpy"
+    """Inference only: rules can be checked against it, but nothing trains on it, so verify refuses it."""
+
+    @property
+    def trains(self) -> bool:
+        """Whether a training step can run on this backend (verify's ``--backend`` choices)."""
+        return self is not KerasBackend.NUMPY
+
+
+class Preset(TextEnum):
+    """Named decay policies, each the convention of a well-known code base."""
+
+    KERNELS_ONLY = "kernels-only"
+    """Decay kernels only: minGPT ``configure_optimizers`` (whitelist Linear/Conv weights). The default."""
+    NO_BIAS_NORM = "no-bias-norm"
+    """Decay all but biases and norms: Google BERT ``exclude_from_weight_decay=["LayerNorm", "layer_norm",
+    "bias"]``, TF Model Garden, Hugging Face Trainer ``no_decay = ["bias", "LayerNorm.weight"]``."""
+    NDIM = "ndim"
+    """Decay iff ndim >= 2: timm ``param_groups_weight_decay`` and nanoGPT (``p.dim() >= 2``)."""
+    DECAY_ALL = "decay-all"
+    """Decay every trainable variable: what a plain Keras optimizer with ``weight_decay`` does."""

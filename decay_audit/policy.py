@@ -17,24 +17,9 @@ from typing import Any
 
 from decay_audit import user_regex
 from decay_audit.classify import Classification
-from decay_audit.errors import UsageError
+from decay_audit.errors import OptionError, UsageError
 from decay_audit.inventory import VariableRecord
-from decay_audit.kinds import Kind, TextEnum
-
-
-class Preset(TextEnum):
-    """Named decay policies, each the convention of a well-known code base."""
-
-    KERNELS_ONLY = "kernels-only"
-    """Decay kernels only: minGPT ``configure_optimizers`` (whitelist Linear/Conv weights). The default."""
-    NO_BIAS_NORM = "no-bias-norm"
-    """Decay all but biases and norms: Google BERT ``exclude_from_weight_decay=["LayerNorm", "layer_norm",
-    "bias"]``, TF Model Garden, Hugging Face Trainer ``no_decay = ["bias", "LayerNorm.weight"]``."""
-    NDIM = "ndim"
-    """Decay iff ndim >= 2: timm ``param_groups_weight_decay`` and nanoGPT (``p.dim() >= 2``)."""
-    DECAY_ALL = "decay-all"
-    """Decay every trainable variable: what a plain Keras optimizer with ``weight_decay`` does."""
-
+from decay_audit.kinds import Kind, Preset, TextEnum
 
 
 def _preset_decays(preset: Preset, record: VariableRecord, classification: Classification) -> bool:
@@ -174,7 +159,7 @@ def build_policy(preset: str | Preset = Preset.KERNELS_ONLY, decay: Iterable[str
     try:
         preset = Preset(preset)
     except ValueError:
-        raise UsageError("--preset", f"unknown preset {preset!r} (one of {', '.join(p.value for p in Preset)})") from None
+        raise OptionError("preset", f"unknown preset {preset!r} (one of {', '.join(p.value for p in Preset)})") from None
     overrides = [Override(Action(action), Selector(text)) for action, text in ordered]
     overrides += [Override(Action.DECAY, Selector(t)) for t in decay]
     overrides += [Override(Action.NO_DECAY, Selector(t)) for t in no_decay]
@@ -183,7 +168,7 @@ def build_policy(preset: str | Preset = Preset.KERNELS_ONLY, decay: Iterable[str
 
 def load_policy_file(path: Path) -> Policy:
     """A policy file (YAML or JSON): ``{preset: ..., overrides: [{action: decay|no-decay, select: ...}]}``."""
-    from decay_audit.rules.files import read_structured, validate
+    from decay_audit.files import read_structured, validate
 
     document = read_structured(path)
     validate(document, "policy", path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from decay_audit.verification import VerifyReport, verify
+from decay_audit.stages.verify import VerifyReport, verify
 
 
 def assert_decay(model_or_setup: Any, *, strict: bool = False, **options: Any) -> VerifyReport:

@@ -65,8 +65,8 @@ def _environment(bin_dir: Path) -> dict[str, str]:
     # pytest with the plugin as installed: by its entry point, or by name in a checkout not installed
     (bin_dir / "pytest").write_text(
         f"#!{sys.executable}\nimport sys\nfrom importlib.metadata import entry_points\nimport pytest\n"
-        "installed = any(e.value == 'decay_audit.pytest_plugin' for e in entry_points(group='pytest11'))\n"
-        "sys.exit(pytest.main(sys.argv[1:] + ([] if installed else ['-p', 'decay_audit.pytest_plugin'])))\n")
+        "installed = any(e.value == 'decay_audit.integrations.pytest_plugin' for e in entry_points(group='pytest11'))\n"
+        "sys.exit(pytest.main(sys.argv[1:] + ([] if installed else ['-p', 'decay_audit.integrations.pytest_plugin'])))\n")
     (bin_dir / "pytest").chmod(0o755)
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": pythonpath,

@@ -1,6 +1,6 @@
 """List every ``add_weight`` call in the installed ``transformers``' TF models (reads source, imports nothing).
 
-Prints ``module<TAB>class<TAB>name_scope<TAB>name`` per call. ``decay_audit/hf_names.py`` must have
+Prints ``module<TAB>class<TAB>name_scope<TAB>name`` per call. ``decay_audit/knowledge/transformers.py`` must have
 an entry for each literal name; ``tests/test_hf.py`` runs :func:`add_weight_calls` to check that
 against the installed version. Usage: ``python scripts/hf_add_weights.py [transformers_dir]``.
 """

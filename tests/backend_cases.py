@@ -159,7 +159,7 @@ CASES = {
 
 def run_case(name: str) -> dict:
     """The verdict of one case: backend, each variable's outcome, and how it was measured."""
-    from decay_audit.verification import verify
+    from decay_audit.stages.verify import verify
 
     make, preset = {**CASES, **SLOW_CASES}[name]
     report = verify(make(), preset=preset, steps=2)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from conftest import REPO, SAMPLES, run_cli
-from decay_audit.batch import discover, scan_many
+
+from decay_audit.loaders.discover import discover
 from decay_audit.schemas import load_schema
+from decay_audit.stages.scan_many import scan_many
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_special_files_are_never_opened(tmp_path):
     os.mkfifo(tmp_path / "pipe.keras")  # opening a FIFO for reading blocks until a writer comes
     shutil.copy(SAMPLES / "seed.keras", tmp_path / "seed.keras")
     (tmp_path / "loop").symlink_to(tmp_path)  # a directory cycle
-    code = (f"from decay_audit.batch import discover; "
+    code = (f"from decay_audit.loaders.discover import discover; "
             f"print([p.name for p in discover([{str(tmp_path)!r}]).models])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -42,7 +42,7 @@ def record(path: str, shape, layer_class=None, builtin=False, trainable=True, gr
     ("vit/cls_token", (1, 1, 768), None, Kind.EMBEDDING),
     ("vit_patching_and_embedding/class_token", (1, 1, 768), None, Kind.EMBEDDING),
     ("encoder_block_attn_mask_layer/mask_emb", (1, 1, 768), None, Kind.EMBEDDING),
-    # Relative-position and segment tables (issue 10 item 5): rows picked by index.
+    # Relative-position and segment tables: rows picked by index, so embeddings.
     ("stage_0/blocks_0/attn/relative_position_bias_table", (169, 4), "WindowAttention", Kind.EMBEDDING),
     ("encoder/block_0/SelfAttention/relative_attention_bias/embeddings", (32, 8), None, Kind.EMBEDDING),
     ("t5/self_attention/relative_attention_bias", (32, 8), None, Kind.EMBEDDING),
@@ -53,7 +53,7 @@ def record(path: str, shape, layer_class=None, builtin=False, trainable=True, gr
     ("xlnet_encoder_0/positional_attention_bias", (12, 64), "XLNetEncoder", Kind.BIAS),
     ("xlnet_encoder_0/segment_attention_bias", (12, 64), "XLNetEncoder", Kind.BIAS),
     ("transformer/layer_0/rel_attn/r_w_bias", (12, 64), None, Kind.BIAS),
-    # Item 7: an untied LM head multiplies hidden states into logits: a kernel in every format.
+    # An untied LM head multiplies hidden states into logits: a kernel in every format.
     ("token_embedding/reverse_embeddings", (768, 32000), "ReversibleEmbedding", Kind.KERNEL),
     ("token_embedding/reverse_embeddings", (768, 32000), None, Kind.KERNEL),
 ])

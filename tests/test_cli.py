@@ -13,8 +13,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from conftest import SAMPLES, run_cli
+
 from decay_audit.schemas import load_schema
 
 

@@ -9,17 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from decay_audit import hf_names, load, scan
 from conftest import KERAS_ROLES
+
+from decay_audit import load, scan
 from decay_audit.kinds import Kind
+from decay_audit.knowledge import transformers as hf_names
 
 transformers = pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import hf_add_weights  # noqa: E402
 
 # Roles of the variables HF layer classes create themselves, read from transformers 4.49's
-# modeling_tf_*.py by hand (independent of decay_audit.hf_names, which the scan uses).
+# modeling_tf_*.py by hand (independent of decay_audit.knowledge.transformers, which the scan uses).
 HF_CLASS_ROLES = {
     ("TFBertEmbeddings", "weight"): Kind.EMBEDDING,
     ("TFBertEmbeddings", "embeddings"): Kind.EMBEDDING,       # token_type / position tables by name_scope

@@ -20,7 +20,6 @@ from xml.etree import ElementTree
 
 import h5py
 import numpy as np
-
 from conftest import REPO, SAMPLES, run_cli
 
 
@@ -259,9 +258,9 @@ def test_hostile_names_are_shown_safely_in_every_format(tmp_path):
 
 
 def test_hostile_names_in_verify_outputs():
-    from decay_audit.probe.verdict import Measurement, Outcome
+    from decay_audit.findings import Outcome
     from decay_audit.report.verify_format import format_junit, format_verify_json, format_verify_table
-    from decay_audit.verification import VerifyReport
+    from decay_audit.results import Measurement, VerifyReport
 
     measurement = Measurement(HOSTILE_NAME, False, "bias under kernels-only", 3, 3, 0, 1.0, 0.0,
                               Outcome.DECAYED_AGAINST_INTENT, "expected no decay")

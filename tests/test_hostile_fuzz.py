@@ -13,13 +13,11 @@ import json
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
+from conftest import REPO, SAMPLES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import REPO, SAMPLES
 
 sys.path.insert(0, str(REPO / "tests" / "fuzz"))
 
@@ -45,6 +43,8 @@ FOUND = [
      "libhdf5 looped reading layer_names: the header reader had deferred because another attribute was marked shared"),
     ("saved_model_node_id_is_bytes/saved_model.pb", "saved-model", "TypeError: a child node id sent as bytes"),
     ("saved_model_field_is_bytes/saved_model.pb", "saved-model", "TypeError: a number field sent as bytes"),
+    ("saved_model_child_node_out_of_range/saved_model.pb", "saved-model",
+     "IndexError: the root's trainable_variables child named a node past the end of the object graph"),
 ]
 
 
@@ -169,6 +169,7 @@ def test_hostile_keras_metadata(entries):
 # -- a short coverage-guided run per entry point (CI) ----------------------------------------------
 
 @pytest.mark.parametrize("target", list(targets.TARGETS))
+@pytest.mark.slow
 def test_short_atheris_run(target, tmp_path):
     pytest.importorskip("atheris")
     # A fixed libFuzzer seed, and room for restarts: libhdf5 hangs on some h5-index inputs (about 1

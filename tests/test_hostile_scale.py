@@ -17,10 +17,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import SAMPLES
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import SAMPLES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 
@@ -36,7 +35,7 @@ MAX_RATIO = 6.0
 _TIMER = """
 import gc, sys, time
 from pathlib import Path
-from decay_audit.audit import scan_inventory
+from decay_audit.stages.scan import scan_inventory
 from decay_audit.loaders import load
 from decay_audit.loaders.interface import Limits
 
@@ -110,7 +109,7 @@ def test_declared_layers_cost_is_linear(tmp_path):
 
 
 def test_fifty_thousand_declared_layers_scan_well_inside_the_read_limit(tmp_path):
-    """Before issue 14 this took 31 s (quadratic); a 20 s read limit would then have fired."""
+    """An earlier, quadratic reader took 31 s here; a 20 s read limit would then have fired."""
     path = padded_keras(tmp_path, 50_000)
     result = subprocess.run([sys.executable, "-m", "decay_audit.cli", "scan", str(path), "--format", "json",
                              "--limit", "read-seconds=20"], capture_output=True, text=True, timeout=120)

@@ -9,9 +9,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 
+@pytest.mark.slow
 def test_short_soak_keeps_outcomes_memory_and_descriptors_flat():
     result = subprocess.run([sys.executable, str(REPO / "tests" / "fuzz" / "soak.py"), "--scans", "80",
                              "--workers", "3", "--warmup", "40"], capture_output=True, text=True, timeout=600)

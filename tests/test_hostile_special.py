@@ -1,7 +1,7 @@
 """Special files as input: named pipes, sockets, devices, links to them. Refused at once, never waited on.
 
 Every CLI run here has its own short timeout: the failure this guards against is a hang
-(``mkfifo m.keras; decay-audit scan m.keras`` waited forever before issue 14).
+(``mkfifo m.keras; decay-audit scan m.keras`` once waited forever).
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ import shutil
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
 from conftest import SAMPLES
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")

@@ -10,12 +10,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLES, run_cli
 
 import decay_audit
-from conftest import SAMPLES, run_cli
-from decay_audit.audit import scan_inventory
 from decay_audit.inventory import Inventory, VariableRecord
 from decay_audit.report import OutputFormat, Subject, render
+from decay_audit.stages.scan import scan_inventory
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 needs_browser = pytest.mark.skipif(BROWSER is None, reason="no Chromium installed (Debian: apt-get install chromium)")
@@ -25,7 +25,6 @@ needs_browser = pytest.mark.skipif(BROWSER is None, reason="no Chromium installe
 def verify_report():
     """A real probe run: AdamW without exclusions, so both biases decay against kernels-only."""
     import keras
-
     import verify_setups
 
     return decay_audit.verify(verify_setups.compiled(keras.optimizers.AdamW(1e-2, weight_decay=0.1), exclude=False))
@@ -98,7 +97,7 @@ def test_verify_html_verdicts_in_chromium(tmp_path, verify_report):
 
 
 def test_scan_plot_png_and_bar_heights(tmp_path):
-    from decay_audit.plot import SCAN_SIZE, DPI, scan_figure
+    from decay_audit.report.plot import DPI, SCAN_SIZE, scan_figure
 
     png = tmp_path / "scan.png"
     result = run_cli("scan", str(SAMPLES / "zoo.keras"), "--plot", str(png), "--format", "json")
@@ -121,7 +120,7 @@ def test_scan_plot_png_and_bar_heights(tmp_path):
 
 
 def test_verify_plot_points_are_the_reports_ratios(tmp_path, verify_report):
-    from decay_audit.plot import NONE_FLOOR, VERIFY_SIZE, DPI, plot_verify, verify_figure
+    from decay_audit.report.plot import DPI, NONE_FLOOR, VERIFY_SIZE, plot_verify, verify_figure
 
     png = tmp_path / "verify.png"
     points = plot_verify(verify_report, png)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, SAMPLES
+
 from decay_audit.cli import main as cli
-from decay_audit.precommit import check_commands, is_policy_file
+from decay_audit.integrations.precommit import check_commands, is_policy_file
 
 ACTION = yaml.safe_load((REPO / "action.yml").read_text())
 WORKFLOW = yaml.safe_load((REPO / "docs" / "github-workflow-example.yml").read_text())
@@ -141,7 +141,7 @@ def test_hooks_are_declared_with_real_commands():
         assert re.search(by_id["decay-audit-scan"]["files"], name), name
     assert not re.search(by_id["decay-audit-scan"]["files"], "train.py")
     check = shlex.split(by_id["decay-audit-check"]["entry"])
-    assert check[:3] == ["python", "-m", "decay_audit.precommit"]
+    assert check[:3] == ["python", "-m", "decay_audit.integrations.precommit"]
     for hook in HOOKS:
         assert hook["language"] == "python" and hook["name"]
 

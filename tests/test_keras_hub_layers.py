@@ -1,4 +1,4 @@
-"""Pins decay_audit/keras_hub_layers.py to the installed keras_hub: regenerating it from the
+"""Pins decay_audit/knowledge/_generated/keras_hub_layers.py to the installed keras_hub: regenerating it from the
 installed source must give the committed file, so a keras_hub upgrade that adds, renames or
 reorders a variable turns CI red (run tools/generate_keras_hub_table.py, review the kinds)."""
 
@@ -11,8 +11,8 @@ import pytest
 
 keras_hub = pytest.importorskip("keras_hub")
 
-from decay_audit import hub_table  # noqa: E402
-from decay_audit.keras_hub_layers import CLASSES, KERAS_HUB_VERSION  # noqa: E402  (the data itself)
+from decay_audit.knowledge import keras_hub as hub_table  # noqa: E402
+from decay_audit.knowledge._generated.keras_hub_layers import CLASSES, KERAS_HUB_VERSION  # noqa: E402  (the data itself)
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "generate_keras_hub_table.py"
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import collections
 
+import hub_zoo
 import keras
 import pytest
 
-import hub_zoo
 from decay_audit import scan
 from decay_audit.kinds import Confidence
 
 keras_hub = pytest.importorskip("keras_hub")
+pytestmark = pytest.mark.slow  # builds and saves every zoo model: about a minute on two cores
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +143,7 @@ def test_zoo_is_broad(hub_files):
 
 
 def test_two_dimensional_attention_biases_are_biases(hub_files):
-    """Issue 10 item 1: keras_hub's (heads, head_dim) attention biases are never decayed as kernels."""
+    """keras_hub's (heads, head_dim) attention biases are never decayed as kernels: a rank rule would decay them."""
     _, keras_path, _ = hub_files["vit"]
     report = _report(keras_path)
     biases = [v for v in report.variables if v.record.leaf == "bias" and v.record.ndim == 2]
@@ -155,8 +156,9 @@ def test_two_dimensional_attention_biases_are_biases(hub_files):
 def test_keras_rule_is_exact_on_every_hub_model_with_a_real_optimizer(hub_files):
     """`rules --target keras` on every keras_hub .keras, applied as the snippet does, then one AdamW
     step with zero gradients: exactly the variables the policy decays move."""
-    from decay_audit.rulecheck import emit_rules
     from test_rules import apply_keras_rule, moved_by_real_optimizer
+
+    from decay_audit.stages.rules import emit_rules
 
     for name, (_, keras_path, _) in hub_files.items():
         report = _report(keras_path)  # no-bias-norm: excludes biases, norms and embeddings by leaf and path

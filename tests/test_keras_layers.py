@@ -1,4 +1,4 @@
-"""Pins decay_audit.keras_layers to the installed Keras: a reorder or rename in a Keras
+"""Pins decay_audit.knowledge.keras to the installed Keras: a reorder or rename in a Keras
 upgrade turns this red instead of silently mislabelling ``vars/<i>`` in .keras files."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 import pytest
 
-from decay_audit.keras_layers import LAYER_VARIABLES, slots_for, snake_case
+from decay_audit.knowledge.keras import LAYER_VARIABLES, slots_for, snake_case
 
 L = keras.layers
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import builders
 import keras
 import pytest
 
 from decay_audit import load, scan
 from decay_audit.errors import ModelLoadError
-
-import builders
 
 IDENTITY_FIELDS = ("path", "leaf", "layer", "layer_class", "shape", "dtype", "trainable")
 

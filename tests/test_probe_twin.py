@@ -1,4 +1,4 @@
-"""The twin-step probe on the set-ups of issue 11 items 4, 5, 6, 7 and 9.
+"""The twin-step probe on the set-ups where telling decay apart from the rest of a step is hardest.
 
 Fine-tuning learning rates, every decay knob of every keras optimizer, several
 optimizers in one step, numerical noise on a gradient-starved bias, and how coupled
@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import inspect
 
+import builders
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import builders
 import verify_setups
+
+from decay_audit.findings import Outcome
 from decay_audit.probe.backends import BACKENDS, backend_for, load_backend
-from decay_audit.probe.backends.tensorflow import COUPLED_KNOBS, DECOUPLED_KNOBS, NOT_DECAY
+from decay_audit.probe.backends._keras3 import COUPLED_KNOBS, DECOUPLED_KNOBS, NOT_DECAY
 from decay_audit.probe.setup import setup_from_object
-from decay_audit.probe.verdict import Outcome
-from decay_audit.verification import verify
+from decay_audit.stages.verify import verify
 
 
 def outcomes(report):
@@ -31,7 +31,7 @@ def by_path(report, path):
     return next(m for m in report.measurements if m.path == path)
 
 
-# ---- item 4: fine-tuning rates ---------------------------------------------------------
+# ---- fine-tuning rates ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("lr, wd", [(5e-5, 0.01), (1e-5, 1e-4)])
@@ -68,7 +68,7 @@ def test_rate_mismatch_still_seen_at_fine_tuning_rates():
     assert kernel.outcome is Outcome.RATE_MISMATCH and kernel.decoupled_ratio == pytest.approx(2.0, rel=1e-2)
 
 
-# ---- item 5: every decay knob of every optimizer ----------------------------------------
+# ---- every decay knob of every optimizer -----------------------------------------------
 
 
 def test_every_keras_optimizer_argument_naming_decay_is_known():
@@ -138,7 +138,7 @@ def test_knob_table_covers_every_optimizer_with_a_decay_parameter():
         assert ("decoupled", "weight_decay") in _knobs(optimizer), name
 
 
-# ---- item 6: several optimizers -------------------------------------------------------
+# ---- several optimizers --------------------------------------------------------------
 
 
 def _backbone_head():
@@ -204,7 +204,7 @@ def test_same_variable_decayed_by_two_optimizers_is_double_decay():
     assert len(by_path(report, "backbone/kernel").decoupled_by) == 2
 
 
-# ---- item 7: noise is not decay --------------------------------------------------------
+# ---- noise is not decay ---------------------------------------------------------------
 
 
 def _conv_bn_model():
@@ -254,7 +254,7 @@ def test_hand_written_penalty_on_a_gradient_starved_bias_is_still_seen():
     assert bias.outcome is Outcome.DECAYED_AGAINST_INTENT and "hand-written step" in bias.detail
 
 
-# ---- item 9: coupled magnitudes ---------------------------------------------------------
+# ---- coupled magnitudes ----------------------------------------------------------------
 
 
 def test_coupled_l2_reports_penalty_gradient_and_optimizer_effect_separately():

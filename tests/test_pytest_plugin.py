@@ -5,13 +5,12 @@ The runs are in-process (TensorFlow is already imported here, so each run costs 
 
 from __future__ import annotations
 
-import tomllib
 from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from conftest import REPO, SAMPLES
 
 pytest_plugins = ("pytester",)
@@ -34,8 +33,8 @@ def leaky():
 
 def _plugin_args() -> list[str]:
     """Load the plugin by name unless the installed package's entry point already does."""
-    installed = any(ep.value == "decay_audit.pytest_plugin" for ep in entry_points(group="pytest11"))
-    return ["-p", "no:cacheprovider"] + ([] if installed else ["-p", "decay_audit.pytest_plugin"])
+    installed = any(ep.value == "decay_audit.integrations.pytest_plugin" for ep in entry_points(group="pytest11"))
+    return ["-p", "no:cacheprovider"] + ([] if installed else ["-p", "decay_audit.integrations.pytest_plugin"])
 
 
 @pytest.fixture

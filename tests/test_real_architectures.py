@@ -7,7 +7,7 @@ import keras
 import pytest
 
 from decay_audit import load, scan
-from decay_audit.keras_layers import LAYER_VARIABLES
+from decay_audit.knowledge.keras import LAYER_VARIABLES
 
 KERNEL_LEAVES = {"kernel", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel"}
 

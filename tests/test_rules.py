@@ -4,20 +4,20 @@ exactly the intended set; for Keras 3 and tf_keras, by running a real optimizer 
 from __future__ import annotations
 
 import collections
-
 import json
 
+import builders
 import keras
 import numpy as np
 import pytest
-
-import builders
 from conftest import SAMPLES, run_cli
+
 from decay_audit import scan
 from decay_audit.errors import UsageError
+from decay_audit.findings import FindingKind
 from decay_audit.policy import Preset, build_policy
-from decay_audit.rulecheck import FindingKind, check_rules, emit_rules
 from decay_audit.rules import TargetName, get_target
+from decay_audit.stages.rules import check_rules, emit_rules
 
 PRESETS = [p.value for p in Preset]
 

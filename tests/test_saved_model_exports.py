@@ -8,9 +8,9 @@ import os
 from collections import Counter
 
 import pytest
+from conftest import KERAS_ROLES
 
 from decay_audit import scan
-from conftest import KERAS_ROLES
 from decay_audit.kinds import Kind
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")

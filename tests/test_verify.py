@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 from xml.etree import ElementTree
 
+import builders
 import keras
 import numpy as np
 import pytest
-
-import builders
 import verify_setups
 from conftest import run_cli
-from decay_audit.probe.verdict import Outcome
+
+from decay_audit.findings import Outcome
+from decay_audit.stages.verify import verify
 from decay_audit.testing import assert_decay
-from decay_audit.verification import verify
 
 TESTS = __import__("pathlib").Path(__file__).parent
 
@@ -223,7 +223,7 @@ def test_mirrored_strategy_with_two_logical_cpus():
         "cpu = tf.config.list_physical_devices('CPU')[0]\n"
         "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
         "import keras, verify_setups\n"
-        "from decay_audit.verification import verify\n"
+        "from decay_audit.stages.verify import verify\n"
         "strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])\n"
         "with strategy.scope():\n"
         "    model = verify_setups.compiled(keras.optimizers.AdamW(1e-2, weight_decay=0.1))\n"

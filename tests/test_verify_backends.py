@@ -15,14 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import backend_cases
 import pytest
 import tf_keras
-
-import backend_cases
 import tf_keras_setups
 from conftest import run_cli
-from decay_audit.probe.verdict import Outcome
-from decay_audit.verification import verify
+
+from decay_audit.findings import Outcome
+from decay_audit.stages.verify import verify
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -248,7 +248,7 @@ def test_var_names_naming_a_layer_differ_between_tensorflow_and_jax(on_tensorflo
 
 @pytest.mark.slow
 def test_keras_hub_task_on_jax_keeps_embeddings_decayed():
-    """issue 11's keras-io pattern, on JAX: ``var_names=["bias", "gamma", "beta"]`` leaves the three
+    """The keras-io fine-tuning pattern, on JAX: ``var_names=["bias", "gamma", "beta"]`` leaves the three
     embedding tables decayed (flagged under kernels-only), at a fine-tuning rate (lr*wd = 5e-7)."""
     result = run_cases_on("jax", "keras_hub_bert_keras_io")["keras_hub_bert_keras_io"]
     assert result["backend"] == "jax"

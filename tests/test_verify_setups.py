@@ -1,4 +1,4 @@
-"""verify on the set-ups people train (issue 11: items 1, 2, 3, 8).
+"""verify on the set-ups people train.
 
 keras_hub task models with dict inputs, custom loops with sparse labels, a set-up's own
 batches, crashes that must never read as findings, and intent rules that match nothing.
@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-
 from conftest import run_cli
+
 from decay_audit.cli import main
 from decay_audit.errors import DecayAuditError
 from decay_audit.policy import build_policy
 from decay_audit.probe.data import BatchSource, input_structure
 from decay_audit.probe.setup import SetupError, Stage, TrainingSetup, describe_exception, load_setup
-from decay_audit.verification import verify
+from decay_audit.stages.verify import verify
 
 VOCABULARY, HIDDEN, SEQUENCE = 50, 8, 8
 
@@ -74,7 +74,7 @@ def wrong(report):
     return {m.path for m in report.mismatches}
 
 
-# -- item 2: keras_hub task models ------------------------------------------------------------------
+# -- keras_hub task models -------------------------------------------------------------------------
 
 
 def test_bert_batch_follows_the_dict_inputs_with_ids_per_table_and_masks_of_ones():
@@ -139,7 +139,7 @@ def test_cli_keras_io_pattern_on_bert_backbone_fails_kernels_only_and_passes_no_
     assert "all variables get the intended decay" in loose.stdout
 
 
-# -- item 3: custom loops with sparse labels, and the set-up's own batches -------------------------------
+# -- custom loops with sparse labels, and the set-up's own batches --------------------------------------
 
 
 def classifier():
@@ -261,7 +261,7 @@ def test_nested_functional_inputs_get_their_own_tables():
     assert 3 <= x[0].max() < 50 and x[1].max() < 3 and np.all(x[2] == 1)
 
 
-# -- item 1: a crash never looks like a finding ------------------------------------------------------
+# -- a crash never looks like a finding -------------------------------------------------------------
 
 
 STAGE_FILES = {
@@ -310,7 +310,7 @@ def test_batch_step_and_measurement_failures_name_their_stage(monkeypatch):
         verify(broken)
     assert caught.value.stage is Stage.STEP and isinstance(caught.value.__cause__, Exception)
 
-    import decay_audit.verification as verification
+    import decay_audit.stages.verify as verification
 
     def explode(*args, **kwargs):
         raise FloatingPointError("comparison blew up")
@@ -376,7 +376,7 @@ def test_cli_import_failure_in_a_fresh_process_is_one_line_exit_2(tmp_path):
         f"decay-audit: error: {path}: import failed: KeyError: 'missing config entry' (--debug shows the traceback)"]
 
 
-# -- item 8: intent that matches nothing ----------------------------------------------------------------
+# -- intent that matches nothing -----------------------------------------------------------------------
 
 
 def compiled_classifier(exclude=True):

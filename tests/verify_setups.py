@@ -6,10 +6,9 @@ written against Keras 3 exactly as the tutorials write them for Keras 2.
 
 from __future__ import annotations
 
+import builders
 import keras
 import tensorflow as tf
-
-import builders
 
 MSE = keras.losses.MeanSquaredError()
 

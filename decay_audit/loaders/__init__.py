@@ -131,12 +131,14 @@ def _model_files_in(directory: Path) -> list[Path]:
     for child in sorted(directory.iterdir()):
         if child.is_dir() and _is_regular(child / "saved_model.pb"):
             found.append(child)
-        elif _is_regular(child) and _sniff_file(child) is not None:
+        elif _is_regular(child) and sniff(child) is not None:
             found.append(child)
     return found
 
 
-def _sniff_file(path: Path) -> Callable[[Path, Limits], Inventory] | None:
+def sniff(path: Path) -> Callable[[Path, Limits], Inventory] | None:
+    """The loader whose sniffer recognises the file's first bytes; None for anything else
+    (unreadable, special or not a model). Never blocks, never raises."""
     try:
         head = read_head(path, str(path))
     except ModelLoadError:

@@ -37,7 +37,7 @@ _FLOAT_LAYOUT = {
 }
 
 
-def header_reader(read: Reader) -> "HeaderReader | None":
+def header_reader(read: Reader) -> HeaderReader | None:
     """A reader for a file whose superblock this module understands (8-byte offsets and lengths)."""
     head = read(0, 16)
     if len(head) < 16 or head[:8] != SIGNATURE:

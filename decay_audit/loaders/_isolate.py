@@ -28,12 +28,11 @@ from decay_audit.errors import DecayAuditError, LimitExceededError, ModelLoadErr
 from decay_audit.inventory import Inventory, OptimizerConfig, VariableRecord
 from decay_audit.loaders.interface import Limits
 
-
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(VariableRecord))
 _TUPLE_FIELDS = frozenset({"shape", "parent_classes", "graph_uses"})
 
 
-def _encode(inventory: Inventory) -> bytes:
+def encode_inventory(inventory: Inventory) -> bytes:
     """Records as rows of field values (``dataclasses.asdict`` deep-copies, 5x slower here)."""
     optimizer = inventory.optimizer
     return json.dumps({"ok": {
@@ -72,7 +71,7 @@ def _child(loader: Callable[[Path, Limits], Inventory], path: Path, limits: Limi
         memory = limits.max_memory_mib << 20
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         resource.setrlimit(resource.RLIMIT_AS, (memory, hard))  # soft: see allow_tensorflow_import
-        payload = _encode(loader(path, limits))
+        payload = encode_inventory(loader(path, limits))
     except DecayAuditError as exc:
         payload = json.dumps({"error": [type(exc).__name__, exc.subject, exc.problem]}).encode()
     except MemoryError:
@@ -170,10 +169,11 @@ def _collect(pid: int, read_fd: int, path: Path, limits: Limits) -> Inventory:
     finally:
         os.close(read_fd)
         os.waitpid(pid, 0)
-    return _result(b"".join(chunks), path, limits)
+    return inventory_from_reply(b"".join(chunks), path, limits)
 
 
-def _result(data: bytes, path: Path, limits: Limits) -> Inventory:
+def inventory_from_reply(data: bytes, path: Path, limits: Limits) -> Inventory:
+    """The inventory a reader sent back, or the error it reported, raised here in the parent."""
     if not data:
         raise ModelLoadError(str(path), f"the reader died (memory over {limits.max_memory_mib} MiB, or a crash in "
                                         "a C library); raise memory with --limit memory-mib=N")
@@ -185,10 +185,13 @@ def _result(data: bytes, path: Path, limits: Limits) -> Inventory:
 
 
 def _spawned_entry(loader_name: str, path: str, limits_json: str, write_fd: int) -> None:
-    from decay_audit import loaders
+    """The spawned reader's entry: the loader travels by qualified name (``module:function``), as
+    multiprocessing sends functions, so this module never imports the loaders that import it."""
+    import importlib
 
+    module_name, _, function_name = loader_name.partition(":")
     limits = Limits(**json.loads(limits_json))
-    _child(getattr(loaders, loader_name), Path(path), limits, write_fd)
+    _child(getattr(importlib.import_module(module_name), function_name), Path(path), limits, write_fd)
 
 
 def _load_spawned(loader: Callable[[Path, Limits], Inventory], path: Path, limits: Limits) -> Inventory:
@@ -198,7 +201,7 @@ def _load_spawned(loader: Callable[[Path, Limits], Inventory], path: Path, limit
     read_fd, write_fd = os.pipe()
     code = ("import sys; from decay_audit.loaders._isolate import _spawned_entry; "
             "_spawned_entry(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))")
-    process = subprocess.Popen([sys.executable, "-c", code, loader.__name__, str(path),
+    process = subprocess.Popen([sys.executable, "-c", code, f"{loader.__module__}:{loader.__qualname__}", str(path),
                                 json.dumps(dataclasses.asdict(limits)), str(write_fd)], pass_fds=(write_fd,),
                                stdin=subprocess.DEVNULL)
     os.close(write_fd)

@@ -17,10 +17,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from decay_audit import hub_table
 from decay_audit.inventory import VariableRecord
 from decay_audit.kinds import Kind
-from decay_audit.keras_layers import (
+from decay_audit.knowledge.keras import (
     LAYER_VARIABLES,
     NON_SCOPING_CONTAINERS,
     SUBLAYER_ATTRIBUTES,
@@ -30,104 +29,18 @@ from decay_audit.keras_layers import (
     keras_class_name_candidates,
     slots_for,
     slots_for_count,
-    snake_case,
 )
-from decay_audit.loaders._h5 import headers_of
+from decay_audit.knowledge.keras_hub import (
+    builtin_slots,
+    class_for_entry,
+    classes_for_key,
+    hub_class,
+    hub_slots,
+    in_init_leaves,
+)
+from decay_audit.loaders._h5index import H5Node, snapshot
+from decay_audit.loaders._keras_config import entry_name, is_builtin_entry, keras_keys, layer_configs, nested_entries
 from decay_audit.loaders.interface import Limits
-
-@dataclass
-class H5Node:
-    """A plain-Python copy of the h5 index: names, shapes, dtypes, the ``vars`` name attribute.
-
-    Walking h5py objects directly costs ~40 µs per ``group[key]`` and per attribute read;
-    one ``visititems`` pass that copies the index costs a fraction of that and lets the
-    walker look at each node as often as it likes (ConvNeXtTiny: 0.09 s → about 0.02 s).
-    """
-
-    path: str
-    children: dict[str, "H5Node"]
-    shape: tuple[int, ...] | None = None
-    dtype: str | None = None
-    name_attr: str | None = None
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.children
-
-    def get(self, key: str) -> "H5Node | None":
-        return self.children.get(key)
-
-    def keys(self):
-        return self.children.keys()
-
-    def __getitem__(self, key: str) -> "H5Node":
-        return self.children[key]
-
-    @property
-    def is_dataset(self) -> bool:
-        return self.shape is not None
-
-
-def snapshot(h5: Any, subject: str, limits: Limits) -> H5Node:
-    """Copy the index of an open h5py File into H5Nodes, bounded by ``max_objects``.
-
-    Uses h5py's low-level API: ``h5o.visit`` lists objects without building a Python
-    object per node (2 ms instead of 25 ms for ConvNeXtTiny's 474 objects). Shapes and
-    dtypes and the ``vars`` name attributes come from the object headers where
-    ``_h5header`` reads them (a 6,000-variable file: 0.25 s of libhdf5 calls), else from libhdf5.
-    """
-    import h5py
-
-    listed: list[tuple[bytes, int, int]] = []
-
-    def visit(name: bytes, info: Any) -> None:
-        listed.append((name, info.type, info.addr))
-        limits.check("max_objects", len(listed), subject)
-
-    h5py.h5o.visit(h5.id, visit, info=True)
-    root = H5Node(path="", children={})
-    nodes = {"": root}
-    headers = headers_of(h5)
-    for raw_name, object_type, address in listed:
-        name = raw_name.decode("utf-8", "replace")
-        parent_path, _, key = name.rpartition("/")
-        parent = nodes.get(parent_path)
-        if parent is None:
-            continue
-        if object_type == h5py.h5o.TYPE_DATASET:
-            layout = headers.dataset_layout(address) if headers is not None else None
-            shape, dtype = layout or _dataset_layout(h5py, h5.id, raw_name)
-            node = H5Node(path=name, children={}, shape=shape, dtype=dtype)
-        else:
-            node = H5Node(path=name, children={})
-            if key == "vars":
-                known, text = headers.string_attribute(address, b"name") if headers else (False, None)
-                node.name_attr = text if known else _name_attribute(h5py, h5.id, raw_name)
-        parent.children[key] = node
-        nodes[name] = node
-    return root
-
-
-def _dataset_layout(h5py: Any, file_id: Any, raw_name: bytes) -> tuple[tuple[int, ...], str]:
-    dataset = h5py.h5d.open(file_id, raw_name)
-    return tuple(int(d) for d in dataset.shape), str(dataset.dtype)
-
-
-def _name_attribute(h5py: Any, file_id: Any, raw_name: bytes) -> str | None:
-    """The ``name`` attribute of a ``vars`` group, opened by path (one libhdf5 call fewer than
-    opening the group and asking whether it exists)."""
-    import numpy as np
-
-    try:
-        attribute = h5py.h5a.open(file_id, b"name", obj_name=raw_name)
-    except KeyError:
-        return None
-    if attribute.shape != () or attribute.dtype.kind not in ("O", "S", "U"):
-        return None
-    value = np.empty((), dtype=attribute.dtype)
-    attribute.read(value)
-    text = value.item()
-    return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-
 
 _KERAS_MODEL_NAME = re.compile(r"^(functional|sequential|model)(_\d+)?$")
 _ROOT_SKIP = frozenset({"optimizer", "metrics", "compile_metrics", "loss", "vars", "layers"})
@@ -137,7 +50,7 @@ _ROOT_SKIP = frozenset({"optimizer", "metrics", "compile_metrics", "loss", "vars
 class _Layer:
     """A layer being walked: where it is in the h5, and what the config says of it."""
 
-    group: Any  # h5py.Group
+    group: H5Node
     key: str
     name: str
     class_name: str | None
@@ -152,66 +65,19 @@ class _Layer:
     hub: str | None = None
     """The keras_hub table id (``module.ClassName``) when the class is a known keras_hub class."""
     configless: bool = False
+    """A Keras class created inside keras_hub code: ``config`` holds only the constant
+    constructor arguments read from the source, so optional variables are decided by count."""
     construction: tuple[str, ...] | None = None
-    context: Mapping[str, Any] | None = None
-    """Config of the nearest enclosing keras_hub model: decides guarded variables (``use_mask_token``)."""
     """The name scope active when the layer was constructed, where it differs from ``scope``:
     variables created in ``__init__`` take it (Keras 3.15 ``add_weight`` opens only the layer's
     own name, so T5's relative_attention_bias is ``self_attention/embeddings``)."""
-    """A Keras class created inside keras_hub code: ``config`` holds only the constant
-    constructor arguments read from the source, so optional variables are decided by count."""
-
-
-def is_builtin_entry(entry: Mapping[str, Any] | None) -> bool:
-    """True for a config entry of Keras' own classes (module ``keras.*``), not a user class of the same name."""
-    if not entry:
-        return False
-    module = entry.get("module") or ""
-    registered = entry.get("registered_name")
-    return isinstance(module, str) and (module == "keras" or module.startswith("keras.")) and (
-        registered in (None, entry.get("class_name"))
-    )
-
-
-def layer_configs(entry: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
-    """The ``layers`` list of a Functional/Sequential config entry, else empty."""
-    if not isinstance(entry, Mapping):
-        return []
-    config = entry.get("config")
-    layers = config.get("layers") if isinstance(config, Mapping) else None
-    return [layer for layer in layers if isinstance(layer, Mapping)] if isinstance(layers, list) else []
-
-
-def _entry_name(entry: Mapping[str, Any]) -> str | None:
-    config = entry.get("config")
-    name = config.get("name") if isinstance(config, Mapping) else None
-    return name if isinstance(name, str) else None
+    context: Mapping[str, Any] | None = None
+    """Config of the nearest enclosing keras_hub model: decides guarded variables (``use_mask_token``)."""
 
 
 def _vars_name(group: H5Node) -> str | None:
     vars_group = group.get("vars")
     return vars_group.name_attr if vars_group is not None else None
-
-
-def _keras_keys(entries: list[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    """Keys Keras gives list members in the h5 (saving_lib._save_container_state):
-    the snake_case class name, then ``_1``, ``_2`` for repeats, in list order."""
-    used: dict[str, int] = {}
-    keys = {}
-    for entry in entries:
-        class_name = entry.get("class_name")
-        if not isinstance(class_name, str):
-            continue
-        if class_name == "Functional" or class_name == "Model":
-            class_name = "Functional"
-        key = snake_case(class_name)
-        if key in used:
-            used[key] += 1
-            key = f"{key}_{used[key]}"
-        else:
-            used[key] = 0
-        keys[key] = entry
-    return keys
 
 
 def _is_group(obj: H5Node) -> bool:
@@ -221,7 +87,7 @@ def _is_group(obj: H5Node) -> bool:
 def _scopes(layer: _Layer) -> bool:
     """Whether sublayers' variable paths start with this layer's name (see NON_SCOPING_CONTAINERS)."""
     if layer.hub is not None:
-        return hub_table.hub_class(layer.hub).scopes
+        return hub_class(layer.hub).scopes
     if layer.entry is None and not layer.nested and "layers" in layer.group:
         return False  # weights-only file: a root ``layers`` list means a Functional/Sequential model
     if layer.class_name in NON_SCOPING_CONTAINERS and layer.builtin:
@@ -252,16 +118,16 @@ class KerasTreeWalker:
         config = model_entry.get("config") if isinstance(model_entry, Mapping) else None
         config = config if isinstance(config, Mapping) else {}
         class_name = model_entry.get("class_name") if isinstance(model_entry, Mapping) else None
-        name = _entry_name(model_entry) if model_entry else None
-        hub = hub_table.class_for_entry(model_entry)
+        name = entry_name(model_entry) if model_entry else None
+        hub = class_for_entry(model_entry)
         if model_entry is None and _vars_name(root) and not _KERAS_MODEL_NAME.match(_vars_name(root)):
             # Weights-only file: keras_hub models are named after their class (``bert_backbone``).
-            guesses = [c for c in hub_table.classes_for_key(_vars_name(root)) if hub_table.hub_class(c)]
+            guesses = [c for c in classes_for_key(_vars_name(root)) if hub_class(c)]
             hub = guesses[0] if len(guesses) == 1 else None
         model = _Layer(
             group=root, key="", name=name or _vars_name(root) or "model",
             class_name=class_name if isinstance(class_name, str) else (
-                hub_table.hub_class(hub).name if hub else None),
+                hub_class(hub).name if hub else None),
             builtin=is_builtin_entry(model_entry), config=config, entry=model_entry,
             scope=(), parents=(), trainable=bool(config.get("trainable", True)), hub=hub,
             context=config if hub else None,
@@ -292,11 +158,11 @@ class KerasTreeWalker:
 
     def _walk_list(self, parent: _Layer, group: Any, scope: tuple[str, ...], parents: tuple[str, ...]) -> None:
         entries = layer_configs(parent.entry)
-        by_name = {_entry_name(entry): entry for entry in entries}
-        by_key = _keras_keys(entries)
-        nested = _nested_entries(parent) if parent.hub is not None else {}
+        by_name = {entry_name(entry): entry for entry in entries}
+        by_key = keras_keys(entries)
+        nested = nested_entries(parent.config) if parent.hub is not None else {}
         prefix = None
-        if parent.hub is not None and parent.entry is not None and hub_table.hub_class(parent.hub).prefixes:
+        if parent.hub is not None and parent.entry is not None and hub_class(parent.hub).prefixes:
             prefix = f"{parent.name}_"
         for key in _ordered_keys(group, entries, by_key):
             child = group[key]
@@ -313,8 +179,8 @@ class KerasTreeWalker:
                 # layers; nested models it was given (a Task's backbone) are config entries.
                 entry = nested.get(key)
                 if entry is None:
-                    hub_parent = hub_table.hub_class(parent.hub)
-                    candidates = hub_table.classes_for_key(key, _referenced_classes(parent.hub))
+                    hub_parent = hub_class(parent.hub)
+                    candidates = classes_for_key(key, _referenced_classes(parent.hub))
                     constants: Mapping[str, Any] = {}
                     if name and hub_parent.attribute_classes(name):
                         # keras_hub models keep each layer in an attribute of the layer's own name
@@ -330,7 +196,7 @@ class KerasTreeWalker:
                         constants: Mapping[str, Any], scope: tuple[str, ...], parents: tuple[str, ...],
                         vars_name: str | None, attribute: str | None = None, in_init: bool = False) -> None:
         """A sublayer created by keras_hub code: its class comes from the generated table."""
-        hub_parent = hub_table.hub_class(parent.hub) if parent.hub else None
+        hub_parent = hub_class(parent.hub) if parent.hub else None
         construction = scope
         if hub_parent is not None and attribute is not None:
             in_init = in_init or attribute in hub_parent.created_in_init or \
@@ -344,8 +210,8 @@ class KerasTreeWalker:
         if chosen is None:
             self._walk_child(parent, key, group, None, scope, parents, vars_name)
             return
-        hub = chosen if hub_table.hub_class(chosen) is not None else None
-        class_name = hub_table.hub_class(hub).name if hub else chosen
+        hub = chosen if hub_class(chosen) is not None else None
+        class_name = hub_class(hub).name if hub else chosen
         self._walk(_Layer(
             group=group, key=key, name=vars_name or key, class_name=class_name, builtin=hub is None,
             config=dict(constants), entry=None, scope=scope, parents=parents,
@@ -364,10 +230,10 @@ class KerasTreeWalker:
                 if _is_group(sub):
                     self._walk_attribute(parent, sub_key, sub, scope, parents, members_of=key)
             return
-        hub_parent = hub_table.hub_class(parent.hub) if parent.hub else None
+        hub_parent = hub_class(parent.hub) if parent.hub else None
         if hub_parent is not None and (members_of is not None or hub_parent.attribute_classes(key)):
             if members_of is not None:
-                candidates = hub_table.classes_for_key(key, hub_parent.list_classes(members_of))
+                candidates = classes_for_key(key, hub_parent.list_classes(members_of))
                 constants: Mapping[str, Any] = {}
             else:
                 candidates = list(hub_parent.attribute_classes(key))
@@ -419,13 +285,13 @@ class KerasTreeWalker:
         if class_name is None and hint is None:
             candidates = keras_class_name_candidates(key) or keras_class_name_candidates(vars_name or "")
             hint = candidates[0] if candidates else None
-        name = vars_name or (_entry_name(entry) if entry else None) or key
+        name = vars_name or (entry_name(entry) if entry else None) or key
         trainable = parent.trainable and bool(config.get("trainable", True))
         self._walk(_Layer(
             group=group, key=key, name=name, class_name=class_name, builtin=builtin, config=config,
             entry=entry, scope=scope, parents=parents, trainable=trainable, hint=hint, nested=True,
-            hub=hub_table.class_for_entry(entry),
-            context=config if hub_table.class_for_entry(entry) else parent.context,
+            hub=class_for_entry(entry),
+            context=config if class_for_entry(entry) else parent.context,
         ))
 
     # -- variables -------------------------------------------------------------------------
@@ -443,10 +309,10 @@ class KerasTreeWalker:
         self.limits.check("max_variables", len(self.records) + len(datasets), self.subject)
         slots = None
         if layer.hub is not None:
-            slots = hub_table.hub_slots(layer.hub, len(datasets), layer.context,
+            slots = hub_slots(layer.hub, len(datasets), layer.context,
                                         tuple(len(d.shape) for _, _, d in datasets))
         elif layer.configless and layer.class_name is not None:
-            slots = hub_table.builtin_slots(layer.class_name, layer.config, len(datasets))
+            slots = builtin_slots(layer.class_name, layer.config, len(datasets))
         elif layer.class_name is not None:
             slots = slots_for(layer.class_name, layer.config)
         elif layer.hint is not None:
@@ -456,7 +322,7 @@ class KerasTreeWalker:
             slots = self._built_slots(layer)
         if slots is not None and len(slots) != len(datasets):
             slots = None
-        in_init = hub_table.in_init_leaves(layer.hub) if layer.hub and slots else frozenset()
+        in_init = in_init_leaves(layer.hub) if layer.hub and slots else frozenset()
         construction_scope = (layer.construction if layer.construction is not None else layer.scope) + (layer.name,)
         for position, (_, key, dataset) in enumerate(datasets):
             slot = slots[position] if slots else None
@@ -510,19 +376,8 @@ class KerasTreeWalker:
         self.limits.check("max_objects", self.visited, self.subject)
 
 
-def _nested_entries(layer: _Layer) -> dict[str, Mapping[str, Any]]:
-    """Config entries a keras_hub model was built from (a Task's ``backbone``, CLIP's encoders),
-    keyed as Keras keys them in its ``layers`` list: the snake_case class name."""
-    found: dict[str, Mapping[str, Any]] = {}
-    for value in layer.config.values():
-        if isinstance(value, Mapping) and isinstance(value.get("class_name"), str):
-            key = snake_case(value["class_name"])
-            found[key if key not in found else f"{key}_{len(found)}"] = value
-    return found
-
-
 def _referenced_classes(class_id: str) -> tuple[str, ...]:
-    entry = hub_table.hub_class(class_id)
+    entry = hub_class(class_id)
     if entry is None:
         return ()
     classes = [c for values in entry.sublayers.values() for c in values]
@@ -542,13 +397,13 @@ def _fit(candidates: list[str] | tuple[str, ...], group: Any) -> str | None:
     if children:
         # Two classes an attribute may hold (DINOv2's MLP or SwiGLU ``mlp``): the one whose
         # sublayer attributes are the saved children.
-        fitting = [c for c in candidates if hub_table.hub_class(c) is not None and children <= {
-            k.lstrip("_") for k in hub_table.hub_class(c).sublayers} | set(hub_table.hub_class(c).sublayers)
-            | set(hub_table.hub_class(c).lists)]
+        fitting = [c for c in candidates if hub_class(c) is not None and children <= {
+            k.lstrip("_") for k in hub_class(c).sublayers} | set(hub_class(c).sublayers)
+            | set(hub_class(c).lists)]
         candidates = fitting or candidates
     for candidate in candidates:
-        if hub_table.hub_class(candidate) is not None:
-            if count == 0 or hub_table.hub_slots(candidate, count) is not None:
+        if hub_class(candidate) is not None:
+            if count == 0 or hub_slots(candidate, count) is not None:
                 return candidate
         elif count == 0 or slots_for_count(candidate, count) is not None:
             return candidate
@@ -590,13 +445,13 @@ def _ordered_keys(group: Any, entries: list[Mapping[str, Any]], by_key: Mapping[
         name = _vars_name(child) if _is_group(child) else None
         if name:
             by_name_key[name] = key
-    # Keyed by identity, and a set beside the list: a scan per entry was quadratic in the
-    # layers a config declares (50,000 layers: 31 s, issue 14).
+    # Keyed by identity, and a set beside the list: a scan per entry would be quadratic in the
+    # layers a config declares (50,000 layers took 31 s).
     key_of_entry = {id(e): k for k, e in by_key.items()}
     ordered: list[str] = []
     placed: set[str] = set()
     for entry in entries:
-        key = by_name_key.get(_entry_name(entry))
+        key = by_name_key.get(entry_name(entry))
         if key is None:
             key = key_of_entry.get(id(entry))
         if key is not None and key in group and key not in placed:

@@ -13,14 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from decay_audit import hf_names
 from decay_audit.errors import LimitExceededError, ModelLoadError
 from decay_audit.inventory import Inventory, VariableRecord
-from decay_audit.keras_layers import SUBLAYER_CLASS_BY_PARENT, keras_class_name_candidates
+from decay_audit.knowledge import transformers as hf_names
+from decay_audit.knowledge.keras import SUBLAYER_CLASS_BY_PARENT, keras_class_name_candidates
 from decay_audit.loaders._compile_config import optimizer_from_compile_config
 from decay_audit.loaders._h5 import attribute_texts, open_h5, root_text
 from decay_audit.loaders._h5header import DeclaredTooLong
-from decay_audit.loaders._keras_tree import KerasTreeWalker, is_builtin_entry, layer_configs
+from decay_audit.loaders._keras_config import is_builtin_entry, layer_configs
+from decay_audit.loaders._keras_tree import KerasTreeWalker
 from decay_audit.loaders.interface import Limits, LoaderName, parse_json
 
 NO_CONFIG_NOTE = "no model config in the file (weights only): classes inferred from layer names and shapes"

@@ -1,7 +1,7 @@
 """Loader for Keras 3 ``.keras`` archives: config.json + the index of model.weights.h5.
 
 No tensor is read and nothing from the file is executed: the config is plain JSON and
-layer classes are looked up in a table (decay_audit.keras_layers), never imported.
+layer classes are looked up in a table (decay_audit.knowledge), never imported.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from typing import Any
 
 from decay_audit.errors import ModelLoadError
 from decay_audit.inventory import Inventory
+from decay_audit.knowledge.keras_hub import class_for_entry, is_hub_entry, keras_hub_version
 from decay_audit.loaders._compile_config import optimizer_from_compile_config
 from decay_audit.loaders._h5 import IMAGE_BYTES, open_h5
-from decay_audit.loaders._keras_tree import KerasTreeWalker, layer_configs
+from decay_audit.loaders._keras_config import is_builtin_entry, layer_configs
+from decay_audit.loaders._keras_tree import KerasTreeWalker
 from decay_audit.loaders._zipwindow import stored_member_window
 from decay_audit.loaders.interface import Limits, LoaderName, parse_json
 
@@ -104,9 +106,6 @@ def _compressed_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, subject:
 
 def _unknown_class_notes(model_entry: Mapping) -> list[str]:
     """Say which classes are not Keras' own: their variables are judged from weaker evidence."""
-    from decay_audit import hub_table
-    from decay_audit.loaders._keras_tree import is_builtin_entry
-
     # ``dict``, not ``Mapping``: the entries are parsed JSON, and the ABC check was a fifth of
     # this walk on a 6,000-variable config.
     custom: set[str] = set()
@@ -123,8 +122,8 @@ def _unknown_class_notes(model_entry: Mapping) -> list[str]:
         if isinstance(class_name, str) and not (hashable and key in seen):
             if hashable:
                 seen.add(key)
-            if hub_table.is_hub_entry(entry):
-                if hub_table.class_for_entry(entry) is None:
+            if is_hub_entry(entry):
+                if class_for_entry(entry) is None:
                     hub_unknown.add(class_name)
             elif not is_builtin_entry(entry) and class_name not in ("Functional",):
                 custom.add(f"{entry.get('module') or '?'}.{class_name}")
@@ -135,7 +134,7 @@ def _unknown_class_notes(model_entry: Mapping) -> list[str]:
     notes = []
     if hub_unknown:
         notes.append(f"keras_hub classes not in decay-audit's table (generated from keras_hub "
-                     f"{hub_table.keras_hub_version()}; a newer keras_hub?), judged from names, shapes and positions: "
+                     f"{keras_hub_version()}; a newer keras_hub?), judged from names, shapes and positions: "
                      f"{', '.join(sorted(hub_unknown))}")
     if not custom:
         return notes

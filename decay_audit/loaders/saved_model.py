@@ -11,7 +11,6 @@ when no layer class is recorded. Variable values are never read.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -21,8 +20,9 @@ from typing import Any
 
 from decay_audit.errors import ModelLoadError
 from decay_audit.inventory import Inventory, VariableRecord
-from decay_audit.keras_layers import LAYER_VARIABLES, keras_class_name_candidates
-from decay_audit.loaders._keras_tree import is_builtin_entry
+from decay_audit.knowledge.keras import LAYER_VARIABLES, keras_class_name_candidates
+from decay_audit.loaders._keras_config import is_builtin_entry
+from decay_audit.loaders._keras_metadata import KERAS_METADATA_FILE, frozen_layers, layer_info, read_keras_metadata
 from decay_audit.loaders._protowire import (
     ProtoDecodeError,
     as_int,
@@ -31,10 +31,10 @@ from decay_audit.loaders._protowire import (
     iter_fields,
     iter_packed_varints,
 )
+from decay_audit.loaders._saved_model_graph import graph_uses
 from decay_audit.loaders.interface import Limits, LoaderName
 
 SAVED_MODEL_FILE = "saved_model.pb"
-KERAS_METADATA_FILE = "keras_metadata.pb"
 SEED_STATE_LEAF = "seed_generator_state"
 
 # tensorflow/core/framework/types.proto DataType values that variables use.
@@ -67,17 +67,17 @@ def load_saved_model(directory: Path, limits: Limits) -> Inventory:
         if object_graph is None:
             raise ModelLoadError(str(pb_path), "no object graph (a TF1 SavedModel): variables cannot be listed")
         nodes, concrete = _object_graph(object_graph, limits, str(pb_path))
-        metadata = _keras_metadata(directory / KERAS_METADATA_FILE, limits)
+        metadata = read_keras_metadata(directory / KERAS_METADATA_FILE, limits)
         variable_ids, paths = _find_variables(nodes)
         limits.check("max_variables", len(variable_ids), str(pb_path))
         owners = _owners(nodes, variable_ids)
-        layer_info = _layer_info(nodes, metadata)
-        uses, reads, unfinished = _graph_uses(graph_def, concrete, set(variable_ids), limits, str(pb_path)) \
+        layers = layer_info(nodes, metadata)
+        uses, reads, unfinished = graph_uses(graph_def, concrete, set(variable_ids), limits, str(pb_path)) \
             if graph_def is not None else ({}, {}, 0)
     except ProtoDecodeError as exc:
         raise ModelLoadError(str(pb_path), f"corrupt protobuf ({exc})") from None
-    frozen = _frozen_layers(metadata, nodes)
-    records = [_record(node_id, nodes[node_id], paths[node_id], owners.get(node_id), layer_info,
+    frozen = frozen_layers(metadata, nodes)
+    records = [_record(node_id, nodes[node_id], paths[node_id], owners.get(node_id), layers,
                        uses.get(node_id, ()), frozen) for node_id in variable_ids]
     notes = []
     keras3_export = not metadata and all(
@@ -103,7 +103,7 @@ def load_saved_model(directory: Path, limits: Limits) -> Inventory:
                      f"{unfinished} function arguments holding variables not followed: graph evidence for "
                      f"those variables may be missing, names and shapes still apply")
     model_name = None
-    root_meta = layer_info.get(0)
+    root_meta = layers.get(0)
     if root_meta:
         model_name = root_meta.get("name")
     return Inventory(source=subject, loader=LoaderName.SAVED_MODEL.value, records=tuple(records),
@@ -145,6 +145,13 @@ def _object_graph(data: Any, limits: Limits, subject: str) -> tuple[list[_Node],
             concrete[key] = bound
     if not nodes:
         raise ProtoDecodeError("object graph has no nodes")
+    # Every reader below indexes ``nodes`` by child id; TensorFlow's own loader would fail on a
+    # reference past the end too, so the file is corrupt rather than partly readable.
+    for index, node in enumerate(nodes):
+        for child_id, _ in node.children:
+            if child_id >= len(nodes):
+                raise ProtoDecodeError(f"object graph node {index} refers to node {child_id}, "
+                                       f"but the graph has {len(nodes)} nodes")
     return nodes, concrete
 
 
@@ -200,30 +207,6 @@ def _shape(data: Any) -> tuple[int | None, ...] | None:
     return tuple(dims)
 
 
-def _keras_metadata(path: Path, limits: Limits) -> dict[str, dict[str, Any]]:
-    """tf_keras' keras_metadata.pb: node_path → the layer's metadata JSON (class, name, config)."""
-    if not path.is_file():
-        return {}
-    limits.check("max_config_bytes", path.stat().st_size, str(path))
-    result: dict[str, dict[str, Any]] = {}
-    for number, _, value in iter_fields(path.read_bytes()):
-        if number != 1:
-            continue
-        node_path, metadata = "", ""
-        for inner, _, inner_value in iter_fields(value):
-            if inner == 3:
-                node_path = as_text(inner_value)
-            elif inner == 5:
-                metadata = as_text(inner_value)
-        try:
-            parsed = json.loads(metadata) if metadata else {}
-        except (ValueError, RecursionError):
-            parsed = {}
-        if isinstance(parsed, dict):
-            result[node_path] = parsed
-    return result
-
-
 # -- variables and their owners ---------------------------------------------------------------
 
 def _find_variables(nodes: list[_Node]) -> tuple[list[int], dict[int, str]]:
@@ -240,7 +223,7 @@ def _find_variables(nodes: list[_Node]) -> tuple[list[int], dict[int, str]]:
         ordered = []
         for list_name in ("trainable_variables", "non_trainable_variables"):
             for node_id, name in nodes[root_children[list_name]].children:
-                if node_id < len(nodes) and nodes[node_id].kind == "variable" and node_id not in paths:
+                if nodes[node_id].kind == "variable" and node_id not in paths:
                     paths[node_id] = f"{list_name}/{name}"
                     ordered.append(node_id)
         if ordered:
@@ -251,7 +234,7 @@ def _find_variables(nodes: list[_Node]) -> tuple[list[int], dict[int, str]]:
     while queue:
         node_id, path = queue.popleft()
         for child_id, name in nodes[node_id].children:
-            if child_id in seen or child_id >= len(nodes) or name in _SKIP_EDGES:
+            if child_id in seen or name in _SKIP_EDGES:
                 continue
             seen.add(child_id)
             child_path = f"{path}/{name}" if path else name
@@ -271,7 +254,7 @@ def _attribute_paths(nodes: list[_Node], paths: dict[int, str]) -> dict[int, str
     while queue:
         node_id, path = queue.popleft()
         for child_id, name in nodes[node_id].children:
-            if child_id in seen or child_id >= len(nodes) or name in _SKIP_EDGES or name.endswith("variables"):
+            if child_id in seen or name in _SKIP_EDGES or name.endswith("variables"):
                 continue
             seen.add(child_id)
             child_path = f"{path}/{name}" if path else name
@@ -295,65 +278,8 @@ def _owners(nodes: list[_Node], variable_ids: list[int]) -> dict[int, tuple[int,
     return owners
 
 
-def _layer_info(nodes: list[_Node], metadata: Mapping[str, dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """Object-graph node id → tf_keras layer metadata, by resolving ``root.layer-1.cell`` paths."""
-    info: dict[int, dict[str, Any]] = {}
-    # One name index per node, built once: rebuilding it per path step was quadratic when
-    # a node has many children and many metadata paths go through it (issue 14).
-    children_of: dict[int, dict[str, int]] = {}
-    for node_path, meta in metadata.items():
-        parts = node_path.split(".")
-        if not parts or parts[0] != "root":
-            continue
-        node_id = 0
-        for part in parts[1:]:
-            children = children_of.get(node_id)
-            if children is None:
-                children = children_of[node_id] = {name: child for child, name in nodes[node_id].children}
-            if part not in children or not 0 <= children[part] < len(nodes):
-                node_id = -1
-                break
-            node_id = children[part]
-        if node_id >= 0:
-            info[node_id] = meta
-    return info
-
-
-def _frozen_layers(metadata: Mapping[str, dict[str, Any]], nodes: list[_Node]) -> set[int]:
-    """Object-graph ids of tf_keras layers that are frozen, directly or through an enclosing layer.
-
-    tf_keras ``layer.trainable = False`` leaves each ``tf.Variable``'s own trainable flag True
-    (tf_keras 2.21), so the object graph alone calls a frozen base trainable; ``keras_metadata.pb``
-    records ``"trainable": false`` on the layer (and on the model that holds it).
-    """
-    frozen_paths = {p for p, meta in metadata.items() if meta.get("trainable") is False}
-    frozen: set[int] = set()
-    if not frozen_paths:
-        return frozen
-    for node_path in metadata:
-        parts = node_path.split(".")
-        if any(".".join(parts[:end]) in frozen_paths for end in range(1, len(parts) + 1)):
-            node_id = _resolve_node_path(nodes, node_path)
-            if node_id >= 0:
-                frozen.add(node_id)
-    return frozen
-
-
-def _resolve_node_path(nodes: list[_Node], node_path: str) -> int:
-    parts = node_path.split(".")
-    if not parts or parts[0] != "root":
-        return -1
-    node_id = 0
-    for part in parts[1:]:
-        children = dict((name, child) for child, name in nodes[node_id].children)
-        if part not in children:
-            return -1
-        node_id = children[part]
-    return node_id
-
-
 def _record(node_id: int, node: _Node, object_path: str, owner: tuple[int, str] | None,
-            layer_info: Mapping[int, dict[str, Any]], uses: tuple[str, ...],
+            layers: Mapping[int, dict[str, Any]], uses: tuple[str, ...],
             frozen: set[int] = frozenset()) -> VariableRecord:  # type: ignore[assignment]
     variable = node.variable or {}
     name = variable.get("name") or ""
@@ -370,8 +296,8 @@ def _record(node_id: int, node: _Node, object_path: str, owner: tuple[int, str] 
     layer_class = None
     builtin = False
     parents: tuple[str, ...] = ()
-    if owner is not None and owner[0] in layer_info:
-        meta = layer_info[owner[0]]
+    if owner is not None and owner[0] in layers:
+        meta = layers[owner[0]]
         layer_class = meta.get("class_name")
         layer_name = meta.get("name", layer_name)
         builtin = is_builtin_entry(meta) or ("module" not in meta and isinstance(layer_class, str))
@@ -469,124 +395,3 @@ def _path_from_reads(name: str, read_nodes: Iterable[str]) -> str | None:
                     best = candidate
                 break
     return best
-
-
-# -- how the graph uses each variable ---------------------------------------------------------
-
-_PASS_THROUGH = frozenset({"Identity", "Cast", "IdentityN", "ReadVariableOp", "Reshape", "ExpandDims"})
-_CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
-
-
-def _graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids: set[int], limits: Limits,
-                subject: str) -> tuple[dict[int, tuple[str, ...]], dict[int, set[str]], int]:
-    """Variable node id → sorted ``Op:input_position`` uses across the saved functions,
-    variable node id → names of the ``ReadVariableOp`` nodes that read it (their name scopes are
-    the layer scopes of the call, see :func:`_unique_paths`), and how many held arguments the
-    step budget left unfollowed (0 when the walk finished)."""
-    functions = _functions(graph_def, limits, subject)
-    holds: dict[tuple[str, str], int] = {}  # (function, arg name) → variable id
-    for fn_name, bound in concrete.items():
-        fn = functions.get(fn_name)
-        if fn is None or not bound:
-            continue
-        args = fn["args"]
-        captured = args[len(args) - len(bound):] if len(bound) <= len(args) else []
-        for arg, node_id in zip(captured, bound):
-            if node_id in variable_ids:
-                holds[(fn_name, arg)] = node_id
-    # Each (function, argument) is followed once. Re-walking a function whenever it gained a
-    # held argument was quadratic in the variables one function captures (issue 14); the step
-    # budget keeps a hostile fan-out (many arguments into one hub node) linear in the graph.
-    queue: deque[tuple[str, str]] = deque(holds)
-    budget = 16 * sum(len(edges) for fn in functions.values() for edges in fn["consumers"].values()) \
-        + 4 * len(holds) + 10_000
-    uses: dict[int, set[str]] = {}
-    reads: dict[int, set[str]] = {}
-    while queue and budget > 0:
-        fn_name, arg = queue.popleft()
-        var = holds[(fn_name, arg)]
-        consumers = functions[fn_name]["consumers"]
-        frontier = [arg]
-        depth = 0
-        while frontier and depth < 4 and budget > 0:
-            next_frontier = []
-            for producer in frontier:
-                for op, position, node_name, callee in consumers.get(producer, ()):
-                    budget -= 1
-                    if op in _CALL_OPS and callee:
-                        callee_fn = functions.get(callee)
-                        if callee_fn and position < len(callee_fn["args"]):
-                            key = (callee, callee_fn["args"][position])
-                            if key not in holds:
-                                holds[key] = var
-                                queue.append(key)
-                    elif op in _PASS_THROUGH:
-                        if op == "ReadVariableOp" and depth == 0:
-                            reads.setdefault(var, set()).add(node_name)
-                        next_frontier.append(node_name)
-                    else:
-                        uses.setdefault(var, set()).add(f"{op}:{position}")
-            frontier = next_frontier
-            depth += 1
-    unfinished = len(queue) + int(budget <= 0)  # the walk the budget ended, and those never started
-    return {var: tuple(sorted(found)) for var, found in uses.items()}, reads, unfinished
-
-
-def _functions(graph_def: Any, limits: Limits, subject: str) -> dict[str, dict[str, Any]]:
-    """FunctionDefs: name → {args, consumers: producer → [(op, input position, node, callee)]}."""
-    functions: dict[str, dict[str, Any]] = {}
-    count = 0
-    for number, _, value in iter_fields(graph_def):
-        if number != 2:  # GraphDef.library
-            continue
-        for lib_number, _, fn_value in iter_fields(value):
-            if lib_number != 1:  # FunctionDefLibrary.function
-                continue
-            name, args, consumers = "", [], {}
-            for fn_number, _, fn_field in iter_fields(fn_value):
-                if fn_number == 1:  # signature: OpDef{name=1, input_arg=2}
-                    for sig_number, _, sig_value in iter_fields(fn_field):
-                        if sig_number == 1:
-                            name = as_text(sig_value)
-                        elif sig_number == 2:
-                            for arg_number, _, arg_value in iter_fields(sig_value):
-                                if arg_number == 1:
-                                    args.append(as_text(arg_value))
-                                    break
-                elif fn_number == 3:  # node_def
-                    _index_node(fn_field, consumers)
-            functions[name] = {"args": args, "consumers": consumers}
-            count += 1  # not len(functions): a file may repeat one name without end
-            limits.check("max_functions", count, subject)
-    return functions
-
-
-def _index_node(data: Any, consumers: dict[str, list[tuple[str, int, str, str | None]]]) -> None:
-    node_name, op, inputs, callee = "", "", [], None
-    for number, _, value in iter_fields(data):
-        if number == 1:
-            node_name = as_text(value)
-        elif number == 2:
-            op = as_text(value)
-        elif number == 3:
-            inputs.append(as_text(value))
-        elif number == 5:  # attr map entry {key=1, value=2: AttrValue}
-            key, attr_value = "", None
-            for entry_number, _, entry_value in iter_fields(value):
-                if entry_number == 1:
-                    key = as_text(entry_value)
-                elif entry_number == 2:
-                    attr_value = entry_value
-            if key == "f" and attr_value is not None:
-                for attr_number, _, func in iter_fields(attr_value):
-                    if attr_number == 10:  # AttrValue.func: NameAttrList{name=1}
-                        for func_number, _, func_value in iter_fields(func):
-                            if func_number == 1:
-                                callee = as_text(func_value)
-    position = 0
-    for text in inputs:
-        if text.startswith("^"):
-            continue
-        producer = text.split(":", 1)[0]
-        consumers.setdefault(producer, []).append((op, position, node_name, callee))
-        position += 1

@@ -22,33 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from decay_audit.errors import DecayAuditError, ModelLoadError, UsageError
-from decay_audit.kinds import TextEnum
-
-
-class Stage(TextEnum):
-    """Where a set-up stopped being probe-able, in the order verify reaches them."""
-
-    IMPORT = "import"
-    """Importing the ``--setup`` file."""
-    MAKE = "make()"
-    """Calling the factory, or what it returned is not a set-up."""
-    BATCH = "batch"
-    """Building a batch: the set-up's own ``batch``/``dataset``, or synthetic inputs and targets."""
-    STEP = "step"
-    """One training step of the set-up (forward, loss, gradients, the hand-written ``train_step``)."""
-    MEASUREMENT = "measurement"
-    """The twin-step probe itself (snapshots, twins, comparing)."""
-
-
-class SetupError(DecayAuditError):
-    """A training set-up that cannot be loaded or probed; ``stage`` says where it stopped."""
-
-    def __init__(self, subject: str, problem: str, stage: Stage = Stage.MAKE):
-        self.stage = Stage(stage)
-        super().__init__(subject, f"{self.stage.value} failed: {problem}")
-        self.problem = problem
-
+from decay_audit.errors import DecayAuditError, ModelLoadError, OptionError, SetupError, Stage, UsageError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TF_NODE = re.compile(r"\{\{function_node [^}]*\}\}\s*")
@@ -162,7 +136,7 @@ def load_setup(spec: str) -> TrainingSetup:
     """
     path_text, _, function_name = spec.rpartition(":")
     if not path_text or not function_name:
-        raise UsageError("--setup", f"expected FILE.py:FUNCTION, got {spec!r}")
+        raise OptionError("setup", f"expected FILE.py:FUNCTION, got {spec!r}")
     path = Path(path_text)
     if not path.is_file():
         raise UsageError(str(path), "no such file")
@@ -204,7 +178,7 @@ def setup_from_model_file(path: Path, optimizer: str | None, learning_rate: floa
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            raise UsageError("--custom-module", f"cannot import {module!r} ({exc})") from None
+            raise OptionError("custom_module", f"cannot import {module!r} ({exc})") from None
     try:
         model = keras.saving.load_model(path, compile=optimizer is None, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for unloadable files
@@ -220,7 +194,7 @@ def setup_from_model_file(path: Path, optimizer: str | None, learning_rate: floa
         return TrainingSetup(model, saved, description=f"{path} with its saved optimizer")
     name = optimizer.lower()
     if name not in OPTIMIZERS:
-        raise UsageError("--optimizer", f"unknown optimizer {optimizer!r} (one of {', '.join(OPTIMIZERS)})")
+        raise OptionError("optimizer", f"unknown optimizer {optimizer!r} (one of {', '.join(OPTIMIZERS)})")
     kwargs: dict[str, Any] = {"learning_rate": learning_rate if learning_rate is not None else 1e-3}
     if weight_decay is not None:
         kwargs["weight_decay"] = weight_decay

@@ -34,14 +34,13 @@ decayed kernels change every later gradient (shared FACTS).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from decay_audit.probe.backends import DecaySource, ProbeBackend, SourceKind, backend_for, load_backend
+from decay_audit.probe.backends import DecaySource, KerasBackend, ProbeBackend, SourceKind, backend_for, load_backend
 from decay_audit.probe.data import BatchSource
 from decay_audit.probe.setup import Stage, TrainingSetup, at_stage
 
@@ -117,7 +116,7 @@ class ProbeRun:
     hand_written_step: bool
     sources: tuple[DecaySource, ...] = ()
     """Every decay knob found and switched in the twins."""
-    backend: str = "tensorflow"
+    backend: str = KerasBackend.TENSORFLOW.value
     """The probe backend's name."""
     noise_calibration: float = 0.0
     """Largest difference between the real step and its repeat from the same snapshot."""
@@ -201,7 +200,7 @@ def run_probe(setup: TrainingSetup, steps: int = 3, batch_size: int = 4, seed: i
 def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecaySource], steps: int,
                batch_size: int, seed: int, device: str, batches: BatchSource,
                on_step: Callable[[int, int], None] | None = None) -> ProbeRun:
-    """``batches`` (the set-up's own data or synthetic, ``probe/data.py``) reads the model's input
+    """``batches`` (the set-up's own data or synthetic, ``probe.data``) reads the model's input
     and target plan once, so a step's batch costs no extra forward pass."""
     model = setup.model
     stage_subject = setup.description or str(getattr(model, "name", "model"))

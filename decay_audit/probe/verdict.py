@@ -2,73 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from decay_audit.kinds import TextEnum
+from decay_audit.findings import Outcome
 from decay_audit.probe.twin import ProbeRun, SourceEffect, StepDelta
+from decay_audit.results import Measurement
 
 # Optimizers whose update reads the variable's value, so the decayed value changes the
 # gradient update too and ``T - A`` is not exactly lr*wd*w: only presence is checked.
 VALUE_DEPENDENT_UPDATES = frozenset({"Ftrl", "Lamb", "Adafactor", "Muon", "ScheduleFreeAdamW"})
-
-
-class Outcome(TextEnum):
-    OK = "ok"
-    DOUBLE_DECAY = "double-decay"
-    """Decay from two sources on one variable: decoupled and coupled, or two optimizers' decay."""
-    NOT_DECAYED = "not-decayed"
-    """Intended to decay, but no decay was measured in any probe step."""
-    DECAYED_AGAINST_INTENT = "decayed-against-intent"
-    RATE_MISMATCH = "rate-mismatch"
-    """Decoupled decay present, but not lr_t * weight_decay * w."""
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """What one trainable variable received over the probe, and the verdict."""
-
-    path: str
-    expected_decay: bool
-    intent: str
-    """Where the expectation came from (preset and kind, a rule file, an --expect glob)."""
-    steps: int
-    decoupled_steps: int
-    """Steps in which a decoupled (optimizer) contribution was measured."""
-    coupled_steps: int
-    """Steps in which a coupled (penalty through the optimizer) contribution was measured."""
-    decoupled_ratio: float | None
-    """Measured decoupled shrink / configured lr_t*wd*w, averaged over steps that had it (1.0 = as configured)."""
-    coupled_relative: float
-    """What the optimizer made of the penalties: largest coupled change per step, relative to the
-    variable's largest magnitude (under Adam this is the normalised update, not the penalty)."""
-    outcome: Outcome
-    detail: str
-    decoupled_by: tuple[str, ...] = ()
-    """The decoupled sources measured on this variable (``AdamW weight_decay=0.01``), per owning optimizer."""
-    decoupled_rate: float | None = None
-    """The configured relative shrink per step, lr_t * weight_decay, of those sources (first step)."""
-    amplified: float | None = None
-    """When the configured rate was below float32's resolution: the factor the twin amplified it by."""
-    coupled_by: tuple[str, ...] = ()
-    """The switchable coupled sources that reach this variable; ``hand-written step`` for penalties in a step's code."""
-    penalty_gradient: float | None = None
-    """The penalty's own gradient relative to the weight, <g, w> / <w, w> (2*l2 for Keras L2)."""
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is Outcome.OK
-
-    @property
-    def measured(self) -> str:
-        if self.decoupled_steps and self.coupled_steps:
-            return "decoupled+coupled"
-        if self.decoupled_steps:
-            return "decoupled"
-        if self.coupled_steps:
-            return "coupled"
-        return "none"
 
 
 def _ratio(effect: SourceEffect, weight: np.ndarray) -> float | None:

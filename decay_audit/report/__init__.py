@@ -36,13 +36,13 @@ class Subject(TextEnum):
     """What is being rendered: the report object of one command."""
 
     SCAN = "scan"
-    """A :class:`~decay_audit.audit.ScanReport`."""
+    """A :class:`~decay_audit.results.ScanReport`."""
     SCAN_MANY = "scan-many"
-    """A :class:`~decay_audit.batch.BatchReport` (``scan`` given several models)."""
+    """A :class:`~decay_audit.results.BatchReport` (``scan`` given several models)."""
     CHECK = "check"
-    """A :class:`~decay_audit.rulecheck.CheckReport`."""
+    """A :class:`~decay_audit.results.CheckReport`."""
     VERIFY = "verify"
-    """A :class:`~decay_audit.verification.VerifyReport`."""
+    """A :class:`~decay_audit.results.VerifyReport`."""
 
 
 _S, _F = Subject, OutputFormat
@@ -81,9 +81,9 @@ def render(subject: Subject | str, fmt: OutputFormat | str, report: Any, **conte
 
     key = (Subject(subject), OutputFormat(fmt))
     if key not in _FORMATTERS:
-        from decay_audit.errors import UsageError
+        from decay_audit.errors import OptionError
 
-        raise UsageError("--format", f"{key[1].value} is not available for {key[0].value} "
+        raise OptionError("format", f"{key[1].value} is not available for {key[0].value} "
                                      f"(one of {', '.join(formats_for(key[0]))})")
     module_name, function_name, takes_context = _FORMATTERS[key]
     function: Callable[..., str] = getattr(importlib.import_module(module_name), function_name)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from decay_audit.batch import BatchReport, counts
 from decay_audit.report.sanitize import safe_text
+from decay_audit.results import BatchReport, ModelCounts
 
 HEADERS = ("model", "loader", "variables", "decayed", "excluded", "low conf", "findings", "status")
 
@@ -16,7 +16,7 @@ def batch_rows(batch: BatchReport) -> list[tuple]:
         if item.report is None:
             rows.append((safe_text(item.path), "-", "", "", "", "", "", f"error: {safe_text(item.error)}"))
             continue
-        c = counts(item.report)
+        c = ModelCounts.of(item.report)
         rows.append((safe_text(item.path), item.report.loader, c.variables, c.decayed, c.excluded,
                      c.low_confidence, c.findings, "ok" if not c.strict_problems else "check"))
     return rows

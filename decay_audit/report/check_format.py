@@ -7,8 +7,8 @@ from dataclasses import asdict
 
 from tabulate import tabulate
 
-from decay_audit.rulecheck import CheckReport
 from decay_audit.report.sanitize import safe_text
+from decay_audit.results import CheckReport
 
 
 def format_check(result: CheckReport, output_format: str) -> str:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
-from decay_audit.audit import ScanReport
-from decay_audit.report.rows import variable_row
 from decay_audit.report.sanitize import safe_cell
+from decay_audit.results import ScanReport
 
 COLUMNS = ("path", "layer", "layer_class", "leaf", "shape", "dtype", "trainable", "parameters",
            "kind", "decay", "confidence", "evidence", "conflicts")
@@ -18,7 +17,7 @@ def format_csv(report: ScanReport) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for variable in report.variables:
-        row = variable_row(variable)
+        row = variable.row()
         row["shape"] = "x".join(str(d) for d in row["shape"])
         row["evidence"] = "; ".join(row["evidence"])
         row["conflicts"] = "; ".join(row["conflicts"])

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from decay_audit.audit import ScanReport
-from decay_audit.report.rows import variable_row
+from decay_audit.results import ScanReport
 
 
 def report_dict(report: ScanReport) -> dict:
@@ -26,7 +25,7 @@ def report_dict(report: ScanReport) -> dict:
         "saved_optimizer": None if optimizer is None else {
             "class_name": optimizer.class_name, "weight_decay": optimizer.weight_decay,
         },
-        "variables": [variable_row(v) for v in report.variables],
+        "variables": [v.row() for v in report.variables],
         "summary": summary_dict,
     }
 

@@ -1,6 +1,6 @@
 """``--format sarif``: SARIF 2.1.0 for code-scanning tools (GitHub, GitLab, VS Code).
 
-One rule per finding type, in one table (:data:`RULES`). Every result names the file
+One rule per finding type, from the one table in :mod:`decay_audit.findings`. Every result names the file
 it is about as a physical location and, where a variable or pattern is the subject, that
 name as a logical location. The output validates against the OASIS SARIF 2.1.0 schema
 shipped in ``decay_audit/schemas/sarif-schema-2.1.0.json`` (tests/test_sarif.py).
@@ -23,86 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from decay_audit.findings import RULE_INDEX, RULES, FindingKind, Outcome, rule_for
+from decay_audit.results import BatchReport, CheckReport, ScanReport, VerifyReport
+
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA_URI = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 INFORMATION_URI = "https://pypi.org/project/decay-audit/"
-
-
-@dataclass(frozen=True)
-class SarifRule:
-    """One finding type: what code scanning lists as a rule."""
-
-    id: str
-    """Stable id (``DA001``); code scanning matches results across runs by it."""
-    name: str
-    """The finding's name in decay-audit's own vocabulary (``dead-pattern``)."""
-    short: str
-    """One line shown next to the alert."""
-    help: str
-    """What it means and what to do."""
-    level: str
-    """Default SARIF level: ``error`` fails a check, ``warning`` asks for a human look."""
-
-
-RULES: tuple[SarifRule, ...] = (
-    SarifRule("DA001", "dead-pattern", "An exclusion pattern matches no variable",
-              "The rule's pattern selects nothing in the model, so whatever it was meant to exclude is decayed. "
-              "Keras 3 matches the leaf on JAX/torch but 'path:0' on TensorFlow; tf_keras matches 'dense/bias:0'. "
-              "Regenerate the rule with `decay-audit rules MODEL --target T`.", "error"),
-    SarifRule("DA002", "over-broad-pattern", "A pattern also selects variables the policy treats the other way",
-              "The pattern matches kernels or embeddings the policy decays (or, for an include pattern, "
-              "variables it excludes). Anchor the pattern, or use `decay-audit rules` to emit one.", "error"),
-    SarifRule("DA003", "decayed-against-policy", "A variable gets weight decay that the policy excludes",
-              "A bias, normalization gain/offset, embedding or other excluded variable is decayed by the "
-              "rule (check) or was measured to shrink in a training step (verify).", "error"),
-    SarifRule("DA004", "excluded-against-policy", "A variable the policy decays is excluded by the rule",
-              "The rule excludes a variable the policy intends to decay.", "error"),
-    SarifRule("DA005", "double-decay", "Both decoupled and coupled decay reach one variable",
-              "The optimizer's weight_decay and a penalty in the loss (kernel_regularizer, an L2 term) both "
-              "shrink this variable: it is decayed twice. Keep one of them.", "error"),
-    SarifRule("DA006", "never-switched-on", "A variable meant to decay received no decay in any probe step",
-              "weight_decay is 0 or unset, the variable is excluded by mistake, or the training step bypasses the "
-              "optimizer's decay (e.g. a wrapper that drops exclude_from_weight_decay).", "error"),
-    SarifRule("DA007", "saved-optimizer-decays-all", "The saved optimizer decays every variable after load_model",
-              "The file's compile config has weight_decay > 0; exclusions are not saved, so training resumed "
-              "after keras.saving.load_model decays every variable, biases and norms included.", "error"),
-    SarifRule("DA008", "low-confidence", "A variable's kind rests on shape or position alone",
-              "decay-audit could not read the variable's role from a known layer class or a naming convention. "
-              "Check the verdict, or pin it with --decay/--no-decay.", "warning"),
-    SarifRule("DA009", "conflicting-evidence", "Evidence about a variable's kind disagrees",
-              "Some evidence points to another kind than the verdict. Worth a human look.", "warning"),
-    SarifRule("DA010", "policy-override", "A policy override matches nothing, or two overrides conflict",
-              "A --decay/--no-decay selector or policy-file override selects no variable (a typo, or a model "
-              "that changed), or a decay and a no-decay override both select a variable (no-decay wins).",
-              "warning"),
-    SarifRule("DA011", "rate-mismatch", "Decoupled decay is present, but not lr_t * weight_decay * w",
-              "The measured shrink per step differs from the configured rate: a schedule, a wrapper or a "
-              "second optimizer changes it.", "error"),
-    SarifRule("DA012", "verify-mismatch", "The measured decay differs from the intent",
-              "A verify verdict other than the ones above.", "error"),
-)
-"""Every finding type decay-audit reports, in one place; ids never change meaning."""
-
-_BY_NAME = {rule.name: rule for rule in RULES}
-_INDEX = {rule.id: index for index, rule in enumerate(RULES)}
-
-CHECK_RULES = {
-    "dead-pattern": "dead-pattern", "over-broad": "over-broad-pattern",
-    "decayed-against-policy": "decayed-against-policy", "excluded-against-policy": "excluded-against-policy",
-    "saved-optimizer-decays-all": "saved-optimizer-decays-all", "policy": "policy-override",
-    "low-confidence": "low-confidence", "conflicting-evidence": "conflicting-evidence",
-}
-"""check's ``FindingKind`` values → rule names."""
-
-VERIFY_RULES = {
-    "double-decay": "double-decay", "not-decayed": "never-switched-on",
-    "decayed-against-intent": "decayed-against-policy", "rate-mismatch": "rate-mismatch",
-}
-"""verify's ``Outcome`` values → rule names; any other failing outcome is ``verify-mismatch``."""
-
-
-def rule_for(name: str) -> SarifRule:
-    return _BY_NAME[name]
 
 
 # --- locations ---------------------------------------------------------------------------
@@ -145,8 +71,8 @@ def function_line(path: str | os.PathLike, function: str) -> int:
 class Result:
     """One finding, before it becomes a SARIF result object."""
 
-    rule: str
-    """A rule name from :data:`RULES`."""
+    rule: FindingKind | Outcome
+    """The finding type; :func:`~decay_audit.findings.rule_for` gives its SARIF rule."""
     message: str
     location: dict
     """A SARIF physicalLocation."""
@@ -167,7 +93,7 @@ def _result(result: Result) -> dict:
     fingerprint = hashlib.sha256("\0".join(
         (rule.id, result.location["artifactLocation"]["uri"], result.subject or "")).encode()).hexdigest()
     document = {
-        "ruleId": rule.id, "ruleIndex": _INDEX[rule.id], "level": rule.level,
+        "ruleId": rule.id, "ruleIndex": RULE_INDEX[rule.id], "level": rule.level,
         "message": {"text": result.message}, "locations": [location],
         "partialFingerprints": {"decayAudit/v1": fingerprint},
     }
@@ -179,12 +105,7 @@ def _result(result: Result) -> dict:
 
 def sarif_log(results: Iterable[Result], analysed: Sequence[dict] = (), command: str = "") -> str:
     """The SARIF document: one run, every rule listed, one result per finding."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        tool_version = version("decay-audit")
-    except PackageNotFoundError:  # running from a checkout without an install
-        tool_version = "0.0.0"
+    from decay_audit import __version__ as tool_version
     rules = [{
         "id": rule.id, "name": rule.name, "shortDescription": {"text": rule.short},
         "fullDescription": {"text": rule.help}, "help": {"text": rule.help},
@@ -208,21 +129,22 @@ def sarif_log(results: Iterable[Result], analysed: Sequence[dict] = (), command:
 
 # --- scan --------------------------------------------------------------------------------
 
-def scan_results(report: Any) -> list[Result]:
+_VARIABLE_FINDINGS = frozenset({FindingKind.LOW_CONFIDENCE, FindingKind.CONFLICTING_EVIDENCE})
+
+
+def scan_results(report: ScanReport) -> list[Result]:
     """The problems ``scan --strict`` fails on, plus a saved optimizer that decays everything."""
-    from decay_audit.rulecheck import scan_findings
-
     location = physical(report.source)
-    return [Result(CHECK_RULES[f.kind.value], f"{f.subject}: {f.detail}", location, f.subject,
-                   "variable" if f.kind.value in ("low-confidence", "conflicting-evidence") else "value")
-            for f in scan_findings(report)]
+    return [Result(f.kind, f"{f.subject}: {f.detail}", location, f.subject,
+                   "variable" if f.kind in _VARIABLE_FINDINGS else "value")
+            for f in report.findings()]
 
 
-def scan_sarif(report: Any, **_: Any) -> str:
+def scan_sarif(report: ScanReport, **_: Any) -> str:
     return sarif_log(scan_results(report), [physical(report.source)], "scan")
 
 
-def batch_sarif(batch: Any, **_: Any) -> str:
+def batch_sarif(batch: BatchReport, **_: Any) -> str:
     """Several models in one run: each result located in its own model file."""
     results, analysed = [], []
     for item in batch.items:
@@ -234,10 +156,10 @@ def batch_sarif(batch: Any, **_: Any) -> str:
 
 # --- check -------------------------------------------------------------------------------
 
-_PATTERN_KINDS = frozenset({"dead-pattern", "over-broad"})
+_PATTERN_KINDS = frozenset({FindingKind.DEAD_PATTERN, FindingKind.OVER_BROAD})
 
 
-def check_sarif(result: Any, model: str | os.PathLike | None = None, rules: str | os.PathLike | None = None,
+def check_sarif(result: CheckReport, model: str | os.PathLike | None = None, rules: str | os.PathLike | None = None,
                 **_: Any) -> str:
     """Pattern findings sit in the rule file when there is one (that is what a reviewer edits),
     with the model as a related location; variable findings sit in the model file."""
@@ -245,14 +167,14 @@ def check_sarif(result: Any, model: str | os.PathLike | None = None, rules: str 
     rules_location = physical(rules) if rules is not None else None
     results = []
     for finding in result.findings:
-        kind = finding.kind.value
+        kind = finding.kind
         on_rule_file = rules_location is not None and kind in _PATTERN_KINDS
         results.append(Result(
-            CHECK_RULES.get(kind, "policy-override"),
+            kind,
             f"{finding.subject}: {finding.detail} ({result.target} rule)",
             rules_location if on_rule_file else model_location,
             finding.subject,
-            "value" if kind in _PATTERN_KINDS or kind == "policy" else "variable",
+            "value" if kind in _PATTERN_KINDS or kind is FindingKind.POLICY else "variable",
             (model_location,) if on_rule_file else (),
         ))
     analysed = [model_location] + ([rules_location] if rules_location else [])
@@ -271,12 +193,12 @@ def verify_location(setup: str | None = None, model: str | os.PathLike | None = 
     return None
 
 
-def verify_sarif(report: Any, setup: str | None = None, model: str | os.PathLike | None = None, **_: Any) -> str:
+def verify_sarif(report: VerifyReport, setup: str | None = None, model: str | os.PathLike | None = None, **_: Any) -> str:
     location = verify_location(setup, model)
     if location is None:  # a live model from the Python API: the report's own description
         spec = report.setup if ":" in report.setup and report.setup.split(":")[0].endswith(".py") else None
         location = verify_location(spec) if spec else physical(report.setup.split(" ")[0] or ".")
-    results = [Result(VERIFY_RULES.get(m.outcome.value, "verify-mismatch"),
+    results = [Result(m.outcome,
                       f"{m.path}: {m.detail} [intent: {m.intent}] ({report.optimizer}, "
                       f"weight_decay={report.weight_decay}, {report.steps} steps)",
                       location, m.path)

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from tabulate import tabulate
 
-from decay_audit.audit import ScanReport, ScannedVariable
 from decay_audit.report.sanitize import safe_text
+from decay_audit.results import ScannedVariable, ScanReport
 
 _HEADERS = ("layer", "variable", "shape", "kind", "decay", "conf", "evidence")
 

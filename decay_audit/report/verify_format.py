@@ -9,7 +9,7 @@ from xml.etree import ElementTree
 from tabulate import tabulate
 
 from decay_audit.report.sanitize import safe_text
-from decay_audit.verification import VerifyReport
+from decay_audit.results import VerifyReport
 
 
 def verify_dict(report: VerifyReport) -> dict:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from decay_audit.errors import UsageError
 from decay_audit.inventory import VariableRecord
+from decay_audit.results import Emitted, ScanReport
 
 
 @dataclass(frozen=True)
@@ -36,25 +37,14 @@ class Applied:
     """Per pattern, what it selects (for dead / over-broad pattern findings)."""
 
 
-@dataclass(frozen=True)
-class Emitted:
-    document: dict[str, Any]
-    snippet: str = ""
-    """Python that applies the rule; ``RULES_PATH`` stands for the rule file's path."""
-    unexpressible: tuple[str, ...] = field(default_factory=tuple)
-    """Paths the target cannot name (e.g. leaf unknown for a custom class)."""
-
-    def snippet_for(self, rules_path: str) -> str:
-        return self.snippet.replace("RULES_PATH", repr(rules_path))
-
-
 class Target(Protocol):
     name: str
     description: str
     source: str
     """Where the semantics were copied from (tool version and file)."""
 
-    def emit(self, records: Sequence[VariableRecord], decay: Sequence[bool]) -> Emitted: ...
+    def emit(self, report: ScanReport) -> Emitted:
+        """The rule that excludes what ``report``'s decisions exclude, in this tool's language."""
 
     def parse(self, document: Any, subject: str) -> Any: ...
 
@@ -105,3 +95,8 @@ def require_list_of_strings(value: Any, key: str, subject: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise UsageError(subject, f"{key!r} must be a list of strings")
     return list(value)
+
+
+def decisions(report: ScanReport) -> tuple[list[VariableRecord], list[bool]]:
+    """Every variable of a scan and whether the policy decays it, in the inventory's order."""
+    return [v.record for v in report.variables], [v.decision.decay for v in report.variables]

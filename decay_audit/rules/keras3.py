@@ -41,11 +41,13 @@ from typing import Any
 from decay_audit import user_regex
 from decay_audit.errors import UsageError
 from decay_audit.inventory import VariableRecord
+from decay_audit.kinds import KerasBackend
+from decay_audit.results import Emitted, ScanReport
 from decay_audit.rules.interface import (
     Applied,
-    Emitted,
     Match,
     compile_pattern,
+    decisions,
     exclusions,
     require_list_of_strings,
     trainable,
@@ -69,13 +71,12 @@ optimizer.exclude_from_weight_decay(  # call once, before the optimizer is built
 '''
 
 
-BACKENDS = ("tensorflow", "jax", "torch", "numpy")
 _AUTO_NAMED = re.compile(r"^variable(_\d+)?$")
 
 
 def searched_name(record: VariableRecord, backend: str) -> str:
     """The string Keras 3's ``_use_weight_decay`` searches during training on ``backend``."""
-    return f"{record.path}:0" if backend == "tensorflow" else record.leaf
+    return f"{record.path}:0" if backend == KerasBackend.TENSORFLOW else record.leaf
 
 
 class Keras3Target:
@@ -83,10 +84,11 @@ class Keras3Target:
     description = "Keras 3 optimizer.exclude_from_weight_decay(var_list=, var_names=)"
     source = "keras 3.15 keras/src/optimizers/base_optimizer.py: exclude_from_weight_decay, _use_weight_decay"
 
-    def __init__(self, backend: str = "tensorflow"):
+    def __init__(self, backend: str = KerasBackend.TENSORFLOW.value):
         self.backend = backend
 
-    def emit(self, records: Sequence[VariableRecord], decay: Sequence[bool]) -> Emitted:
+    def emit(self, report: ScanReport) -> Emitted:
+        records, decay = decisions(report)
         found, positional = exclusions(records, decay)
         # Keras numbers unnamed variables process-wide (``variable_3``, FACTS: ConvNeXt's LayerScale):
         # their path is not stable across processes, so they are selected by layer and position too.

@@ -15,18 +15,18 @@ cannot express: variables whose name a scan does not know (positional leaves).
 from __future__ import annotations
 
 import re
-
-from decay_audit import user_regex
 from collections.abc import Sequence
 from typing import Any
 
+from decay_audit import user_regex
 from decay_audit.errors import UsageError
 from decay_audit.inventory import VariableRecord
+from decay_audit.results import Emitted, ScanReport
 from decay_audit.rules.interface import (
     Applied,
-    Emitted,
     Match,
     compile_pattern,
+    decisions,
     exclusions,
     require_list_of_strings,
     trainable,
@@ -59,8 +59,8 @@ class TfKerasTarget:
     description = "tf_keras (Keras 2) optimizer.exclude_from_weight_decay(var_names=), full names with :0"
     source = "tf_keras 2.21 tf_keras/src/optimizers/optimizer.py: exclude_from_weight_decay, _use_weight_decay"
 
-    def emit(self, records, decay) -> Emitted:
-        patterns, unexpressible = _exclusion_patterns(records, decay)
+    def emit(self, report: ScanReport) -> Emitted:
+        patterns, unexpressible = _exclusion_patterns(*decisions(report))
         snippet = ("import json\noptimizer.exclude_from_weight_decay(var_names=json.load(open(RULES_PATH))"
                    "[\"exclude_var_names\"])\n")
         return Emitted({"exclude_var_names": patterns}, snippet=snippet, unexpressible=tuple(unexpressible))
@@ -87,8 +87,8 @@ class ModelGardenTarget:
     description = "TF Model Garden AdamWeightDecay exclude_from_weight_decay / include_in_weight_decay"
     source = "tensorflow/models official/modeling/optimization/legacy_adamw.py: _do_use_weight_decay"
 
-    def emit(self, records, decay) -> Emitted:
-        patterns, unexpressible = _exclusion_patterns(records, decay)
+    def emit(self, report: ScanReport) -> Emitted:
+        patterns, unexpressible = _exclusion_patterns(*decisions(report))
         snippet = ("# optimizer config (YAML), e.g. in an experiment config:\n"
                    "# optimizer:\n#   type: adamw\n#   adamw:\n#     exclude_from_weight_decay: [...see file...]\n")
         return Emitted({"exclude_from_weight_decay": patterns, "include_in_weight_decay": []}, snippet=snippet,

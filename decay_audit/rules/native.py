@@ -11,10 +11,11 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from decay_audit.errors import UsageError
+from decay_audit.errors import OptionError, UsageError
+from decay_audit.files import validate
 from decay_audit.inventory import VariableRecord
-from decay_audit.rules.files import validate
-from decay_audit.rules.interface import Applied, Emitted, trainable
+from decay_audit.results import Emitted, ScanReport
+from decay_audit.rules.interface import Applied, trainable
 
 SCHEMA_VERSION = 1
 
@@ -31,19 +32,19 @@ class NativeTarget:
     description = "decay-audit rule file: policy, model fingerprint, decision per variable"
     source = "decay-audit (decay_audit/schemas/native-rules.schema.json)"
 
-    def emit(self, records: Sequence[VariableRecord], decay: Sequence[bool], policy: dict | None = None,
-             kinds: Sequence[str] | None = None) -> Emitted:
-        variables = [{"path": r.path, "decay": bool(d), "trainable": r.trainable, **({"kind": k} if kinds else {})}
-                     for r, d, k in zip(records, decay, kinds or [None] * len(records))]
+    def emit(self, report: ScanReport) -> Emitted:
+        records = [v.record for v in report.variables]
+        variables = [{"path": v.record.path, "decay": bool(v.decision.decay), "trainable": v.record.trainable,
+                      "kind": v.classification.kind.value} for v in report.variables]
         return Emitted({"schema_version": SCHEMA_VERSION, "fingerprint": fingerprint(records),
-                        "policy": policy or {}, "variables": variables})
+                        "policy": report.policy.to_dict(), "variables": variables})
 
     def parse(self, document: Any, subject: str) -> dict[str, Any]:
         validate(document, "native-rules", subject)
         return document
 
     def from_var_names(self, names: Sequence[str]) -> Any:
-        raise UsageError("--var-names", "the native target takes a rule file (--rules), not names")
+        raise OptionError("var_names", "the native target takes a rule file (--rules), not names")
 
     def apply(self, rule: dict[str, Any], records: Sequence[VariableRecord]) -> Applied:
         if rule["fingerprint"] != fingerprint(records):

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from decay_audit.errors import UsageError
+from decay_audit.errors import OptionError, UsageError
 from decay_audit.inventory import VariableRecord
-from decay_audit.rules.interface import Applied, Emitted, Match, trainable
+from decay_audit.results import Emitted, ScanReport
+from decay_audit.rules.interface import Applied, Match, decisions, trainable
 
 SNIPPET = '''import json, optax
 
@@ -30,8 +31,8 @@ class OptaxTarget:
     description = "optax mask (True = decay) aligned with model.trainable_variables"
     source = "optax optax/_src/transform.py: add_decayed_weights(mask=); optax/_src/wrappers.py: masked"
 
-    def emit(self, records: Sequence[VariableRecord], decay: Sequence[bool]) -> Emitted:
-        pairs = [(r, d) for r, d in zip(records, decay) if r.trainable]
+    def emit(self, report: ScanReport) -> Emitted:
+        pairs = [(r, d) for r, d in zip(*decisions(report)) if r.trainable]
         return Emitted({"paths": [r.path for r, _ in pairs], "mask": [bool(d) for _, d in pairs]}, snippet=SNIPPET)
 
     def parse(self, document: Any, subject: str) -> dict[str, list]:
@@ -44,7 +45,7 @@ class OptaxTarget:
         return {"mask": document["mask"], "paths": paths}
 
     def from_var_names(self, names: Sequence[str]) -> Any:
-        raise UsageError("--var-names", "the optax target takes a mask file (--rules), not names")
+        raise OptionError("var_names", "the optax target takes a mask file (--rules), not names")
 
     def apply(self, rule: dict[str, list], records: Sequence[VariableRecord]) -> Applied:
         candidates = trainable(records)

@@ -24,8 +24,8 @@ import atexit
 import hashlib
 import json
 import os
-import shutil
 import resource
+import shutil
 import sys
 import tempfile
 import traceback
@@ -79,13 +79,12 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_mib << 20, hard))
 
     with atheris.instrument_imports(include=["decay_audit"]):
-        import targets
         from targets import run_one, seeds
         for module in ("decay_audit.loaders", "decay_audit.loaders.keras_zip", "decay_audit.loaders.h5_file",
                        "decay_audit.loaders.saved_model", "decay_audit.loaders._protowire",
                        "decay_audit.loaders._keras_tree", "decay_audit.loaders._zipwindow", "decay_audit.loaders._h5",
-                       "decay_audit.loaders.interface", "decay_audit.rules.files", "decay_audit.rules",
-                       "decay_audit.rulecheck", "decay_audit.policy", "decay_audit.audit"):
+                       "decay_audit.loaders.interface", "decay_audit.rules",
+                       "decay_audit.stages.rules", "decay_audit.policy", "decay_audit.stages.scan"):
             __import__(module)
     # FUZZ_STATE / FUZZ_CORPUS: set by long_run.py, which restarts this process after a
     # libhdf5 hang (a timeout kills it) and sums executions and crashes across restarts.

@@ -94,8 +94,7 @@ def h5_index(data: bytes) -> None:
 
 def protowire(data: bytes) -> None:
     """The wire decoder alone, recursing into every length-delimited field (as a scan may)."""
-    from decay_audit.loaders._protowire import ProtoDecodeError, as_signed64, as_text, iter_fields, \
-        iter_packed_varints
+    from decay_audit.loaders._protowire import ProtoDecodeError, as_signed64, as_text, iter_fields, iter_packed_varints
 
     # Bytes examined are budgeted: every string field is also tried as a message, so without
     # a budget one input costs its size times its nesting depth.
@@ -127,9 +126,9 @@ def saved_model(data: bytes) -> None:
 
 def keras_metadata(data: bytes) -> None:
     """tf_keras' keras_metadata.pb beside a real object graph."""
-    from decay_audit.loaders.saved_model import load_saved_model
-
     from structures import wide_saved_model
+
+    from decay_audit.loaders.saved_model import load_saved_model
 
     directory = _SCRATCH / "tf_keras_savedmodel"
     if not directory.exists():
@@ -175,12 +174,12 @@ _SEED_REPORT: list = []
 
 def rule_file(data: bytes) -> None:
     """A rule file for every target, checked against a real model, and the same bytes as a policy."""
-    from decay_audit.audit import scan_inventory
+    from decay_audit.files import read_structured
     from decay_audit.loaders import load
     from decay_audit.policy import load_policy_file
-    from decay_audit.rulecheck import check_rules
     from decay_audit.rules import TargetName, get_target
-    from decay_audit.rules.files import read_structured
+    from decay_audit.stages.rules import check_rules
+    from decay_audit.stages.scan import scan_inventory
 
     if not _SEED_REPORT:
         _SEED_REPORT.append(scan_inventory(load(SAMPLES / "seed.keras", FUZZ_LIMITS)))
@@ -242,15 +241,13 @@ def seeds(name: str) -> list[bytes]:
     if name == "config-walker":
         return [zipfile.ZipFile(SAMPLES / n).read("config.json") for n in ("seed.keras", "zoo.keras", "subclassed.keras")]
     if name == "rule-file":
-        from decay_audit.audit import scan_inventory
         from decay_audit.loaders import load
         from decay_audit.rules import TargetName, get_target
+        from decay_audit.stages.scan import scan_inventory
 
         report = scan_inventory(load(SAMPLES / "zoo.keras", FUZZ_LIMITS))
-        records = [v.record for v in report.variables]
-        decay = [v.decision.decay for v in report.variables]
         emitted = [json.dumps(get_target(t, "tensorflow" if t is TargetName.KERAS else None)
-                              .emit(records, decay).document).encode() for t in TargetName]
+                              .emit(report).document).encode() for t in TargetName]
         return emitted + [json.dumps(x).encode() for x in (
             {"exclude": ["bias", "norm"]}, ["bias", "LayerNorm", "layer_norm"], {"mask": {"dense1/kernel": True}},
             {"preset": "kernels-only", "overrides": [{"action": "no-decay", "select": "layer:dense1"}]},

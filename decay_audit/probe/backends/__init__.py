@@ -11,19 +11,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from decay_audit.errors import DecayAuditError
+from decay_audit.errors import NoBackendError
+from decay_audit.kinds import KerasBackend
 from decay_audit.probe.backends.interface import DecaySource, ProbeBackend, SourceKind, Step, Trainable
 
 BACKENDS: tuple[tuple[str, str], ...] = (
     ("tf_keras", "decay_audit.probe.backends.tf_keras:TfKerasBackend"),
-    ("jax", "decay_audit.probe.backends.jax:JaxBackend"),
-    ("torch", "decay_audit.probe.backends.torch:TorchBackend"),
-    ("tensorflow", "decay_audit.probe.backends.tensorflow:TensorFlowBackend"),
+    (KerasBackend.JAX.value, "decay_audit.probe.backends.jax:JaxBackend"),
+    (KerasBackend.TORCH.value, "decay_audit.probe.backends.torch:TorchBackend"),
+    (KerasBackend.TENSORFLOW.value, "decay_audit.probe.backends.tensorflow:TensorFlowBackend"),
 )
-
-
-class NoBackendError(DecayAuditError):
-    """No probe backend accepts the set-up, or the one named does not exist (exit 2, one line)."""
 
 
 def load_backend(name: str) -> ProbeBackend:
@@ -32,7 +29,7 @@ def load_backend(name: str) -> ProbeBackend:
         if entry == name:
             module_name, _, class_name = target.partition(":")
             return getattr(importlib.import_module(module_name), class_name)()
-    raise NoBackendError("--backend", f"no probe backend named {name!r} (known: {', '.join(n for n, _ in BACKENDS)})")
+    raise NoBackendError("backend", f"no probe backend named {name!r} (known: {', '.join(n for n, _ in BACKENDS)})")
 
 
 def backend_for(setup: Any) -> ProbeBackend:
@@ -49,5 +46,5 @@ def backend_for(setup: Any) -> ProbeBackend:
                          f"model (known: {', '.join(n for n, _ in BACKENDS)})")
 
 
-__all__ = ["BACKENDS", "DecaySource", "NoBackendError", "ProbeBackend", "SourceKind", "Step", "Trainable",
-           "backend_for", "load_backend"]
+__all__ = ["BACKENDS", "DecaySource", "KerasBackend", "NoBackendError", "ProbeBackend", "SourceKind", "Step",
+           "Trainable", "backend_for", "load_backend"]

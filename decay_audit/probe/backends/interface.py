@@ -5,8 +5,8 @@ on the framework sits behind :class:`ProbeBackend`: how to copy and restore the 
 how to run the set-up's own step, and how to turn each decay source up, down or off
 *without changing anything else in the step*. One backend per framework lives beside
 this file (``tensorflow.py``: Keras 3 on TensorFlow; ``jax.py``, ``torch.py``,
-``tf_keras.py``), and ``decay_audit.probe.backends.BACKENDS`` is the one table that
-picks a backend for a set-up.
+``tf_keras.py``; what several share in ``_keras3.py`` and ``_tf_runtime.py``), and
+``decay_audit.probe.backends.BACKENDS`` is the one table that picks a backend for a set-up.
 
 The probe's contract, which every backend must keep:
 
@@ -19,10 +19,10 @@ The probe's contract, which every backend must keep:
 2. **Twins differ only in the source scales.** Every twin runs the *same* compiled step
    as the real one; only the runtime value of the switched knobs differs. Two
    differently compiled computations round differently, and an adaptive optimizer
-   (Adam) normalises a 1e-8 gradient difference into a 1e-5 update: a false "decay"
-   (issue 11, item 7). So a backend makes each knob a runtime value (a variable the
-   compiled step reads), set by :meth:`ProbeBackend.set_scale`, and compiles the step
-   once, after :meth:`ProbeBackend.switchable` has installed those values. A framework
+   (Adam) normalises a 1e-8 gradient difference into a 1e-5 update: a false "decay".
+   So a backend makes each knob a runtime value (a variable the compiled step reads),
+   set by :meth:`ProbeBackend.set_scale`, and compiles the step once, after
+   :meth:`ProbeBackend.switchable` has installed those values. A framework
    whose compiler bakes attribute values in (a jitted function that reads
    ``optimizer.weight_decay`` as a Python float) may instead compile once per distinct
    set of scales, provided the real step goes through the same compilation path as its
@@ -145,7 +145,7 @@ class ProbeBackend(abc.ABC):
         whatever else its class reads (Muon ``adam_weight_decay``; Ftrl
         ``l1/l2/l2_shrinkage_regularization_strength``; a subclass's own decay hook),
         and every weight regularizer. A knob the probe does not know stays on in the
-        reference and its decay is silently attributed to nothing (issue 11, item 5).
+        reference and its decay is silently attributed to nothing.
         The knobs must be read by the compiled step at run time (see the module
         docstring, point 2), and everything restored exactly on exit."""
 
@@ -211,7 +211,8 @@ class ProbeBackend(abc.ABC):
     def penalty_gradients(self, setup: Any, sources: Sequence[DecaySource]) -> dict[str, np.ndarray]:
         """The gradient of each weight regularizer alone, by variable path, at the current
         weights: the coupled decay as the penalty defines it (``2 * l2 * w`` for Keras'
-        L2), before the optimizer transforms it (issue 11, item 9)."""
+        L2), before the optimizer transforms it: an adaptive optimizer rescales the gradient, so
+        only the penalty's own gradient shows the configured coupled strength."""
         return {}
 
     def update_every(self, setup: Any) -> int:

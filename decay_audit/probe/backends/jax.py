@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from decay_audit.kinds import KerasBackend
 from decay_audit.probe.backends.interface import DecaySource, Step
 from decay_audit.probe.backends.keras3_eager import Keras3EagerBackend
 
@@ -34,7 +35,7 @@ def _assign(references: Sequence[Any], values: Sequence[Any]) -> None:
 
 
 class JaxBackend(Keras3EagerBackend):
-    name = "jax"
+    name = KerasBackend.JAX.value
 
     def _base_train_step(self) -> Any:
         from keras.src.backend.jax.trainer import JAXTrainer

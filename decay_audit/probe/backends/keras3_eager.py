@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from decay_audit.probe.backends._keras3 import Keras3Backend, call_hand_written
 from decay_audit.probe.backends.interface import DecaySource, Step
-from decay_audit.probe.backends.tensorflow import Keras3Backend
 
 
 def running_keras_backend() -> str | None:
@@ -102,9 +102,7 @@ class Keras3EagerBackend(Keras3Backend):
     def make_step(self, setup: Any) -> Step:
         model, optimizer = setup.model, setup.optimizer
         if setup.train_step is not None:
-            from decay_audit.probe.backends.tensorflow import _call_hand_written
-
-            return _call_hand_written(setup.train_step, model, optimizer)
+            return call_hand_written(setup.train_step, model, optimizer)
         if self._keras_own_step(setup):
             return self._trainer_step(setup)
         if type(model).train_step is not self._base_train_step() and getattr(model, "compiled", False):

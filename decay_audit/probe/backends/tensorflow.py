@@ -7,10 +7,8 @@ so a variable there makes ONE trace serve every twin; a weight regularizer is wr
 a :class:`_ScaledRegularizer` that multiplies its penalty by a variable (``0 * penalty``
 adds an exact zero to the loss and its gradient).
 
-This module also holds what other backends share with it, written once: :class:`Keras3Backend`,
-the base of the JAX and torch backends too (``keras3_eager``), which differ only in how a knob
-holds its runtime value; and the helpers and :class:`TensorFlowRuntime` (device, determinism)
-that the tf_keras backend uses as well. Importing it imports neither TensorFlow nor Keras.
+What it shares with the JAX and torch backends is in ``_keras3``, what it shares with the
+tf_keras backend in ``_tf_runtime``. Importing it imports neither TensorFlow nor Keras.
 """
 
 from __future__ import annotations
@@ -21,106 +19,22 @@ from typing import Any
 
 import numpy as np
 
-from decay_audit.probe.backends.interface import DecaySource, ProbeBackend, SourceKind, Step, Trainable
-
-DECOUPLED_KNOBS = ("weight_decay", "adam_weight_decay")
-"""Optimizer attributes that shrink weights directly, read from keras/src/optimizers/*.py (Keras 3.15):
-every optimizer's base-class ``weight_decay``; Muon's ``adam_weight_decay`` for the variables it
-updates with AdamW (non-matrix ones, embeddings, excluded layers)."""
-COUPLED_KNOBS = ("l1_regularization_strength", "l2_regularization_strength", "l2_shrinkage_regularization_strength")
-"""Penalties inside an optimizer's own update rule (Ftrl): they act like a penalty gradient, on every
-variable the optimizer updates, ignoring ``exclude_from_weight_decay``."""
-NOT_DECAY = ("beta_2_decay",)
-"""Optimizer arguments whose name says decay but which do not decay weights (Adafactor's second-moment
-decay exponent). tests pin that every ``keras.optimizers`` argument naming decay or regularization is
-in one of these three tuples."""
-
-
-def inner_optimizer(optimizer: Any) -> Any:
-    """LossScaleOptimizer (what compile() wraps under mixed_float16) holds the real one."""
-    return getattr(optimizer, "inner_optimizer", optimizer)
-
-
-def _unwrap(optimizer: Any) -> list[Any]:
-    inner = inner_optimizer(optimizer)
-    subs = getattr(inner, "optimizers", None)  # keras.optimizers.MultiOptimizer
-    if isinstance(subs, (list, tuple)) and subs and type(inner).__name__ == "MultiOptimizer":
-        return [inner_optimizer(s) for s in subs]
-    return [inner]
-
-
-def listed_optimizers(setup: Any) -> list[Any]:
-    """The set-up's ``optimizer`` then its ``optimizers`` (each object once), as the user gave them
-    (also tf_keras' top-level optimizers)."""
-    listed = list(getattr(setup, "optimizers", ()) or ())
-    if setup.optimizer is not None and all(o is not setup.optimizer for o in listed):
-        listed.insert(0, setup.optimizer)
-    return listed
-
-
-def _named_optimizers(setup: Any) -> list[tuple[Any, str]]:
-    """The optimizer objects the set-up's step calls (wrappers included), each with where it was
-    found: the set-up's ``optimizer``/``optimizers``, then optimizers a subclassed model holds as
-    attributes for its own ``train_step`` (``self.head_optimizer.apply(...)``)."""
-    import keras
-
-    listed = listed_optimizers(setup)
-    named = [(o, f"optimizers[{i}]") for i, o in enumerate(listed)]
-    seen = {id(o) for o in listed}
-    for attribute, value in sorted(vars(setup.model).items()):
-        candidates = value if isinstance(value, (list, tuple)) else [value]
-        for position, candidate in enumerate(candidates):
-            if isinstance(candidate, keras.optimizers.Optimizer) and id(candidate) not in seen:
-                seen.add(id(candidate))
-                suffix = f"[{position}]" if isinstance(value, (list, tuple)) else ""
-                named.append((candidate, f"model.{attribute.lstrip('_')}{suffix}"))
-    return named
-
-
-def top_level_optimizers(setup: Any) -> list[Any]:
-    """The optimizer objects the set-up's step calls (wrappers included), in order."""
-    return [optimizer for optimizer, _ in _named_optimizers(setup)]
-
-
-def variable_path(variable: Any) -> str:
-    path = getattr(variable, "path", None) or variable.name
-    return path[:-2] if path.endswith(":0") else path
-
-
-def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(np.asarray(value))
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) and number != 0.0 else None
-
-
-def unique_by_id(items: Any) -> list[Any]:
-    """``items`` in order, each object once (variables and optimizers compare by identity)."""
-    seen, result = set(), []
-    for item in items:
-        if id(item) not in seen:
-            seen.add(id(item))
-            result.append(item)
-    return result
-
-
-def positional_labels(optimizers: Sequence[Any]) -> dict[int, str]:
-    """``AdamW`` alone, ``optimizers[1] AdamW`` when there are several (by ``id``)."""
-    return {id(o): (type(o).__name__ if len(optimizers) == 1 else f"optimizers[{i}] {type(o).__name__}")
-            for i, o in enumerate(optimizers)}
-
-
-class _Knob:
-    """A runtime strength: ``variable`` holds ``value * scale`` (also tf_keras' knob)."""
-
-    def __init__(self, variable: Any, value: float):
-        self.variable, self.value = variable, value
-
-    def set(self, scale: float) -> None:
-        self.variable.assign(self.value * scale)
+from decay_audit.kinds import KerasBackend
+from decay_audit.probe.backends._keras3 import (
+    COUPLED_KNOBS,
+    DECOUPLED_KNOBS,
+    NOT_DECAY,
+    Keras3Backend,
+    call_hand_written,
+    inner_optimizer,
+    named_optimizers,
+    nonzero_float,
+    top_level_optimizers,
+    unwrap_optimizer,
+    variable_path,
+)
+from decay_audit.probe.backends._tf_runtime import TensorFlowRuntime, VariableKnob, fresh_trace
+from decay_audit.probe.backends.interface import DecaySource, Step
 
 
 def _scaled_regularizer_class() -> type:
@@ -139,207 +53,25 @@ def _scaled_regularizer_class() -> type:
     return _ScaledRegularizer
 
 
-def _regularizer_text(regularizer: Any) -> tuple[str, float]:
-    config = {}
-    try:
-        config = regularizer.get_config() or {}
-    except (AttributeError, NotImplementedError, TypeError):
-        pass
-    numbers = {k: float(v) for k, v in config.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    text = ", ".join(f"{k}={v:g}" for k, v in numbers.items())
-    return f"{type(regularizer).__name__}({text})", max(numbers.values(), default=float("nan"))
-
-
-NO_DATA_LOSS_NOTE = ("hand-written train_step without data_loss: penalties written into the step itself "
-                     "are not measured (give data_loss); optimizer decay and regularizers are")
-"""What verify says when a hand-written step has no data loss to build its reference from (every backend)."""
-
-
-def fresh_trace(step: Any, notes: list[str]) -> Any:
-    """A hand-written ``tf.function`` step traced before verify holds the decay knobs as constants
-    in its graph: a fresh trace of the same Python code reads the probe's knobs (Keras 3 and tf_keras)."""
-    traced = getattr(step, "experimental_get_tracing_count", None)
-    if callable(traced) and traced() > 0 and hasattr(step, "python_function"):
-        import tensorflow as tf
-
-        step = tf.function(step.python_function)
-        notes.append("the hand-written train_step had been traced before verify: probed through a "
-                     "fresh trace of its Python function")
-    return step
-
-
-class Keras3Backend(ProbeBackend):
-    """What every Keras 3 backend shares: the optimizers (unwrapped), the decay knobs they and the
-    weight regularizers carry, the state to snapshot, the reference step's guard.
-
-    How a knob becomes a runtime value is the backend's own: on TensorFlow a ``tf.Variable`` the
-    compiled step reads (:class:`TensorFlowBackend`), on JAX and torch a Python number in the
-    attribute (``keras3_eager``); each subclass says so in :meth:`_optimizer_knob` and
-    :meth:`_regularizer_knob`."""
-
-    def __init__(self) -> None:
-        self._notes: list[str] = []
-        self._knobs: list[Any] = []  # the handles switchable() installed (JAX keys its compilations on them)
-
-    def optimizers(self, setup: Any) -> list[Any]:
-        return unique_by_id(optimizer for top in top_level_optimizers(setup) for optimizer in _unwrap(top))
-
-    def _labels(self, setup: Any) -> dict[int, str]:
-        """Each optimizer's label for the report, by ``id``."""
-        return positional_labels(self.optimizers(setup))
-
-    # ---- knobs ----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def switchable(self, setup: Any) -> Iterator[list[DecaySource]]:
-        sources: list[DecaySource] = []
-        restore: list[tuple[Any, str, Any]] = []
-        labels = self._labels(setup)
-        try:
-            for optimizer in self.optimizers(setup):
-                self._check_knobs(optimizer, labels[id(optimizer)])
-                for kind, knobs in ((SourceKind.DECOUPLED, DECOUPLED_KNOBS), (SourceKind.COUPLED, COUPLED_KNOBS)):
-                    for knob in knobs:
-                        if not hasattr(optimizer, knob):
-                            continue
-                        original = getattr(optimizer, knob)
-                        value = _number(original)
-                        if value is None:
-                            continue
-                        restore.append((optimizer, knob, original))
-                        handle = self._optimizer_knob(optimizer, knob, value)
-                        self._knobs.append(handle)
-                        sources.append(DecaySource(kind, labels[id(optimizer)], knob, value, None, optimizer, handle))
-            for variable in setup.model.trainable_variables:
-                regularizer = getattr(variable, "regularizer", None)
-                if regularizer is None:
-                    continue
-                wrapper, handle = self._regularizer_knob(regularizer)
-                restore.append((variable, "regularizer", regularizer))
-                variable.regularizer = wrapper
-                self._knobs.append(handle)
-                text, value = _regularizer_text(regularizer)
-                sources.append(DecaySource(SourceKind.COUPLED, "model", f"regularizer {text}", value,
-                                           (variable_path(variable),), None, handle))
-            yield sources
-        finally:
-            self._knobs = []
-            for owner, attribute, original in reversed(restore):
-                setattr(owner, attribute, original)
-
-    def _check_knobs(self, optimizer: Any, label: str) -> None:
-        """Note what the optimizer carries that :meth:`switchable` cannot switch (default: nothing)."""
-
-    def _optimizer_knob(self, optimizer: Any, knob: str, value: float) -> Any:
-        """Put a runtime value of ``value`` in ``optimizer.<knob>``; return its handle (``set(scale)``)."""
-        raise NotImplementedError
-
-    def _regularizer_knob(self, regularizer: Any) -> tuple[Any, Any]:
-        """``(wrapper, handle)``: the regularizer times a runtime scale, and the scale's handle."""
-        raise NotImplementedError
-
-    def set_scale(self, source: DecaySource, scale: float) -> None:
-        source.handle.set(scale)
-
-    def learning_rate(self, optimizer: Any) -> float:
-        """Keras 3's ``learning_rate`` property evaluates a schedule at ``iterations``: the next update's."""
-        try:
-            return float(np.asarray(optimizer.learning_rate))
-        except (TypeError, ValueError, AttributeError):
-            return float("nan")
-
-    # ---- state ----------------------------------------------------------------------
-    def built(self, setup: Any) -> bool:
-        return all(getattr(o, "built", False) for o in top_level_optimizers(setup))
-
-    def build(self, setup: Any) -> None:
-        """A single optimizer is built on every trainable variable, as ``fit`` builds it; several
-        optimizers each own a subset only their step knows, so they are left to a warm-up step."""
-        tops = top_level_optimizers(setup)
-        if len(tops) == 1 and not getattr(tops[0], "built", False):
-            tops[0].build(setup.model.trainable_variables)
-
-    def state_variables(self, setup: Any) -> list[Any]:
-        candidates = list(setup.model.variables)
-        for top in top_level_optimizers(setup):
-            candidates += list(top.variables)
-            for optimizer in _unwrap(top):
-                candidates += list(optimizer.variables)
-        candidates += list(getattr(setup.model, "metrics_variables", []) or [])
-        return unique_by_id(candidates)
-
-    def trainable(self, setup: Any) -> list[Trainable]:
-        return [Trainable(variable_path(v), v) for v in setup.model.trainable_variables]
-
-    def write(self, variables: Sequence[Any], values: Sequence[np.ndarray]) -> None:
-        for variable, value in zip(variables, values):
-            variable.assign(value)
-
-    # ---- steps ----------------------------------------------------------------------
-    def make_reference_step(self, setup: Any) -> Step | None:
-        if setup.train_step is None:
-            return None
-        model = setup.model
-        if setup.data_loss is None and not (getattr(model, "compiled", False) and getattr(model, "loss", None)):
-            self._notes.append(NO_DATA_LOSS_NOTE)
-            return None
-        return self._data_loss_step(setup)
-
-    def _data_loss_step(self, setup: Any) -> Step:
-        """The set-up's update with its data loss alone (the reference for a hand-written step)."""
-        raise NotImplementedError
-
-    def update_every(self, setup: Any) -> int:
-        """Keras 3 gradient accumulation (``gradient_accumulation_steps``): decay only on updating steps."""
-        return max([int(getattr(o, "gradient_accumulation_steps", None) or 1) for o in self.optimizers(setup)] or [1])
-
-    def notes(self, setup: Any) -> list[str]:
-        return list(dict.fromkeys(self._notes))
-
-
-class TensorFlowRuntime:
-    """Device and determinism on TensorFlow, for the Keras 3 and the tf_keras backends (a mixin:
-    put it before the :class:`ProbeBackend` base; it writes to ``self._notes``)."""
-
-    _notes: list[str]
-
-    def device(self, requested: str | None) -> str:
-        import tensorflow as tf
-
-        if requested is not None:
-            return requested.upper()
-        return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
-
-    @contextlib.contextmanager
-    def determinism(self) -> Iterator[None]:
-        """TensorFlow 2.21 can switch op determinism on but offers no public way back, so it is
-        switched on only where kernels can differ between runs (a visible GPU)."""
-        import tensorflow as tf
-
-        if tf.config.list_logical_devices("GPU"):
-            tf.config.experimental.enable_op_determinism()
-            self._notes.append("TensorFlow op determinism switched on for the probe (GPU)")
-        yield
-
-
 class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
     """Keras 3 models and optimizers on the TensorFlow backend (what ``model.fit`` runs)."""
 
-    name = "tensorflow"
+    name = KerasBackend.TENSORFLOW.value
 
     # ---- choosing -------------------------------------------------------------------
     def accepts(self, setup: Any) -> bool:
         import keras
 
         # Keras 3 objects only: a tf_keras model also has .variables but another optimizer API.
-        return keras.backend.backend() == "tensorflow" and isinstance(setup.model, keras.layers.Layer)
+        return keras.backend.backend() == KerasBackend.TENSORFLOW and isinstance(setup.model, keras.layers.Layer)
 
     def _labels(self, setup: Any) -> dict[int, str]:
         """``AdamW`` alone; ``optimizers[1] AdamW`` (the set-up's list) or
         ``MultiOptimizer.optimizers[1] AdamW`` (Keras' own order) when there are several."""
-        tops = _named_optimizers(setup)
+        tops = named_optimizers(setup)
         labels: dict[int, str] = {}
         for top, where in tops:
-            subs = _unwrap(top)
+            subs = unwrap_optimizer(top)
             for index, optimizer in enumerate(subs):
                 name = type(optimizer).__name__
                 if len(subs) > 1:
@@ -354,7 +86,7 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
         unknown = sorted(name for name, value in vars(optimizer).items()
                          if ("decay" in name.lower() or "regulariz" in name.lower())
                          and not name.startswith("_") and name not in DECOUPLED_KNOBS + COUPLED_KNOBS + NOT_DECAY
-                         and _number(value) is not None)
+                         and nonzero_float(value) is not None)
         if unknown:
             self._notes.append(f"{label} has {', '.join(unknown)}, which verify does not know "
                                "how to switch: whatever decay it applies is not measured")
@@ -364,13 +96,13 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
 
         variable = tf.Variable(value, dtype=tf.float32, trainable=False, name=f"decay_audit_{knob}")
         setattr(optimizer, knob, variable)
-        return _Knob(variable, value)
+        return VariableKnob(variable, value)
 
     def _regularizer_knob(self, regularizer: Any) -> tuple[Any, Any]:
         import tensorflow as tf
 
         scale = tf.Variable(1.0, dtype=tf.float32, trainable=False, name="decay_audit_regularizer")
-        return _scaled_regularizer_class()(regularizer, scale), _Knob(scale, 1.0)
+        return _scaled_regularizer_class()(regularizer, scale), VariableKnob(scale, 1.0)
 
     def read(self, variables: Sequence[Any]) -> list[np.ndarray]:
         return [np.array(value, copy=True) for value in self._copier(variables)[0]()]
@@ -448,7 +180,7 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
 
         model = setup.model
         if setup.train_step is not None:
-            return _call_hand_written(fresh_trace(setup.train_step, self._notes), model, setup.optimizer)
+            return call_hand_written(fresh_trace(setup.train_step, self._notes), model, setup.optimizer)
         custom_train_step = type(model).train_step is not keras.Model.train_step
         keras_own = (getattr(model, "compiled", False) and setup.optimizer is getattr(model, "optimizer", None)
                      and setup.data_loss is None and (getattr(model, "loss", None) is not None or custom_train_step))
@@ -496,25 +228,6 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
         else:
             with tf.device(f"/{device}:0"):
                 yield
-
-
-def _call_hand_written(step: Any, model: Any, optimizer: Any) -> Step:
-    """``train_step(model, optimizer, x, y)`` as documented; a closure over its model and
-    optimizer may also take ``(x, y)`` or one ``(x, y)`` batch (Model Garden style)."""
-    import inspect
-
-    try:
-        parameters = inspect.signature(getattr(step, "python_function", step)).parameters.values()
-        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                      and p.default is p.empty]
-        count = None if any(p.kind is p.VAR_POSITIONAL for p in parameters) else len(positional)
-    except (TypeError, ValueError):
-        count = None
-    if count == 2:
-        return lambda x, y: step(x, y)
-    if count == 1:
-        return lambda x, y: step((x, y))
-    return lambda x, y: step(model, optimizer, x, y)
 
 
 def _loss_function(setup: Any, with_penalties: bool) -> Any:

@@ -36,19 +36,17 @@ from typing import Any
 
 import numpy as np
 
-from decay_audit.probe.backends.interface import DecaySource, ProbeBackend, SourceKind, Step, Trainable
-from decay_audit.probe.backends.tensorflow import (
+from decay_audit.probe.backends._keras3 import (
     NO_DATA_LOSS_NOTE,
-    TensorFlowRuntime,
-    _call_hand_written,
-    _Knob,
-    _number,
-    _regularizer_text,
-    fresh_trace,
+    call_hand_written,
     listed_optimizers,
+    nonzero_float,
     positional_labels,
+    regularizer_text,
     unique_by_id,
 )
+from decay_audit.probe.backends._tf_runtime import TensorFlowRuntime, VariableKnob, fresh_trace
+from decay_audit.probe.backends.interface import DecaySource, ProbeBackend, SourceKind, Step, Trainable
 
 LEGACY_KNOB_MARK = "weight_decay"
 """A legacy optimizer's numeric attribute or ``_prepare_local`` coefficient naming this is a decay knob."""
@@ -82,7 +80,7 @@ def legacy_decay_knobs(optimizer: Any) -> dict[str, float]:
     for name, value in vars(optimizer).items():
         lowered = name.lower()
         if LEGACY_KNOB_MARK in lowered and "exclude" not in lowered and "include" not in lowered:
-            number = _number(value)
+            number = nonzero_float(value)
             if number is not None:
                 knobs[name] = number
     return knobs
@@ -144,61 +142,6 @@ def _random_generators(model: Any) -> list[Any]:
     return generators
 
 
-def signature_inputs(model: Any, batch_size: int, rng: np.random.Generator) -> Any | None:
-    """A batch for a tf_keras model without ``model.inputs`` (subclassed; transformers TF models),
-    from the spec it declares: transformers' ``input_signature`` (``input_ids``,
-    ``attention_mask``, ``token_type_ids``, ...), else the save spec tf_keras records on the
-    first call. Ids inside ``config.vocab_size`` (else the smallest embedding table), masks
-    of ones, type ids 0, positions 0..n-1, sequences no longer than
-    ``max_position_embeddings``. None for other models (without importing TensorFlow)."""
-    if not is_tf_keras_object(model) or getattr(model, "inputs", None):
-        return None
-    import tensorflow as tf
-    signature = getattr(model, "input_signature", None)
-    if not isinstance(signature, dict):
-        get_spec = getattr(model, "_get_save_spec", None)
-        signature = get_spec(dynamic_batch=True) if callable(get_spec) else None
-    if signature is None:
-        return None
-    config = getattr(model, "config", None)
-    length = min(8, int(getattr(config, "max_position_embeddings", 8) or 8))
-    tables = [getattr(layer, "input_dim", None) for layer in model._flatten_layers(include_self=False)]
-    tables = [t for t in tables if isinstance(t, int) and t > 0]
-    vocabulary = max(int(getattr(config, "vocab_size", 0) or (min(tables) if tables else 2)), 1)
-
-    def make(spec: Any, key: str) -> np.ndarray:
-        shape = tuple(batch_size if i == 0 else (length if d is None else int(d)) for i, d in enumerate(spec.shape))
-        dtype = spec.dtype.as_numpy_dtype
-        if not np.issubdtype(dtype, np.integer):
-            return rng.normal(size=shape).astype(dtype)
-        if "mask" in key:
-            return np.ones(shape, dtype)
-        if "type" in key or "segment" in key:
-            return np.zeros(shape, dtype)
-        if "position" in key:
-            return np.broadcast_to(np.arange(shape[-1], dtype=dtype), shape).copy()
-        return rng.integers(0, vocabulary, size=shape).astype(dtype)
-
-    if isinstance(signature, dict):
-        return {key: make(spec, key) for key, spec in signature.items()}
-    return tf.nest.map_structure(lambda spec: make(spec, str(spec.name or "")), signature)
-
-
-def own_loss_labels(model: Any, x: Any, rng: np.random.Generator) -> np.ndarray | None:
-    """Class ids under the logits for a transformers model compiled without a loss: it computes
-    its own, and its ``train_step`` moves a tensor ``y`` into the ``labels`` input. None otherwise."""
-    if not getattr(model, "_using_dummy_loss", False):
-        return None
-    from decay_audit.probe.data import TargetKind, make_target
-
-    prediction = model(x, training=False)
-    outputs = [v for v in (prediction.values() if isinstance(prediction, dict) else [prediction])
-               if v is not None and hasattr(v, "shape")]
-    logits = prediction.get("logits") if isinstance(prediction, dict) and prediction.get("logits") is not None \
-        else outputs[0]
-    return make_target(TargetKind.SPARSE, tuple(int(d) for d in logits.shape), rng)
-
-
 class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
     """tf_keras models on TensorFlow, with tf_keras or transformers optimizers."""
 
@@ -233,21 +176,21 @@ class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
                         optimizer._prepare_local = _scaled_prepare_local(optimizer, scale)
                         for knob, value in knobs.items():
                             sources.append(DecaySource(SourceKind.DECOUPLED, labels[id(optimizer)], knob, value,
-                                                       None, optimizer, _Knob(scale, 1.0)))
+                                                       None, optimizer, VariableKnob(scale, 1.0)))
                         if len(knobs) > 1:
                             self._notes.append(f"{type(optimizer).__name__}: {', '.join(knobs)} switched together")
                         if not hasattr(type(optimizer), "_decay_weights_op"):
                             self._notes.append(f"{type(optimizer).__name__} keeps {', '.join(knobs)}: measured only "
                                                "where it reaches _prepare_local's coefficients")
                 else:
-                    value = _number(getattr(optimizer, "weight_decay", None))
+                    value = nonzero_float(getattr(optimizer, "weight_decay", None))
                     if value is not None:
                         variable = tf.Variable(value, dtype=tf.float32, trainable=False,
                                                name="decay_audit_weight_decay")
                         restore.append((optimizer, "weight_decay", optimizer.weight_decay, True))
                         optimizer.weight_decay = variable
                         sources.append(DecaySource(SourceKind.DECOUPLED, labels[id(optimizer)], "weight_decay", value,
-                                                   None, optimizer, _Knob(variable, value)))
+                                                   None, optimizer, VariableKnob(variable, value)))
             for generator in _random_generators(setup.model):
                 if generator._rng_type == generator.RNG_LEGACY_STATEFUL:
                     # tf.nn.dropout's stateful kernels (tf_keras' default: the tf.random.Generator
@@ -271,7 +214,7 @@ class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
                     variable, regularizer = found
                     scale = tf.Variable(1.0, dtype=tf.float32, trainable=False, name="decay_audit_regularizer")
                     replaced[index] = functools.partial(_scaled_loss, callable_loss, scale)
-                    text, value = _regularizer_text(regularizer) if regularizer is not None else ("regularizer", 1.0)
+                    text, value = regularizer_text(regularizer) if regularizer is not None else ("regularizer", 1.0)
                     sources.append(DecaySource(SourceKind.COUPLED, "model", f"regularizer {text}", value,
                                                (variable_path(variable),), None,
                                                _RegularizerKnob(scale, variable, regularizer)))
@@ -355,7 +298,7 @@ class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
         model = setup.model
         if setup.train_step is not None:
             # (model, optimizer, x, y), (x, y) or (batch)
-            call = _call_hand_written(fresh_trace(setup.train_step, self._notes), model, setup.optimizer)
+            call = call_hand_written(fresh_trace(setup.train_step, self._notes), model, setup.optimizer)
             return lambda x, y: call(_tensors(x), _tensors(y))
         if getattr(model, "optimizer", None) is not None and (model.optimizer is setup.optimizer
                                                               or setup.optimizer is None):
@@ -437,7 +380,7 @@ class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
         return list(dict.fromkeys(self._notes))
 
 
-class _RegularizerKnob(_Knob):
+class _RegularizerKnob(VariableKnob):
     """A regularizer's runtime scale, with the weight it penalises (for its own gradient)."""
 
     def __init__(self, scale: Any, target: Any, regularizer: Any):

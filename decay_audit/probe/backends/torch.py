@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from decay_audit.kinds import KerasBackend
 from decay_audit.probe.backends.interface import DecaySource, Step
 from decay_audit.probe.backends.keras3_eager import Keras3EagerBackend
 
@@ -28,7 +29,7 @@ def _tensors(structure: Any) -> Any:
 
 
 class TorchBackend(Keras3EagerBackend):
-    name = "torch"
+    name = KerasBackend.TORCH.value
 
     def _base_train_step(self) -> Any:
         from keras.src.backend.torch.trainer import TorchTrainer

@@ -26,7 +26,7 @@ POLICY_KEYS = frozenset({"preset", "overrides"})
 
 def is_policy_file(path: str | Path) -> bool:
     from decay_audit.errors import DecayAuditError
-    from decay_audit.rules.files import read_structured
+    from decay_audit.files import read_structured
 
     try:
         document = read_structured(Path(path))
@@ -58,7 +58,7 @@ def check_commands(models: Sequence[str], target: str, files: Sequence[str], rul
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m decay_audit.precommit",
+    parser = argparse.ArgumentParser(prog="python -m decay_audit.integrations.precommit",
                                      description="Check changed decay rule/policy files against a model.")
     parser.add_argument("--model", action="append", required=True, help="The model the rules are for (repeatable).")
     parser.add_argument("--target", required=True, help="The rule language: keras, tf-keras, model-garden, optax, native.")

@@ -1,4 +1,4 @@
-"""Look-ups over the generated keras_hub table (decay_audit/keras_hub_layers.py), without keras_hub.
+"""Look-ups over the generated keras_hub table (``_generated/keras_hub_layers.py``), without keras_hub.
 
 The table holds, per keras_hub class, what the source says; this module answers the
 walker's questions: which class a config entry or an h5 key means, which classes an
@@ -10,22 +10,22 @@ variables are decided by count and by constant constructor arguments).
 from __future__ import annotations
 
 import ast
-import itertools
 import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
-from decay_audit.keras_layers import (
+from decay_audit.kinds import Kind
+from decay_audit.knowledge.keras import (
     LAYER_VARIABLES,
     SUBLAYER_ATTRIBUTES,
     VariableSlot,
+    slots_fitting_count,
     slots_for,
     slots_for_count,
     snake_case,
 )
-from decay_audit.kinds import Kind
 
 __all__ = ["keras_hub_version", "HubClass", "hub_class", "class_for_entry", "classes_for_key",
            "hub_slots", "builtin_slots", "slot_for_hub_leaf", "is_hub_entry"]
@@ -35,7 +35,7 @@ __all__ = ["keras_hub_version", "HubClass", "hub_class", "class_for_entry", "cla
 def _table():
     """The generated table, imported on first use: ~200 kB of literals a scan of a model made of
     Keras' own layers never needs (measured 0.1 s to compile without a .pyc)."""
-    from decay_audit import keras_hub_layers
+    from decay_audit.knowledge._generated import keras_hub_layers
 
     return keras_hub_layers
 
@@ -56,7 +56,7 @@ class HubClass:
     scopes: bool
     """Whether its sublayers' variable paths start with its name (False for Functional models)."""
     keras_base: str | None
-    """The Keras class it extends, when that class's variables are in decay_audit.keras_layers."""
+    """The Keras class it extends, when that class's variables are in decay_audit.knowledge.keras."""
     variables: tuple[tuple[str, bool, str | None, str, int, bool, int | None], ...]
     """(leaf, trainable, guarding condition or None, kind, role index, created in ``__init__``, rank)."""
     sublayers: Mapping[str, tuple[str, ...]]
@@ -81,7 +81,7 @@ class HubClass:
         return self.lists.get(key) or self.lists.get(f"_{key}") or ()
 
 
-@lru_cache(maxsize=None)
+@cache
 def hub_class(class_id: str) -> HubClass | None:
     row = _table().CLASSES.get(class_id)
     if row is None:
@@ -101,14 +101,6 @@ def _by_snake() -> dict[str, list[str]]:
         index.setdefault(snake_case(row[0]), []).append(key)
     for name in list(LAYER_VARIABLES) + list(SUBLAYER_ATTRIBUTES):
         index.setdefault(snake_case(name), []).append(name)
-    return index
-
-
-@lru_cache(maxsize=1)
-def _by_name() -> dict[str, list[str]]:
-    index: dict[str, list[str]] = {}
-    for key, row in _table().CLASSES.items():
-        index.setdefault(row[0], []).append(key)
     return index
 
 
@@ -159,7 +151,7 @@ _COMPARE = {ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Lt: operator.lt, ast.
 _UNKNOWN = object()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parsed(condition: str):
     try:
         return ast.parse(condition, mode="eval").body
@@ -208,32 +200,6 @@ def condition_holds(condition: str | None, context: Mapping[str, object] | None)
     return None if value is _UNKNOWN else bool(value)
 
 
-def _choose(slots: list[VariableSlot], optional: list[bool], count: int,
-            decided: list[bool | None] | None = None, declared_ranks: list[int | None] | None = None,
-            saved_ranks: tuple[int, ...] | None = None) -> tuple[VariableSlot, ...] | None:
-    """The one leaf sequence with ``count`` variables, trying every subset of the optional slots:
-    first keeping or dropping those the model's config decides, then among what fits the count,
-    those whose declared ranks (literal ``shape=`` tuples) match the saved shapes."""
-    positions = [i for i, flag in enumerate(optional) if flag]
-    if len(positions) > 12:
-        return None
-    fitting: list[list[int]] = []
-    for size in range(len(positions) + 1):
-        for chosen in itertools.combinations(positions, size):
-            present = [i for i in range(len(slots)) if not optional[i] or i in chosen]
-            ordered = [i for i in present if slots[i].trainable] + [i for i in present if not slots[i].trainable]
-            if len(ordered) == count:
-                fitting.append(ordered)
-    if decided:
-        agreeing = [o for o in fitting if all(decided[i] is None or decided[i] == (i in o) for i in positions)]
-        fitting = agreeing or fitting
-    if len(fitting) > 1 and declared_ranks and saved_ranks:
-        ranked = [o for o in fitting if all(declared_ranks[i] in (None, r) for i, r in zip(o, saved_ranks))]
-        fitting = ranked or fitting
-    leaves = {tuple(slots[i].leaf for i in o) for o in fitting}
-    return tuple(slots[i] for i in fitting[0]) if len(leaves) == 1 else None
-
-
 def _slot(row: tuple, class_name: str) -> VariableSlot:
     leaf, trainable, _, kind, role = row[:5]
     # An unnamed add_weight: Keras 3.15 names it ``variable`` (``variable_N`` after others in the process).
@@ -262,7 +228,7 @@ def hub_slots(class_id: str, count: int, context: Mapping[str, object] | None = 
     slots = [_slot(row, entry.name) for row in entry.variables]
     optional = [row[2] is not None for row in entry.variables]
     decided = [condition_holds(row[2], context) for row in entry.variables] if context else None
-    return _choose(slots, optional, count, decided, [row[6] for row in entry.variables], ranks)
+    return slots_fitting_count(slots, optional, count, decided, [row[6] for row in entry.variables], ranks)
 
 
 def builtin_slots(class_name: str, constants: Mapping[str, object], count: int) -> tuple[VariableSlot, ...] | None:
@@ -274,11 +240,11 @@ def builtin_slots(class_name: str, constants: Mapping[str, object], count: int) 
     return slots_for_count(class_name, count)
 
 
-@lru_cache(maxsize=None)
+@cache
 def slot_for_hub_leaf(class_name: str, leaf: str) -> VariableSlot | None:
     """The role of ``leaf`` in keras_hub classes named ``class_name``, when they all agree
     (from the small generated roles module, so custom-class models do not load the full table)."""
-    from decay_audit.keras_hub_roles import KERAS_HUB_VERSION, ROLES_BY_CLASS_NAME
+    from decay_audit.knowledge._generated.keras_hub_roles import KERAS_HUB_VERSION, ROLES_BY_CLASS_NAME
 
     found = ROLES_BY_CLASS_NAME.get(class_name, {}).get(leaf)
     if found is None:

@@ -40,7 +40,7 @@ class AuditSpec:
     """Keyword options for :func:`decay_audit.verify`, sorted (hashable, so runs are shared)."""
 
     @classmethod
-    def make(cls, setup: str, base: Path, **options: Any) -> "AuditSpec":
+    def make(cls, setup: str, base: Path, **options: Any) -> AuditSpec:
         unknown = set(options) - _VERIFY_OPTIONS
         if unknown:
             raise pytest.UsageError(f"decay_audit: unknown option(s) {sorted(unknown)}; "
@@ -69,7 +69,7 @@ def _report(config: pytest.Config, spec: AuditSpec) -> Any:
         from decay_audit.quiet_tensorflow import import_tensorflow
 
         import_tensorflow()  # TensorFlow's start-up chatter is not a test result
-        from decay_audit.verification import verify
+        from decay_audit.stages.verify import verify
 
         try:
             cache[spec] = verify(spec.setup, **dict(spec.options))
@@ -93,9 +93,9 @@ class DecayAudit:
 
     config: pytest.Config
     measurement: Any = None
-    """Under the marker: this test's variable's :class:`~decay_audit.probe.verdict.Measurement`."""
+    """Under the marker: this test's variable's :class:`~decay_audit.results.Measurement`."""
     report: Any = None
-    """Under the marker: the whole :class:`~decay_audit.verification.VerifyReport`."""
+    """Under the marker: the whole :class:`~decay_audit.results.VerifyReport`."""
     base: Path = field(default_factory=Path.cwd)
 
     @property

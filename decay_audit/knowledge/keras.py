@@ -12,8 +12,9 @@ reorders or renames a variable turns CI red instead of silently mislabelling.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from decay_audit.kinds import Kind
@@ -211,31 +212,43 @@ def slots_for(class_name: str, config: Config | None) -> tuple[VariableSlot, ...
 def slots_for_count(class_name: str, count: int) -> tuple[VariableSlot, ...] | None:
     """Slots of a class whose config is unknown (weights-only files), chosen by how many variables it saved.
 
-    Every combination of optional variables is tried; the answer is given only when all
-    combinations with ``count`` variables agree on the leaves (Conv with one variable: the
-    kernel; BatchNormalization with three: ambiguous, so None).
+    The answer is given only when every combination of optional variables with ``count``
+    variables agrees on the leaves (Conv with one variable: the kernel; BatchNormalization
+    with three: ambiguous, so None).
     """
     slots = LAYER_VARIABLES.get(class_name)
     if slots is None:
         return None
-    optional = [slot for slot in slots if slot.present is not None]
-    answers = set()
-    for mask in range(1 << len(optional)):
-        chosen = {slot.leaf for i, slot in enumerate(optional) if mask >> i & 1}
-        present = [slot for slot in slots if slot.present is None or slot.leaf in chosen]
-        ordered = tuple([s for s in present if s.trainable] + [s for s in present if not s.trainable])
-        if len(ordered) == count:
-            answers.add(ordered)
-    return answers.pop() if len(answers) == 1 else None
+    return slots_fitting_count(slots, [slot.present is not None for slot in slots], count)
 
 
-def slot_for_leaf(class_name: str, leaf: str) -> VariableSlot | None:
-    """The role of ``leaf`` in ``class_name``: Keras' own classes, then keras_hub's (generated table)."""
-    for slot in LAYER_VARIABLES.get(class_name, ()):
-        if slot.leaf == leaf:
-            return slot
-    if class_name in LAYER_VARIABLES:
+def slots_fitting_count(slots: Sequence[VariableSlot], optional: Sequence[bool], count: int,
+                        decided: Sequence[bool | None] | None = None,
+                        declared_ranks: Sequence[int | None] | None = None,
+                        saved_ranks: tuple[int, ...] | None = None) -> tuple[VariableSlot, ...] | None:
+    """The one leaf sequence, in save order, that leaves ``count`` variables, or None if unsure.
+
+    Every subset of the optional slots is tried. Where a model's config decides some of them
+    (``decided``: keep True, drop False, unknown None), only agreeing subsets count, unless none
+    agree; among several that fit, those whose declared ranks (literal ``shape=`` tuples) match
+    the saved shapes. Leaves, not slots, are compared: keras_hub classes may create one leaf in
+    two branches. Over 12 optional slots the search would be too large to be worth it: None.
+    """
+    positions = [i for i, flag in enumerate(optional) if flag]
+    if len(positions) > 12:
         return None
-    from decay_audit.hub_table import slot_for_hub_leaf  # the hub table builds on this module
-
-    return slot_for_hub_leaf(class_name, leaf)
+    fitting: list[list[int]] = []
+    for size in range(len(positions) + 1):
+        for chosen in itertools.combinations(positions, size):
+            present = [i for i in range(len(slots)) if not optional[i] or i in chosen]
+            ordered = [i for i in present if slots[i].trainable] + [i for i in present if not slots[i].trainable]
+            if len(ordered) == count:
+                fitting.append(ordered)
+    if decided:
+        agreeing = [o for o in fitting if all(decided[i] is None or decided[i] == (i in o) for i in positions)]
+        fitting = agreeing or fitting
+    if len(fitting) > 1 and declared_ranks and saved_ranks:
+        ranked = [o for o in fitting if all(declared_ranks[i] in (None, r) for i, r in zip(o, saved_ranks))]
+        fitting = ranked or fitting
+    leaves = {tuple(slots[i].leaf for i in o) for o in fitting}
+    return tuple(slots[i] for i in fitting[0]) if len(leaves) == 1 else None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from decay_audit.errors import UsageError
+from decay_audit.errors import OptionError, UsageError
 from decay_audit.files import write_atomically
 
 SCAN_SIZE = (8.0, 4.5)
@@ -35,7 +35,7 @@ def require_matplotlib(destination: str | os.PathLike | None = None) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise UsageError("--plot", "needs matplotlib: pip install 'decay-audit[plot]'") from None
+        raise OptionError("plot", "needs matplotlib: pip install 'decay-audit[plot]'") from None
     if destination is not None:
         directory = Path(destination).parent if str(Path(destination).parent) else Path(".")
         if not directory.is_dir():

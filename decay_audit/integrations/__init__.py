@@ -1,0 +1,1 @@
+"""Where decay-audit meets other tools: the pytest plugin and the pre-commit hook."""
