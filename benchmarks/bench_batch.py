@@ -49,8 +49,13 @@ def make_tree(root: Path, count: int) -> list[Path]:
 
 def timed(args: list[str]) -> float:
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "decay_audit.cli", *args], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "decay_audit.cli", *args],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if result.returncode not in (0, 1):
         raise SystemExit(f"decay-audit {' '.join(args)} failed: {result.stderr}")
     return time.perf_counter() - start

@@ -100,8 +100,9 @@ def measure(command: list[str], repeats: int) -> tuple[float, float]:
     """(median wall seconds, median peak RSS MiB) of a whole process."""
     walls, peaks = [], []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", _MEASURE, *command], capture_output=True, text=True,
-                             env=ENV, check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", _MEASURE, *command], capture_output=True, text=True, env=ENV, check=True
+        ).stdout.split()
         if out[0] != "0":
             raise SystemExit(f"command failed: {' '.join(command)}")
         walls.append(float(out[1]))
@@ -115,16 +116,23 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "decay-audit-bench")
     parser.add_argument("--models", default="tiny,small,base")
     parser.add_argument("--output", type=Path, default=HERE / "results.md")
-    parser.add_argument("--per-variable", action=argparse.BooleanOptionalAction, default=True,
-                        help="add the 6,000-variable row (3,000 parallel Dense) with its per-variable cost")
+    parser.add_argument(
+        "--per-variable",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add the 6,000-variable row (3,000 parallel Dense) with its per-variable cost",
+    )
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
     decay_audit = [str(bin_dir / "decay-audit")]
     saved_model_cli = [str(bin_dir / "saved_model_cli")]
-    load_and_list = [sys.executable, "-c",
-                     "import sys, keras; m = keras.saving.load_model(sys.argv[1]); "
-                     "print(len([(w.path, w.shape) for w in m.weights]))"]
+    load_and_list = [
+        sys.executable,
+        "-c",
+        "import sys, keras; m = keras.saving.load_model(sys.argv[1]); "
+        "print(len([(w.path, w.shape) for w in m.weights]))",
+    ]
     rows = []
     scan_times = {}
     for key in filter(None, args.models.split(",")):
@@ -136,24 +144,32 @@ def main() -> None:
         scan_times[key] = scan_keras[0]
         size_mb = keras_path.stat().st_size / 2**20
         rows.append((MODELS[key], params, size_mb, scan_keras, baseline_load, scan_saved, baseline_cli))
-    header = ("| model | params | .keras MB | scan .keras s / MiB | load_model+list s / MiB | speed-up "
-              "| scan SavedModel s / MiB | saved_model_cli s / MiB | speed-up |")
+    header = (
+        "| model | params | .keras MB | scan .keras s / MiB | load_model+list s / MiB | speed-up "
+        "| scan SavedModel s / MiB | saved_model_cli s / MiB | speed-up |"
+    )
     lines = [header, "|" + " --- |" * 9]
     for name, params, size_mb, scan_k, load_k, scan_s, cli_s in rows:
-        lines.append(f"| {name} | {params / 1e6:.1f} M | {size_mb:.0f} | {scan_k[0]:.3f} / {scan_k[1]:.0f} "
-                     f"| {load_k[0]:.2f} / {load_k[1]:.0f} | {load_k[0] / scan_k[0]:.1f}x "
-                     f"| {scan_s[0]:.3f} / {scan_s[1]:.0f} | {cli_s[0]:.2f} / {cli_s[1]:.0f} "
-                     f"| {cli_s[0] / scan_s[0]:.1f}x |")
+        lines.append(
+            f"| {name} | {params / 1e6:.1f} M | {size_mb:.0f} | {scan_k[0]:.3f} / {scan_k[1]:.0f} "
+            f"| {load_k[0]:.2f} / {load_k[1]:.0f} | {load_k[0] / scan_k[0]:.1f}x "
+            f"| {scan_s[0]:.3f} / {scan_s[1]:.0f} | {cli_s[0]:.2f} / {cli_s[1]:.0f} "
+            f"| {cli_s[0] / scan_s[0]:.1f}x |"
+        )
     if args.per_variable:
         lines.append("")
         lines.extend(per_variable_rows(args.cache, args.repeats, decay_audit, load_and_list))
     if "base" in scan_times and "small" in scan_times:
         lines.append("")
-        lines.append(f"scan time ConvNeXtBase / ConvNeXtSmall: {scan_times['base'] / scan_times['small']:.2f} "
-                     "(parameter ratio about 1.6)")
+        lines.append(
+            f"scan time ConvNeXtBase / ConvNeXtSmall: {scan_times['base'] / scan_times['small']:.2f} "
+            "(parameter ratio about 1.6)"
+        )
     lines.append("")
-    lines.append(f"Whole processes, median of {args.repeats}, {os.cpu_count()} CPUs, "
-                 f"measured {time.strftime('%Y-%m-%d')} by `python benchmarks/bench_scan.py`.")
+    lines.append(
+        f"Whole processes, median of {args.repeats}, {os.cpu_count()} CPUs, "
+        f"measured {time.strftime('%Y-%m-%d')} by `python benchmarks/bench_scan.py`."
+    )
     text = "\n".join(lines) + "\n"
     print(text)
     args.output.write_text(text)

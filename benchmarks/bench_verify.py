@@ -20,7 +20,7 @@ import time
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
-BUILD = '''
+BUILD = """
 import os, sys, time
 import keras, numpy as np
 L = keras.layers
@@ -43,30 +43,37 @@ optimizer = keras.optimizers.AdamW(1e-3, weight_decay=1e-2)
 optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if v.name != "kernel"])
 model.compile(optimizer=optimizer, loss="mse")
 steps = int(sys.argv[2])
-'''
+"""
 
-FIT = BUILD + '''
+FIT = (
+    BUILD
+    + """
 x = np.random.normal(size=(4 * steps, 32, 32, 3)).astype("float32")
 y = np.random.normal(size=(4 * steps, 10)).astype("float32")
 start = time.perf_counter()
 model.fit(x, y, batch_size=4, epochs=1, steps_per_epoch=steps, verbose=0)
 print(time.perf_counter() - start, model.count_params())
-'''
+"""
+)
 
-VERIFY = BUILD + '''
+VERIFY = (
+    BUILD
+    + """
 from decay_audit.stages.verify import verify
 start = time.perf_counter()
 report = verify(model, steps=steps)
 assert report.ok, report.mismatches
 print(time.perf_counter() - start, model.count_params())
-'''
+"""
+)
 
 
 def measure(code: str, steps: int, repeats: int) -> tuple[float, int]:
     times, params = [], 0
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", code, "x", str(steps)], capture_output=True, text=True,
-                             env=ENV, check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", code, "x", str(steps)], capture_output=True, text=True, env=ENV, check=True
+        ).stdout.split()
         times.append(float(out[-2]))
         params = int(out[-1])
     return statistics.median(times), params
@@ -79,8 +86,10 @@ def main() -> None:
     args = parser.parse_args()
     fit, params = measure(FIT, args.steps, args.repeats)
     probe, _ = measure(VERIFY, args.steps, args.repeats)
-    print(f"model: {params / 1e6:.2f} M parameters, {args.steps} steps, batch 4, median of {args.repeats}, "
-          f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"model: {params / 1e6:.2f} M parameters, {args.steps} steps, batch 4, median of {args.repeats}, "
+        f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
+    )
     print(f"model.fit: {fit:.2f} s   verify: {probe:.2f} s   ratio verify/fit: {probe / fit:.2f}x (target <= 3x)")
 
 

@@ -19,17 +19,17 @@ from decay_audit.kinds import Confidence, Kind
 from decay_audit.knowledge import slot_for_leaf
 from decay_audit.knowledge import transformers as hf_names
 
-ROLE = 4.0          # Keras' own class, variable's role known from its source
-HINTED_ROLE = 3.0   # same table, class guessed from Keras' auto-generated layer name, or a user class of that name
-TABLE = 2.75        # relative-position / segment tables by name: beats their einsum use in a graph
-GRAPH = 2.5         # MatMul/Conv/BiasAdd/FusedBatchNorm/Gather input position in a saved graph
-LEAF = 2.0          # leaf-name convention
-CLASS_NAME = 2.0    # tokens in the owning class's name (RMSNorm, LayerScale, PositionEmbedding)
-LAYER_NAME = 1.5    # tokens in the owning layer's name (ln_f, layer_norm, embed)
-SIBLING_SHAPE = 1.5 # n-D shape equal to the output axes of a higher-rank kernel beside it
-WEAK_GRAPH = 1.0    # elementwise Mul/Add: consistent with gains and offsets, proves little
-STATE = 1.0         # not trainable, nothing else known
-SHAPE = 0.5         # rank alone
+ROLE = 4.0  # Keras' own class, variable's role known from its source
+HINTED_ROLE = 3.0  # same table, class guessed from Keras' auto-generated layer name, or a user class of that name
+TABLE = 2.75  # relative-position / segment tables by name: beats their einsum use in a graph
+GRAPH = 2.5  # MatMul/Conv/BiasAdd/FusedBatchNorm/Gather input position in a saved graph
+LEAF = 2.0  # leaf-name convention
+CLASS_NAME = 2.0  # tokens in the owning class's name (RMSNorm, LayerScale, PositionEmbedding)
+LAYER_NAME = 1.5  # tokens in the owning layer's name (ln_f, layer_norm, embed)
+SIBLING_SHAPE = 1.5  # n-D shape equal to the output axes of a higher-rank kernel beside it
+WEAK_GRAPH = 1.0  # elementwise Mul/Add: consistent with gains and offsets, proves little
+STATE = 1.0  # not trainable, nothing else known
+SHAPE = 0.5  # rank alone
 CONFLICT_THRESHOLD = LEAF  # weaker disagreement (layer names, elementwise ops, shape) is normal, not a conflict
 
 
@@ -55,26 +55,45 @@ class _Opinion:
 # -- leaf-name conventions ----------------------------------------------------------------------
 
 _LEAF_KINDS: tuple[tuple[re.Pattern[str], Kind, str], ...] = tuple(
-    (re.compile(pattern, re.IGNORECASE), kind, why) for pattern, kind, why in (
-        (r"^reverse_embeddings$", Kind.KERNEL,
-         "untied LM head of keras_hub's ReversibleEmbedding: it multiplies hidden states into logits, as a "
-         "Dense kernel does (nothing looks its rows up by id)"),
-        (r"^(kernel|depthwise_kernel|pointwise_kernel|recurrent_kernel|weights?|w|lora_kernel_[ab]|"
-         r"kernel_\d+|query_kernel|key_kernel|value_kernel|output_kernel)$",
-         Kind.KERNEL, "Keras/TF-Slim name for a weight matrix or filter"),
+    (re.compile(pattern, re.IGNORECASE), kind, why)
+    for pattern, kind, why in (
+        (
+            r"^reverse_embeddings$",
+            Kind.KERNEL,
+            "untied LM head of keras_hub's ReversibleEmbedding: it multiplies hidden states into logits, as a "
+            "Dense kernel does (nothing looks its rows up by id)",
+        ),
+        (
+            r"^(kernel|depthwise_kernel|pointwise_kernel|recurrent_kernel|weights?|w|lora_kernel_[ab]|"
+            r"kernel_\d+|query_kernel|key_kernel|value_kernel|output_kernel)$",
+            Kind.KERNEL,
+            "Keras/TF-Slim name for a weight matrix or filter",
+        ),
         (r"^(bias|biases|b|bias_\d+|(?!relative_)[a-z_]*_bias)$", Kind.BIAS, "conventional name of an additive bias"),
         (r"^(gamma|beta|offset)$", Kind.NORM, "Keras/TF-Slim/Model Garden name of a normalization gain or offset"),
-        (r"^(embeddings?|[a-z_]*_embeddings?|embedding_table|word_embeddings|wte|wpe)$",
-         Kind.EMBEDDING, "conventional name of an embedding table"),
-        (r"^((cls|class|mask|dist|distillation|reg|register|group)_tokens?|[a-z_]*_emb|pos_embed|"
-         r"[a-z_]*_pos_embed)$",
-         Kind.EMBEDDING, "a learned token or position vector added to the inputs (timm's no_weight_decay "
-                         "names: cls_token, pos_embed, dist_token, mask_token)"),
-        (r"^(moving_[a-z_]+|running_[a-z_]+|mean|variance|count|num_batches_tracked|seed|"
-         r"seed_generator_state|iterations?|step|global_step|counter|[a-z_]*_count)$",
-         Kind.STATISTIC, "conventional name of a running statistic or counter"),
-        (r"^(alpha|alphas|layer_scale|ls_gamma|gain|logit_scale|temperature|scale_factor)$",
-         Kind.SCALE, "conventional name of a learned gain, slope or temperature"),
+        (
+            r"^(embeddings?|[a-z_]*_embeddings?|embedding_table|word_embeddings|wte|wpe)$",
+            Kind.EMBEDDING,
+            "conventional name of an embedding table",
+        ),
+        (
+            r"^((cls|class|mask|dist|distillation|reg|register|group)_tokens?|[a-z_]*_emb|pos_embed|"
+            r"[a-z_]*_pos_embed)$",
+            Kind.EMBEDDING,
+            "a learned token or position vector added to the inputs (timm's no_weight_decay "
+            "names: cls_token, pos_embed, dist_token, mask_token)",
+        ),
+        (
+            r"^(moving_[a-z_]+|running_[a-z_]+|mean|variance|count|num_batches_tracked|seed|"
+            r"seed_generator_state|iterations?|step|global_step|counter|[a-z_]*_count)$",
+            Kind.STATISTIC,
+            "conventional name of a running statistic or counter",
+        ),
+        (
+            r"^(alpha|alphas|layer_scale|ls_gamma|gain|logit_scale|temperature|scale_factor)$",
+            Kind.SCALE,
+            "conventional name of a learned gain, slope or temperature",
+        ),
     )
 )
 
@@ -87,12 +106,15 @@ _GENERIC_LEAF = re.compile(r"^(variable(_\d+)?|var_\d+|Variable(_\d+)?)$")
 # ``relative_attention_bias`` by its "bias" substring.
 _RELATIVE_TABLE = re.compile(
     r"^(relative_attention_bias|relative_position_bias_table|relative_position_bias|rel_embeddings?|"
-    r"relative_embeddings?|rel_pos_[hw]|rel_pos|rel_pos_bias|segment_encoding|seg_embed)$", re.IGNORECASE)
+    r"relative_embeddings?|rel_pos_[hw]|rel_pos|rel_pos_bias|segment_encoding|seg_embed)$",
+    re.IGNORECASE,
+)
 
 # -- name tokens (class or layer names) -----------------------------------------------------
 
 _NAME_TOKENS: tuple[tuple[re.Pattern[str], Kind, str], ...] = tuple(
-    (re.compile(pattern, re.IGNORECASE), kind, why) for pattern, kind, why in (
+    (re.compile(pattern, re.IGNORECASE), kind, why)
+    for pattern, kind, why in (
         (r"layer_?scale|layerscale|(^|_)ls(_|$)|scale_?layer", Kind.SCALE, "layer-scale"),
         (r"p_?re_?lu", Kind.SCALE, "PReLU"),
         (r"norm|(^|_)ln(_|\d|$)|ln_f|(^|_)bn(_|\d|$)|(^|_)rms(_|\d|$)", Kind.NORM, "normalization"),
@@ -132,7 +154,11 @@ def _graph_opinions(record: VariableRecord) -> Iterable[_Opinion]:
         position = int(position_text) if position_text.isdigit() else -1
         if op in _FUSED_BN:
             kind = Kind.NORM if position in (1, 2) else Kind.STATISTIC
-            yield _Opinion(kind, GRAPH, f"graph: input {position} of {op} ({'scale/offset' if kind is Kind.NORM else 'mean/variance'})")
+            yield _Opinion(
+                kind,
+                GRAPH,
+                f"graph: input {position} of {op} ({'scale/offset' if kind is Kind.NORM else 'mean/variance'})",
+            )
             strong_seen = True
         elif op in _GRAPH_STRONG:
             if op in ("GatherV2", "ResourceGather") and position != 0:
@@ -160,9 +186,12 @@ def _role_opinion(record: VariableRecord) -> _Opinion | None:
     if record.class_hint and record.leaf_known and record.layer_class is None:
         slot = slot_for_leaf(record.class_hint, record.leaf)
         if slot is not None:
-            return _Opinion(slot.kind, HINTED_ROLE,
-                            f"layer name {record.layer!r} is Keras' naming of {record.class_hint}: "
-                            f"`{slot.leaf}` is its {slot.role}")
+            return _Opinion(
+                slot.kind,
+                HINTED_ROLE,
+                f"layer name {record.layer!r} is Keras' naming of {record.class_hint}: "
+                f"`{slot.leaf}` is its {slot.role}",
+            )
     return None
 
 
@@ -181,11 +210,19 @@ def _library_opinion(record: VariableRecord) -> _Opinion | None:
 def _table_opinion(record: VariableRecord) -> _Opinion | None:
     """Relative-position and segment tables, by the variable's or its own layer's name."""
     if record.leaf_known and _RELATIVE_TABLE.match(record.leaf):
-        return _Opinion(Kind.EMBEDDING, TABLE, f"leaf `{record.leaf}`: a relative-position/segment table, "
-                                               f"rows picked by relative distance or segment id (an embedding)")
+        return _Opinion(
+            Kind.EMBEDDING,
+            TABLE,
+            f"leaf `{record.leaf}`: a relative-position/segment table, "
+            f"rows picked by relative distance or segment id (an embedding)",
+        )
     if record.layer and _RELATIVE_TABLE.match(record.layer) and record.ndim >= 2 and _table_shaped(record):
-        return _Opinion(Kind.EMBEDDING, TABLE, f"layer {record.layer!r}: a relative-position/segment table, "
-                                               f"rows picked by relative distance or segment id (an embedding)")
+        return _Opinion(
+            Kind.EMBEDDING,
+            TABLE,
+            f"layer {record.layer!r}: a relative-position/segment table, "
+            f"rows picked by relative distance or segment id (an embedding)",
+        )
     return None
 
 
@@ -247,10 +284,13 @@ def _sibling_bias_opinion(record: VariableRecord, siblings: Iterable[VariableRec
     if record.ndim < 2 or _is_broadcast_vector(record):
         return None
     for other in siblings:
-        if other is not record and other.ndim > record.ndim and tuple(other.shape[-record.ndim:]) == record.shape:
-            return _Opinion(Kind.BIAS, SIBLING_SHAPE,
-                            f"shape {list(record.shape)} equals the output axes of the {list(other.shape)} "
-                            f"`{other.leaf}` beside it: an offset added to that kernel's output")
+        if other is not record and other.ndim > record.ndim and tuple(other.shape[-record.ndim :]) == record.shape:
+            return _Opinion(
+                Kind.BIAS,
+                SIBLING_SHAPE,
+                f"shape {list(record.shape)} equals the output axes of the {list(other.shape)} "
+                f"`{other.leaf}` beside it: an offset added to that kernel's output",
+            )
     return None
 
 
@@ -261,8 +301,11 @@ def _shape_opinion(record: VariableRecord, siblings: Iterable[VariableRecord]) -
         width = record.shape[0]
         for other in siblings:
             if other is not record and other.ndim >= 2 and other.shape[-1] == width:
-                return _Opinion(Kind.BIAS, SHAPE, f"1-D of width {width} beside the {list(other.shape)} "
-                                                   f"`{other.leaf}` of the same layer")
+                return _Opinion(
+                    Kind.BIAS,
+                    SHAPE,
+                    f"1-D of width {width} beside the {list(other.shape)} `{other.leaf}` of the same layer",
+                )
         return _Opinion(Kind.OTHER, SHAPE, f"1-D shape {list(record.shape)} with no matching kernel")
     return None
 
@@ -293,8 +336,14 @@ def classify_record(record: VariableRecord, siblings: Iterable[VariableRecord] =
     if shape:
         opinions.append(shape)
     if not record.leaf_known:
-        opinions.append(_Opinion(Kind.OTHER, 0.0, f"leaf name unknown: variable {record.leaf[4:]} of its layer "
-                                                  f"(class {record.layer_class or 'unknown'} not in the table)"))
+        opinions.append(
+            _Opinion(
+                Kind.OTHER,
+                0.0,
+                f"leaf name unknown: variable {record.leaf[4:]} of its layer "
+                f"(class {record.layer_class or 'unknown'} not in the table)",
+            )
+        )
     return _resolve(record, opinions)
 
 
@@ -311,7 +360,8 @@ def _resolve(record: VariableRecord, opinions: list[_Opinion]) -> Classification
         kind = Kind.STATISTIC
     evidence = tuple(o.reason for o in sorted(opinions, key=lambda o: -o.strength) if o.kind is kind)
     conflicts = tuple(
-        f"{o.reason} (suggests {o.kind.value})" for o in sorted(opinions, key=lambda o: -o.strength)
+        f"{o.reason} (suggests {o.kind.value})"
+        for o in sorted(opinions, key=lambda o: -o.strength)
         if o.kind is not kind and o.strength >= CONFLICT_THRESHOLD
     )
     if top >= ROLE:
@@ -332,4 +382,3 @@ def classify(records: Iterable[VariableRecord]) -> list[Classification]:
     for record in records:
         by_layer.setdefault((record.layer, record.path.rsplit("/", 1)[0]), []).append(record)
     return [classify_record(r, by_layer[(r.layer, r.path.rsplit("/", 1)[0])]) for r in records]
-

@@ -61,8 +61,9 @@ class _Group(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
-            result = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
-                                  standalone_mode=False, **extra)
+            result = super().main(
+                args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
+            )
         except click.exceptions.Abort:
             _fail("aborted")
         except click.ClickException as exc:
@@ -89,17 +90,36 @@ TARGETS = [target.value for target in TargetName]
 
 def policy_options(command):
     """--preset, --decay, --no-decay, --policy: the same policy vocabulary on every command."""
-    command = click.option("--policy", "policy_file", type=click.Path(path_type=Path),
-                           help="Policy file (YAML or JSON): preset plus ordered overrides; see README.")(command)
-    command = click.option("--no-decay", "no_decay", multiple=True, metavar="SELECTOR",
-                           help="Exclude what SELECTOR matches (kind:KIND, re:REGEX on the path, or a path glob). "
-                                "Wins over --decay where both match (reported as a conflict).")(command)
-    command = click.option("--decay", "decay", multiple=True, metavar="SELECTOR",
-                           help="Decay what SELECTOR matches (kind:KIND, re:REGEX on the path, or a path glob).")(command)
-    command = click.option("--preset", type=click.Choice(PRESETS), default="kernels-only", show_default=True,
-                           help="kernels-only: kernels only (minGPT). no-bias-norm: all but biases and norms "
-                                "(BERT, Model Garden, HF Trainer). ndim: ndim >= 2 (timm, nanoGPT). "
-                                "decay-all: every trainable variable (plain Keras weight_decay).")(command)
+    command = click.option(
+        "--policy",
+        "policy_file",
+        type=click.Path(path_type=Path),
+        help="Policy file (YAML or JSON): preset plus ordered overrides; see README.",
+    )(command)
+    command = click.option(
+        "--no-decay",
+        "no_decay",
+        multiple=True,
+        metavar="SELECTOR",
+        help="Exclude what SELECTOR matches (kind:KIND, re:REGEX on the path, or a path glob). "
+        "Wins over --decay where both match (reported as a conflict).",
+    )(command)
+    command = click.option(
+        "--decay",
+        "decay",
+        multiple=True,
+        metavar="SELECTOR",
+        help="Decay what SELECTOR matches (kind:KIND, re:REGEX on the path, or a path glob).",
+    )(command)
+    command = click.option(
+        "--preset",
+        type=click.Choice(PRESETS),
+        default="kernels-only",
+        show_default=True,
+        help="kernels-only: kernels only (minGPT). no-bias-norm: all but biases and norms "
+        "(BERT, Model Garden, HF Trainer). ndim: ndim >= 2 (timm, nanoGPT). "
+        "decay-all: every trainable variable (plain Keras weight_decay).",
+    )(command)
     return command
 
 
@@ -113,8 +133,11 @@ def _policy(preset: str, decay: tuple[str, ...], no_decay: tuple[str, ...], poli
     return build_policy(preset, decay=decay, no_decay=no_decay)
 
 
-LIMIT_HELP = ("Raise a safety bound, NAME=N (repeatable). Names: " + ", ".join(_LIMIT_NAMES)
-              + ". Bounds are checked against sizes the file declares, before reading.")
+LIMIT_HELP = (
+    "Raise a safety bound, NAME=N (repeatable). Names: "
+    + ", ".join(_LIMIT_NAMES)
+    + ". Bounds are checked against sizes the file declares, before reading."
+)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -151,23 +174,55 @@ def _show_progress(quiet: bool, output_format: str) -> bool:
 
 @main.command()
 @click.argument("models", nargs=-1, required=True, metavar="MODEL...", type=click.Path(path_type=Path))
-@click.option("--format", "output_format", type=_format_choices("scan", "scan-many"),
-              default="table", show_default=True,
-              help="Report format. Several models: table (one row per model), json (one report per model), sarif.")
-@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the report to this file instead of stdout.")
+@click.option(
+    "--format",
+    "output_format",
+    type=_format_choices("scan", "scan-many"),
+    default="table",
+    show_default=True,
+    help="Report format. Several models: table (one row per model), json (one report per model), sarif.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the report to this file instead of stdout.",
+)
 @policy_options
 @click.option("--limit", "limits", multiple=True, metavar="NAME=N", help=LIMIT_HELP)
-@click.option("--strict", is_flag=True,
-              help="Exit 1 when any verdict is low-confidence or has conflicting evidence, or an override is dead.")
-@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None,
-              help="Several models: readers at once (default: the CPUs this process may use).")
-@click.option("--plot", "plot_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Also draw parameters decayed vs excluded per kind as a PNG (needs the [plot] extra).")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit 1 when any verdict is low-confidence or has conflicting evidence, or an override is dead.",
+)
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Several models: readers at once (default: the CPUs this process may use).",
+)
+@click.option(
+    "--plot",
+    "plot_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also draw parameters decayed vs excluded per kind as a PNG (needs the [plot] extra).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar on stderr (errors and the --strict reason stay).")
-def scan(models: tuple[Path, ...], output_format: str, output: Path | None, preset: str, decay, no_decay,
-         policy_file, limits: tuple[str, ...], strict: bool, jobs: int | None, plot_file: Path | None,
-         quiet: bool) -> None:
+def scan(
+    models: tuple[Path, ...],
+    output_format: str,
+    output: Path | None,
+    preset: str,
+    decay,
+    no_decay,
+    policy_file,
+    limits: tuple[str, ...],
+    strict: bool,
+    jobs: int | None,
+    plot_file: Path | None,
+    quiet: bool,
+) -> None:
     """Classify every variable of MODEL and decide which get weight decay.
 
     MODEL is a .keras file, a legacy .h5 or .weights.h5, a SavedModel directory,
@@ -183,8 +238,17 @@ def scan(models: tuple[Path, ...], output_format: str, output: Path | None, pres
         require_matplotlib(plot_file)
     single = single_model(models)
     if single is None:
-        _scan_many(models, output_format, output, _policy(preset, decay, no_decay, policy_file), _limits(limits),
-                   strict, jobs, plot_file, quiet)
+        _scan_many(
+            models,
+            output_format,
+            output,
+            _policy(preset, decay, no_decay, policy_file),
+            _limits(limits),
+            strict,
+            jobs,
+            plot_file,
+            quiet,
+        )
         return
     from decay_audit.loaders import start_load
 
@@ -205,13 +269,25 @@ def scan(models: tuple[Path, ...], output_format: str, output: Path | None, pres
         plot_scan(report, plot_file)
     summary = report.summary()
     if strict and report.strict_problems():
-        click.echo(f"decay-audit: {summary.low_confidence} low-confidence and {summary.conflicting} conflicting "
-                   f"verdicts, {len(report.policy_findings.dead_overrides)} dead overrides (--strict)", err=True)
+        click.echo(
+            f"decay-audit: {summary.low_confidence} low-confidence and {summary.conflicting} conflicting "
+            f"verdicts, {len(report.policy_findings.dead_overrides)} dead overrides (--strict)",
+            err=True,
+        )
         sys.exit(EXIT_FINDINGS)
 
 
-def _scan_many(models: tuple[Path, ...], output_format: str, output: Path | None, policy, limits: Limits,
-               strict: bool, jobs: int | None, plot_file: Path | None, quiet: bool) -> None:
+def _scan_many(
+    models: tuple[Path, ...],
+    output_format: str,
+    output: Path | None,
+    policy,
+    limits: Limits,
+    strict: bool,
+    jobs: int | None,
+    plot_file: Path | None,
+    quiet: bool,
+) -> None:
     from decay_audit.loaders.discover import discover
     from decay_audit.report import Subject, render
     from decay_audit.results import BatchReport
@@ -223,8 +299,12 @@ def _scan_many(models: tuple[Path, ...], output_format: str, output: Path | None
     if plot_file is not None:
         raise UsageError("--plot", "draws one model; give one MODEL")
     if _show_progress(quiet, output_format) and discovered.models:
-        with click.progressbar(length=len(discovered.models), label="scanning", file=sys.stderr,
-                               item_show_func=lambda item: item and item.path) as bar:
+        with click.progressbar(
+            length=len(discovered.models),
+            label="scanning",
+            file=sys.stderr,
+            item_show_func=lambda item: item and item.path,
+        ) as bar:
             batch = scan_many(discovered.models, policy, limits, jobs, on_done=lambda item: bar.update(1, item))
     else:
         batch = scan_many(discovered.models, policy, limits, jobs)
@@ -236,22 +316,42 @@ def _scan_many(models: tuple[Path, ...], output_format: str, output: Path | None
             click.echo(f"decay-audit: error: {item.error}", err=True)
         sys.exit(EXIT_INPUT)
     if strict and totals.strict_problems:
-        click.echo(f"decay-audit: {totals.strict_problems} low-confidence or conflicting verdicts or dead "
-                   f"overrides in {totals.models} models (--strict)", err=True)
+        click.echo(
+            f"decay-audit: {totals.strict_problems} low-confidence or conflicting verdicts or dead "
+            f"overrides in {totals.models} models (--strict)",
+            err=True,
+        )
         sys.exit(EXIT_FINDINGS)
 
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", required=True, type=click.Choice(TARGETS),
-              help="The tool whose rule language to write (see README for each one's matching semantics).")
+@click.option(
+    "--target",
+    required=True,
+    type=click.Choice(TARGETS),
+    help="The tool whose rule language to write (see README for each one's matching semantics).",
+)
 @policy_options
-@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the rule file here (YAML when it ends in .yaml/.yml, else JSON); default stdout.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the rule file here (YAML when it ends in .yaml/.yml, else JSON); default stdout.",
+)
 @click.option("--snippet", is_flag=True, help="Also print a ready-to-paste Python snippet that applies the rule.")
 @click.option("--limit", "limits", multiple=True, metavar="NAME=N", help=LIMIT_HELP)
-def rules(model: Path, target: str, preset: str, decay, no_decay, policy_file, output: Path | None, snippet: bool,
-          limits: tuple[str, ...]) -> None:
+def rules(
+    model: Path,
+    target: str,
+    preset: str,
+    decay,
+    no_decay,
+    policy_file,
+    output: Path | None,
+    snippet: bool,
+    limits: tuple[str, ...],
+) -> None:
     """Write MODEL's exclusion rules in the language of a training tool.
 
     Before writing, the rule is applied to the model with the tool's own matching
@@ -265,8 +365,11 @@ def rules(model: Path, target: str, preset: str, decay, no_decay, policy_file, o
     emission = emit_rules(report, target)
     if not emission.ok:
         names = ", ".join((emission.unexpressible + emission.wrongly_selected)[:8])
-        click.echo(f"decay-audit: the {target} rule cannot select exactly the intended set; wrong for: {names}. "
-                   "Use --target native or optax, which name every variable.", err=True)
+        click.echo(
+            f"decay-audit: the {target} rule cannot select exactly the intended set; wrong for: {names}. "
+            "Use --target native or optax, which name every variable.",
+            err=True,
+        )
         sys.exit(EXIT_FINDINGS)
     _write_output(serialise_rules(emission.document, output), output)
     if snippet and emission.emitted.snippet:
@@ -275,20 +378,45 @@ def rules(model: Path, target: str, preset: str, decay, no_decay, policy_file, o
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", required=True, type=click.Choice(TARGETS),
-              help="The tool whose matching semantics the rule is applied with.")
+@click.option(
+    "--target",
+    required=True,
+    type=click.Choice(TARGETS),
+    help="The tool whose matching semantics the rule is applied with.",
+)
 @click.option("--rules", "rules_file", type=click.Path(path_type=Path), help="The rule file to audit.")
-@click.option("--var-names", "var_names", multiple=True, metavar="PATTERN",
-              help="Patterns as passed to the tool, instead of --rules: --var-names LayerNorm bias.")
+@click.option(
+    "--var-names",
+    "var_names",
+    multiple=True,
+    metavar="PATTERN",
+    help="Patterns as passed to the tool, instead of --rules: --var-names LayerNorm bias.",
+)
 @click.argument("more_patterns", nargs=-1, metavar="")
 @policy_options
-@click.option("--keras-backend", type=click.Choice([backend.value for backend in KerasBackend]), default=None,
-              help="For --target keras: the backend that trains (default $KERAS_BACKEND, else tensorflow). "
-                   "Keras 3 matches var_names against 'path:0' on TensorFlow but the leaf elsewhere.")
+@click.option(
+    "--keras-backend",
+    type=click.Choice([backend.value for backend in KerasBackend]),
+    default=None,
+    help="For --target keras: the backend that trains (default $KERAS_BACKEND, else tensorflow). "
+    "Keras 3 matches var_names against 'path:0' on TensorFlow but the leaf elsewhere.",
+)
 @click.option("--format", "output_format", type=_format_choices("check"), default="table", show_default=True)
 @click.option("--limit", "limits", multiple=True, metavar="NAME=N", help=LIMIT_HELP)
-def check(model: Path, target: str, rules_file: Path | None, var_names: tuple[str, ...], more_patterns, preset: str, decay,
-          no_decay, policy_file, keras_backend, output_format: str, limits: tuple[str, ...]) -> None:
+def check(
+    model: Path,
+    target: str,
+    rules_file: Path | None,
+    var_names: tuple[str, ...],
+    more_patterns,
+    preset: str,
+    decay,
+    no_decay,
+    policy_file,
+    keras_backend,
+    output_format: str,
+    limits: tuple[str, ...],
+) -> None:
     """Audit an existing exclusion rule against MODEL and the policy.
 
     Reports what each pattern matches, dead patterns, over-broad patterns, and
@@ -329,50 +457,122 @@ class _OrderedExpectations(click.Command):
 
 @main.command(cls=_OrderedExpectations)
 @click.argument("model", required=False, type=click.Path(path_type=Path))
-@click.option("--setup", "setup_spec", metavar="FILE.py:FUNCTION",
-              help="Import FILE (your own code, named explicitly) and call FUNCTION(): it returns a compiled "
-                   "keras.Model, a (model, optimizer) pair, or a dict with model, optimizer and optionally "
-                   "train_step(model, optimizer, x, y) and data_loss(y_true, y_pred).")
-@click.option("--optimizer", metavar="NAME", help="With MODEL: the optimizer to verify (adamw, adam, sgd, lion, "
-              "ftrl, ...). Without it, the optimizer saved in MODEL's compile config (what load_model gives).")
+@click.option(
+    "--setup",
+    "setup_spec",
+    metavar="FILE.py:FUNCTION",
+    help="Import FILE (your own code, named explicitly) and call FUNCTION(): it returns a compiled "
+    "keras.Model, a (model, optimizer) pair, or a dict with model, optimizer and optionally "
+    "train_step(model, optimizer, x, y) and data_loss(y_true, y_pred).",
+)
+@click.option(
+    "--optimizer",
+    metavar="NAME",
+    help="With MODEL: the optimizer to verify (adamw, adam, sgd, lion, "
+    "ftrl, ...). Without it, the optimizer saved in MODEL's compile config (what load_model gives).",
+)
 @click.option("--learning-rate", type=float, help="With --optimizer (default 1e-3).")
 @click.option("--weight-decay", type=float, help="With --optimizer.")
-@click.option("--exclude-var-names", multiple=True, metavar="REGEX",
-              help="Passed to optimizer.exclude_from_weight_decay(var_names=...) (repeatable).")
-@click.option("--custom-module", "custom_modules", multiple=True, metavar="MODULE",
-              help="Import MODULE before rebuilding MODEL, for its custom classes. MODEL is rebuilt with "
-                   "safe_mode=True only: no Lambda bytecode, and no class from a module you did not name.")
+@click.option(
+    "--exclude-var-names",
+    multiple=True,
+    metavar="REGEX",
+    help="Passed to optimizer.exclude_from_weight_decay(var_names=...) (repeatable).",
+)
+@click.option(
+    "--custom-module",
+    "custom_modules",
+    multiple=True,
+    metavar="MODULE",
+    help="Import MODULE before rebuilding MODEL, for its custom classes. MODEL is rebuilt with "
+    "safe_mode=True only: no Lambda bytecode, and no class from a module you did not name.",
+)
 @policy_options
-@click.option("--rules", "rules_file", type=click.Path(path_type=Path),
-              help="Intent from a native rule file (decay-audit rules --target native).")
-@click.option("--expect-decay", multiple=True, metavar="GLOB", expose_value=False,
-              help="Variables (fnmatch on the path) that must decay.")
-@click.option("--expect-no-decay", multiple=True, metavar="GLOB", expose_value=False,
-              help="Variables that must not decay. With --expect-decay, later ones win.")
-@click.option("--steps", type=click.IntRange(1, 1000), default=3, show_default=True,
-              help="Probe steps (raised to twice the gradient-accumulation steps when needed).")
-@click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
-              help="Where to run the probe (default: the GPU when TensorFlow sees one).")
-@click.option("--backend", "keras_backend", metavar="NAME",
-              help=f"Keras 3 backend to probe on: {_or_list(b.value for b in KerasBackend if b.trains)} (default: KERAS_BACKEND, else "
-                   "tensorflow). The same exclusions can select different variables on different backends. "
-                   "tf_keras set-ups always run on TensorFlow.")
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(path_type=Path),
+    help="Intent from a native rule file (decay-audit rules --target native).",
+)
+@click.option(
+    "--expect-decay",
+    multiple=True,
+    metavar="GLOB",
+    expose_value=False,
+    help="Variables (fnmatch on the path) that must decay.",
+)
+@click.option(
+    "--expect-no-decay",
+    multiple=True,
+    metavar="GLOB",
+    expose_value=False,
+    help="Variables that must not decay. With --expect-decay, later ones win.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(1, 1000),
+    default=3,
+    show_default=True,
+    help="Probe steps (raised to twice the gradient-accumulation steps when needed).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "gpu"]),
+    default=None,
+    help="Where to run the probe (default: the GPU when TensorFlow sees one).",
+)
+@click.option(
+    "--backend",
+    "keras_backend",
+    metavar="NAME",
+    help=f"Keras 3 backend to probe on: {_or_list(b.value for b in KerasBackend if b.trains)} "
+    "(default: KERAS_BACKEND, else tensorflow). "
+    "The same exclusions can select different variables on different backends. "
+    "tf_keras set-ups always run on TensorFlow.",
+)
 @click.option("--format", "output_format", type=_format_choices("verify"), default="table", show_default=True)
-@click.option("--junit", type=click.Path(path_type=Path, dir_okay=False),
-              help="Also write JUnit XML, one test case per variable.")
-@click.option("--plot", "plot_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Also draw each variable's measured decay against lr_t*wd as a PNG (needs the [plot] extra).")
-@click.option("--strict", is_flag=True,
-              help="Exit 1 also when an intent rule (--decay, --no-decay, --expect-decay, --expect-no-decay) "
-                   "matches no variable.")
+@click.option(
+    "--junit", type=click.Path(path_type=Path, dir_okay=False), help="Also write JUnit XML, one test case per variable."
+)
+@click.option(
+    "--plot",
+    "plot_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also draw each variable's measured decay against lr_t*wd as a PNG (needs the [plot] extra).",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit 1 also when an intent rule (--decay, --no-decay, --expect-decay, --expect-no-decay) "
+    "matches no variable.",
+)
 @click.option("--debug", is_flag=True, help="When the set-up cannot be probed, also print the traceback.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar on stderr (errors and the --strict reason stay).")
 @click.pass_context
-def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optimizer: str | None,
-           learning_rate: float | None, weight_decay: float | None, exclude_var_names: tuple[str, ...],
-           custom_modules: tuple[str, ...], preset: str, decay, no_decay, policy_file, rules_file: Path | None,
-           steps: int, device: str | None, keras_backend: str | None, output_format: str, junit: Path | None,
-           plot_file: Path | None, strict: bool, debug: bool, quiet: bool) -> None:
+def verify(
+    ctx: click.Context,
+    model: Path | None,
+    setup_spec: str | None,
+    optimizer: str | None,
+    learning_rate: float | None,
+    weight_decay: float | None,
+    exclude_var_names: tuple[str, ...],
+    custom_modules: tuple[str, ...],
+    preset: str,
+    decay,
+    no_decay,
+    policy_file,
+    rules_file: Path | None,
+    steps: int,
+    device: str | None,
+    keras_backend: str | None,
+    output_format: str,
+    junit: Path | None,
+    plot_file: Path | None,
+    strict: bool,
+    debug: bool,
+    quiet: bool,
+) -> None:
     """Measure, per variable, the decay a real training set-up applies; exit 1 where it differs from the intent.
 
     Runs a short probe on synthetic batches (or the set-up's own): at every step, from one
@@ -401,10 +601,19 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
                 warnings.simplefilter("ignore")
                 logging.getLogger("tensorflow").setLevel(logging.ERROR)
             options = VerifyOptions(
-                steps=steps, rules=rules_file, device=device, backend=keras_backend, optimizer=optimizer,
-                learning_rate=learning_rate, weight_decay=weight_decay, exclude_var_names=exclude_var_names,
-                custom_modules=custom_modules, expectations=tuple(ctx.meta.get("ordered_expectations", ())),
-                policy=_policy(preset, decay, no_decay, policy_file), on_step=progress.on_step)
+                steps=steps,
+                rules=rules_file,
+                device=device,
+                backend=keras_backend,
+                optimizer=optimizer,
+                learning_rate=learning_rate,
+                weight_decay=weight_decay,
+                exclude_var_names=exclude_var_names,
+                custom_modules=custom_modules,
+                expectations=tuple(ctx.meta.get("ordered_expectations", ())),
+                policy=_policy(preset, decay, no_decay, policy_file),
+                on_step=progress.on_step,
+            )
             report = _run_verify(model, setup_spec, options)
     except DecayAuditError as exc:
         if debug:
@@ -414,8 +623,10 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
         if debug:
             traceback.print_exception(exc)
         subject = setup_spec or str(model)
-        _fail(f"{SetupError(subject, describe_exception(exc), Stage.MEASUREMENT)}"
-              f"{'' if debug else ' (--debug shows the traceback)'}")
+        _fail(
+            f"{SetupError(subject, describe_exception(exc), Stage.MEASUREMENT)}"
+            f"{'' if debug else ' (--debug shows the traceback)'}"
+        )
     from decay_audit.report import Subject, render
     from decay_audit.report.verify_format import format_junit
 
@@ -429,8 +640,11 @@ def verify(ctx: click.Context, model: Path | None, setup_spec: str | None, optim
     if not report.ok:
         sys.exit(EXIT_FINDINGS)
     if strict and report.dead_selectors:
-        click.echo(f"decay-audit: {len(report.dead_selectors)} intent rules match no variable: "
-                   f"{', '.join(report.dead_selectors)} (--strict)", err=True)
+        click.echo(
+            f"decay-audit: {len(report.dead_selectors)} intent rules match no variable: "
+            f"{', '.join(report.dead_selectors)} (--strict)",
+            err=True,
+        )
         sys.exit(EXIT_FINDINGS)
 
 

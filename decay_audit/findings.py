@@ -69,41 +69,100 @@ class SarifRule:
 
 
 RULES: tuple[SarifRule, ...] = (
-    SarifRule("DA001", "dead-pattern", "An exclusion pattern matches no variable",
-              "The rule's pattern selects nothing in the model, so whatever it was meant to exclude is decayed. "
-              "Keras 3 matches the leaf on JAX/torch but 'path:0' on TensorFlow; tf_keras matches 'dense/bias:0'. "
-              "Regenerate the rule with `decay-audit rules MODEL --target T`.", "error"),
-    SarifRule("DA002", "over-broad-pattern", "A pattern also selects variables the policy treats the other way",
-              "The pattern matches kernels or embeddings the policy decays (or, for an include pattern, "
-              "variables it excludes). Anchor the pattern, or use `decay-audit rules` to emit one.", "error"),
-    SarifRule("DA003", "decayed-against-policy", "A variable gets weight decay that the policy excludes",
-              "A bias, normalization gain/offset, embedding or other excluded variable is decayed by the "
-              "rule (check) or was measured to shrink in a training step (verify).", "error"),
-    SarifRule("DA004", "excluded-against-policy", "A variable the policy decays is excluded by the rule",
-              "The rule excludes a variable the policy intends to decay.", "error"),
-    SarifRule("DA005", "double-decay", "Both decoupled and coupled decay reach one variable",
-              "The optimizer's weight_decay and a penalty in the loss (kernel_regularizer, an L2 term) both "
-              "shrink this variable: it is decayed twice. Keep one of them.", "error"),
-    SarifRule("DA006", "never-switched-on", "A variable meant to decay received no decay in any probe step",
-              "weight_decay is 0 or unset, the variable is excluded by mistake, or the training step bypasses the "
-              "optimizer's decay (e.g. a wrapper that drops exclude_from_weight_decay).", "error"),
-    SarifRule("DA007", "saved-optimizer-decays-all", "The saved optimizer decays every variable after load_model",
-              "The file's compile config has weight_decay > 0; exclusions are not saved, so training resumed "
-              "after keras.saving.load_model decays every variable, biases and norms included.", "error"),
-    SarifRule("DA008", "low-confidence", "A variable's kind rests on shape or position alone",
-              "decay-audit could not read the variable's role from a known layer class or a naming convention. "
-              "Check the verdict, or pin it with --decay/--no-decay.", "warning"),
-    SarifRule("DA009", "conflicting-evidence", "Evidence about a variable's kind disagrees",
-              "Some evidence points to another kind than the verdict. Worth a human look.", "warning"),
-    SarifRule("DA010", "policy-override", "A policy override matches nothing, or two overrides conflict",
-              "A --decay/--no-decay selector or policy-file override selects no variable (a typo, or a model "
-              "that changed), or a decay and a no-decay override both select a variable (no-decay wins).",
-              "warning"),
-    SarifRule("DA011", "rate-mismatch", "Decoupled decay is present, but not lr_t * weight_decay * w",
-              "The measured shrink per step differs from the configured rate: a schedule, a wrapper or a "
-              "second optimizer changes it.", "error"),
-    SarifRule("DA012", "verify-mismatch", "The measured decay differs from the intent",
-              "A verify verdict other than the ones above.", "error"),
+    SarifRule(
+        "DA001",
+        "dead-pattern",
+        "An exclusion pattern matches no variable",
+        "The rule's pattern selects nothing in the model, so whatever it was meant to exclude is decayed. "
+        "Keras 3 matches the leaf on JAX/torch but 'path:0' on TensorFlow; tf_keras matches 'dense/bias:0'. "
+        "Regenerate the rule with `decay-audit rules MODEL --target T`.",
+        "error",
+    ),
+    SarifRule(
+        "DA002",
+        "over-broad-pattern",
+        "A pattern also selects variables the policy treats the other way",
+        "The pattern matches kernels or embeddings the policy decays (or, for an include pattern, "
+        "variables it excludes). Anchor the pattern, or use `decay-audit rules` to emit one.",
+        "error",
+    ),
+    SarifRule(
+        "DA003",
+        "decayed-against-policy",
+        "A variable gets weight decay that the policy excludes",
+        "A bias, normalization gain/offset, embedding or other excluded variable is decayed by the "
+        "rule (check) or was measured to shrink in a training step (verify).",
+        "error",
+    ),
+    SarifRule(
+        "DA004",
+        "excluded-against-policy",
+        "A variable the policy decays is excluded by the rule",
+        "The rule excludes a variable the policy intends to decay.",
+        "error",
+    ),
+    SarifRule(
+        "DA005",
+        "double-decay",
+        "Both decoupled and coupled decay reach one variable",
+        "The optimizer's weight_decay and a penalty in the loss (kernel_regularizer, an L2 term) both "
+        "shrink this variable: it is decayed twice. Keep one of them.",
+        "error",
+    ),
+    SarifRule(
+        "DA006",
+        "never-switched-on",
+        "A variable meant to decay received no decay in any probe step",
+        "weight_decay is 0 or unset, the variable is excluded by mistake, or the training step bypasses the "
+        "optimizer's decay (e.g. a wrapper that drops exclude_from_weight_decay).",
+        "error",
+    ),
+    SarifRule(
+        "DA007",
+        "saved-optimizer-decays-all",
+        "The saved optimizer decays every variable after load_model",
+        "The file's compile config has weight_decay > 0; exclusions are not saved, so training resumed "
+        "after keras.saving.load_model decays every variable, biases and norms included.",
+        "error",
+    ),
+    SarifRule(
+        "DA008",
+        "low-confidence",
+        "A variable's kind rests on shape or position alone",
+        "decay-audit could not read the variable's role from a known layer class or a naming convention. "
+        "Check the verdict, or pin it with --decay/--no-decay.",
+        "warning",
+    ),
+    SarifRule(
+        "DA009",
+        "conflicting-evidence",
+        "Evidence about a variable's kind disagrees",
+        "Some evidence points to another kind than the verdict. Worth a human look.",
+        "warning",
+    ),
+    SarifRule(
+        "DA010",
+        "policy-override",
+        "A policy override matches nothing, or two overrides conflict",
+        "A --decay/--no-decay selector or policy-file override selects no variable (a typo, or a model "
+        "that changed), or a decay and a no-decay override both select a variable (no-decay wins).",
+        "warning",
+    ),
+    SarifRule(
+        "DA011",
+        "rate-mismatch",
+        "Decoupled decay is present, but not lr_t * weight_decay * w",
+        "The measured shrink per step differs from the configured rate: a schedule, a wrapper or a "
+        "second optimizer changes it.",
+        "error",
+    ),
+    SarifRule(
+        "DA012",
+        "verify-mismatch",
+        "The measured decay differs from the intent",
+        "A verify verdict other than the ones above.",
+        "error",
+    ),
 )
 """Every finding type decay-audit reports, in one place; ids never change meaning."""
 

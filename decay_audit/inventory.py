@@ -42,10 +42,12 @@ class VariableRecord:
     graph_uses: tuple[str, ...] = ()
     """How a saved computation graph consumes the variable, e.g. ``MatMul:1`` (op and input position)."""
     class_hint: str | None = None
-    """A class guessed from naming conventions when no config says it (``batch_normalization_2`` → BatchNormalization)."""
+    """A class guessed from naming conventions when no config says it
+    (``batch_normalization_2`` → BatchNormalization)."""
     naming: str | None = None
     """Library whose naming the path follows when no layer class is recorded (``transformers`` for a
-    Hugging Face ``tf_model.h5``), so the classifier can consult that library's table (decay_audit.knowledge.transformers)."""
+    Hugging Face ``tf_model.h5``), so the classifier can consult that library's table
+    (decay_audit.knowledge.transformers)."""
     naming_evidence: str | None = None
     """What identified that library (``config.json model_type 'bert', TFBertModel``), quoted in evidence."""
 

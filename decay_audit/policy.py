@@ -38,7 +38,6 @@ class Action(TextEnum):
     NO_DECAY = "no-decay"
 
 
-
 @dataclass(frozen=True)
 class Selector:
     """Which variables an override means: ``kind:bias``, ``re:REGEX`` (re.search on the path) or a glob."""
@@ -84,8 +83,10 @@ class Policy:
         return " ".join([self.preset.value, *(str(o) for o in self.overrides)])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"preset": self.preset.value,
-                "overrides": [{"action": o.action.value, "select": o.selector.text} for o in self.overrides]}
+        return {
+            "preset": self.preset.value,
+            "overrides": [{"action": o.action.value, "select": o.selector.text} for o in self.overrides],
+        }
 
 
 @dataclass(frozen=True)
@@ -110,13 +111,18 @@ class PolicyResult:
     findings: PolicyFindings = field(default_factory=PolicyFindings)
 
 
-def decide(record: VariableRecord, classification: Classification, policy: Policy | Preset = Preset.KERNELS_ONLY) -> Decision:
+def decide(
+    record: VariableRecord, classification: Classification, policy: Policy | Preset = Preset.KERNELS_ONLY
+) -> Decision:
     """The decision for one variable (overrides included; findings need :func:`apply_policy`)."""
     return apply_policy([record], [classification], policy).decisions[0]
 
 
-def apply_policy(records: Sequence[VariableRecord], classifications: Sequence[Classification],
-                 policy: Policy | Preset = Preset.KERNELS_ONLY) -> PolicyResult:
+def apply_policy(
+    records: Sequence[VariableRecord],
+    classifications: Sequence[Classification],
+    policy: Policy | Preset = Preset.KERNELS_ONLY,
+) -> PolicyResult:
     if isinstance(policy, (Preset, str)):
         policy = Policy(Preset(policy))
     regexes = [o.selector.text for o in policy.overrides if o.selector.text.startswith("re:")]
@@ -124,8 +130,9 @@ def apply_policy(records: Sequence[VariableRecord], classifications: Sequence[Cl
         return _apply_policy(records, classifications, policy)
 
 
-def _apply_policy(records: Sequence[VariableRecord], classifications: Sequence[Classification],
-                  policy: Policy) -> PolicyResult:
+def _apply_policy(
+    records: Sequence[VariableRecord], classifications: Sequence[Classification], policy: Policy
+) -> PolicyResult:
     used = [False] * len(policy.overrides)
     conflicts = []
     decisions = []
@@ -153,13 +160,19 @@ def _apply_policy(records: Sequence[VariableRecord], classifications: Sequence[C
     return PolicyResult(tuple(decisions), PolicyFindings(dead, tuple(conflicts)))
 
 
-def build_policy(preset: str | Preset = Preset.KERNELS_ONLY, decay: Iterable[str] = (),
-                 no_decay: Iterable[str] = (), ordered: Iterable[tuple[str, str]] = ()) -> Policy:
+def build_policy(
+    preset: str | Preset = Preset.KERNELS_ONLY,
+    decay: Iterable[str] = (),
+    no_decay: Iterable[str] = (),
+    ordered: Iterable[tuple[str, str]] = (),
+) -> Policy:
     """A policy from CLI options: ``ordered`` keeps the command-line order of --decay/--no-decay."""
     try:
         preset = Preset(preset)
     except ValueError:
-        raise OptionError("preset", f"unknown preset {preset!r} (one of {', '.join(p.value for p in Preset)})") from None
+        raise OptionError(
+            "preset", f"unknown preset {preset!r} (one of {', '.join(p.value for p in Preset)})"
+        ) from None
     overrides = [Override(Action(action), Selector(text)) for action, text in ordered]
     overrides += [Override(Action.DECAY, Selector(t)) for t in decay]
     overrides += [Override(Action.NO_DECAY, Selector(t)) for t in no_decay]
@@ -174,7 +187,9 @@ def load_policy_file(path: Path) -> Policy:
     validate(document, "policy", path)
     assert isinstance(document, Mapping)
     try:
-        return build_policy(document.get("preset", Preset.KERNELS_ONLY.value),
-                            ordered=[(o["action"], o["select"]) for o in document.get("overrides", [])])
+        return build_policy(
+            document.get("preset", Preset.KERNELS_ONLY.value),
+            ordered=[(o["action"], o["select"]) for o in document.get("overrides", [])],
+        )
     except UsageError as exc:
         raise UsageError(str(path), str(exc)) from None

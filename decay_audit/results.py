@@ -119,8 +119,14 @@ class ScanReport:
         for kind in Kind:
             members = [v for v in self.variables if v.classification.kind is kind]
             if members:
-                per_kind.append(KindSummary(kind, len(members), sum(v.record.size for v in members),
-                                            sum(1 for v in members if v.decision.decay)))
+                per_kind.append(
+                    KindSummary(
+                        kind,
+                        len(members),
+                        sum(v.record.size for v in members),
+                        sum(1 for v in members if v.decision.decay),
+                    )
+                )
         decayed = [v for v in self.variables if v.decision.decay]
         excluded = [v for v in self.variables if not v.decision.decay]
         return ScanSummary(
@@ -158,17 +164,25 @@ class ScanReport:
         wrongly = [v.record.path for v in self.variables if v.record.trainable and not v.decision.decay]
         if not wrongly:
             return []
-        return [Finding(FindingKind.SAVED_OPTIMIZER, optimizer.class_name,
-                        f"the file's compile config has weight_decay={optimizer.weight_decay}; exclusions are not "
-                        f"saved, so training resumed after load_model decays all {len(wrongly)} excluded "
-                        f"variables: {sample(wrongly)}")]
+        return [
+            Finding(
+                FindingKind.SAVED_OPTIMIZER,
+                optimizer.class_name,
+                f"the file's compile config has weight_decay={optimizer.weight_decay}; exclusions are not "
+                f"saved, so training resumed after load_model decays all {len(wrongly)} excluded "
+                f"variables: {sample(wrongly)}",
+            )
+        ]
 
     def policy_override_findings(self) -> list[Finding]:
         """Dead and conflicting overrides, one finding each."""
-        findings = [Finding(FindingKind.POLICY, dead, "policy override matches no variable")
-                    for dead in self.policy_findings.dead_overrides]
-        findings += [Finding(FindingKind.POLICY, conflict.split(":")[0], conflict)
-                     for conflict in self.policy_findings.conflicts]
+        findings = [
+            Finding(FindingKind.POLICY, dead, "policy override matches no variable")
+            for dead in self.policy_findings.dead_overrides
+        ]
+        findings += [
+            Finding(FindingKind.POLICY, conflict.split(":")[0], conflict) for conflict in self.policy_findings.conflicts
+        ]
         return findings
 
     def findings(self) -> list[Finding]:
@@ -180,13 +194,22 @@ class ScanReport:
         for variable in self.variables:
             classification = variable.classification
             if classification.confidence is Confidence.LOW:
-                findings.append(Finding(FindingKind.LOW_CONFIDENCE, variable.record.path,
-                                        f"judged {classification.kind.value} from "
-                                        f"{'; '.join(classification.evidence[:2]) or 'no evidence'}"))
+                findings.append(
+                    Finding(
+                        FindingKind.LOW_CONFIDENCE,
+                        variable.record.path,
+                        f"judged {classification.kind.value} from "
+                        f"{'; '.join(classification.evidence[:2]) or 'no evidence'}",
+                    )
+                )
             if classification.conflicts:
-                findings.append(Finding(FindingKind.CONFLICTING_EVIDENCE, variable.record.path,
-                                        f"judged {classification.kind.value}, but "
-                                        f"{'; '.join(classification.conflicts)}"))
+                findings.append(
+                    Finding(
+                        FindingKind.CONFLICTING_EVIDENCE,
+                        variable.record.path,
+                        f"judged {classification.kind.value}, but {'; '.join(classification.conflicts)}",
+                    )
+                )
         findings.extend(self.policy_override_findings())
         findings.extend(self.saved_optimizer_findings())
         return findings
@@ -229,8 +252,14 @@ class ModelCounts:
     @classmethod
     def of(cls, report: ScanReport) -> ModelCounts:
         summary = report.summary()
-        return cls(summary.variables, summary.decayed_variables, summary.excluded_variables,
-                   summary.low_confidence, len(report.findings()), report.strict_problems())
+        return cls(
+            summary.variables,
+            summary.decayed_variables,
+            summary.excluded_variables,
+            summary.low_confidence,
+            len(report.findings()),
+            report.strict_problems(),
+        )
 
 
 @dataclass(frozen=True)
@@ -271,10 +300,14 @@ class BatchReport:
     def totals(self) -> BatchTotals:
         rows = [ModelCounts.of(report) for report in self.reports]
         return BatchTotals(
-            models=len(self.items), unreadable=len(self.errors),
-            variables=sum(r.variables for r in rows), decayed=sum(r.decayed for r in rows),
-            excluded=sum(r.excluded for r in rows), low_confidence=sum(r.low_confidence for r in rows),
-            findings=sum(r.findings for r in rows), strict_problems=sum(r.strict_problems for r in rows),
+            models=len(self.items),
+            unreadable=len(self.errors),
+            variables=sum(r.variables for r in rows),
+            decayed=sum(r.decayed for r in rows),
+            excluded=sum(r.excluded for r in rows),
+            low_confidence=sum(r.low_confidence for r in rows),
+            findings=sum(r.findings for r in rows),
+            strict_problems=sum(r.strict_problems for r in rows),
         )
 
 

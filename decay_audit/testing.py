@@ -23,8 +23,10 @@ def assert_decay(model_or_setup: Any, *, strict: bool = False, **options: Any) -
     report = verify(model_or_setup, **options)
     lines = []
     if report.mismatches:
-        lines.append(f"{len(report.mismatches)} of {len(report.measurements)} variables get the wrong weight decay "
-                     f"({report.optimizer}, weight_decay={report.weight_decay}, {report.steps} steps):")
+        lines.append(
+            f"{len(report.mismatches)} of {len(report.measurements)} variables get the wrong weight decay "
+            f"({report.optimizer}, weight_decay={report.weight_decay}, {report.steps} steps):"
+        )
         lines += [f"  {m.path}: {m.outcome.value}: {m.detail} [intent: {m.intent}]" for m in report.mismatches]
     if strict and report.dead_selectors:
         lines.append("intent rules that match no variable: " + ", ".join(report.dead_selectors))

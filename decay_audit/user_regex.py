@@ -46,9 +46,12 @@ def _expire(signum, frame) -> None:
 def budget(subject: str, paths: int, seconds: float | None = None) -> Iterator[None]:
     """Bound the user-regex matching in the block; an outer budget already armed covers it."""
     seconds = REGEX_SECONDS if seconds is None else seconds
-    usable = (threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
-              and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
-              and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None))
+    usable = (
+        threading.current_thread() is threading.main_thread()
+        and hasattr(signal, "setitimer")
+        and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
+    )
     if not usable:
         yield
         return
@@ -60,7 +63,10 @@ def budget(subject: str, paths: int, seconds: float | None = None) -> Iterator[N
         finally:  # an expiry right here still reaches the except below
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _Expired:
-        raise LimitExceededError(subject, f"regular expression {_current[0]!r} ran over {seconds:g} s on {paths:,} "
-                                          f"variable names (catastrophic backtracking?)") from None
+        raise LimitExceededError(
+            subject,
+            f"regular expression {_current[0]!r} ran over {seconds:g} s on {paths:,} "
+            f"variable names (catastrophic backtracking?)",
+        ) from None
     finally:
         signal.signal(signal.SIGALRM, previous)

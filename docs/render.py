@@ -24,8 +24,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"^```console\n(.*?)^```\n", re.DOTALL | re.MULTILINE)
-VOLATILE = ((re.compile(r" in \d+\.\d+s( \(\d+:\d+:\d+\))?"), " in N.NNs"),
-            (re.compile(r"\S*/site-packages/"), "<site-packages>/"))
+VOLATILE = (
+    (re.compile(r" in \d+\.\d+s( \(\d+:\d+:\d+\))?"), " in N.NNs"),
+    (re.compile(r"\S*/site-packages/"), "<site-packages>/"),
+)
 """Run times in pytest's summary line change every run; where the packages are installed differs per machine."""
 
 
@@ -57,25 +59,41 @@ def parse(text: str) -> list[list[tuple[str, str]]]:
 
 def _environment(bin_dir: Path) -> dict[str, str]:
     shim = bin_dir / "decay-audit"
-    shim.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m decay_audit.cli \"$@\"\n")
+    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m decay_audit.cli "$@"\n')
     shim.chmod(0o755)
     python = bin_dir / "python"  # a script, not a symlink: a symlinked venv python loses its venv
-    python.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
     python.chmod(0o755)
     # pytest with the plugin as installed: by its entry point, or by name in a checkout not installed
     (bin_dir / "pytest").write_text(
         f"#!{sys.executable}\nimport sys\nfrom importlib.metadata import entry_points\nimport pytest\n"
         "installed = any(e.value == 'decay_audit.integrations.pytest_plugin' for e in entry_points(group='pytest11'))\n"
-        "sys.exit(pytest.main(sys.argv[1:] + ([] if installed else ['-p', 'decay_audit.integrations.pytest_plugin'])))\n")
+        "sys.exit(pytest.main(sys.argv[1:] + ([] if installed else ['-p', 'decay_audit.integrations.pytest_plugin'])))\n"
+    )
     (bin_dir / "pytest").chmod(0o755)
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": pythonpath,
-            "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", "COLUMNS": "120", "NO_COLOR": "1"}
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": pythonpath,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CUDA_VISIBLE_DEVICES": "",
+        "COLUMNS": "120",
+        "NO_COLOR": "1",
+    }
 
 
 def run(command: str, env: dict[str, str]) -> str:
-    result = subprocess.run(["bash", "-c", command], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        ["bash", "-c", command],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     text = "\n".join(line.rstrip() for line in result.stdout.rstrip("\n").splitlines())
     for pattern, replacement in VOLATILE:
         text = pattern.sub(replacement, text)
@@ -114,8 +132,9 @@ def main() -> int:
                 continue
             if options.check:
                 failed = True
-                sys.stdout.writelines(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
-                                                           str(page), f"{page} (re-run)"))
+                sys.stdout.writelines(
+                    difflib.unified_diff(before.splitlines(True), after.splitlines(True), str(page), f"{page} (re-run)")
+                )
             else:
                 page.write_text(after)
                 print(f"updated {page}")

@@ -34,8 +34,9 @@ class LayerScale(keras.layers.Layer):
         self.init_values = init_values
 
     def build(self, input_shape):
-        self.gamma_like = self.add_weight(shape=(input_shape[-1],),
-                                          initializer=keras.initializers.Constant(self.init_values))
+        self.gamma_like = self.add_weight(
+            shape=(input_shape[-1],), initializer=keras.initializers.Constant(self.init_values)
+        )
 
     def call(self, inputs):
         return inputs * self.gamma_like
@@ -94,32 +95,52 @@ def zoo_model(custom_layers: bool = True) -> keras.Model:
 
 ZOO_EXPECTED = {
     # leaf path → (kind, decayed) under the default kernels-only policy
-    "stem_conv/kernel": ("kernel", True), "stem_conv/bias": ("bias", False),
-    "stem_bn/gamma": ("norm", False), "stem_bn/beta": ("norm", False),
-    "stem_bn/moving_mean": ("statistic", False), "stem_bn/moving_variance": ("statistic", False),
+    "stem_conv/kernel": ("kernel", True),
+    "stem_conv/bias": ("bias", False),
+    "stem_bn/gamma": ("norm", False),
+    "stem_bn/beta": ("norm", False),
+    "stem_bn/moving_mean": ("statistic", False),
+    "stem_bn/moving_variance": ("statistic", False),
     "stem_prelu/alpha": ("scale", False),
-    "dw/kernel": ("kernel", True), "dw/bias": ("bias", False),
-    "sep/depthwise_kernel": ("kernel", True), "sep/pointwise_kernel": ("kernel", True), "sep/bias": ("bias", False),
-    "gn/gamma": ("norm", False), "gn/beta": ("norm", False),
+    "dw/kernel": ("kernel", True),
+    "dw/bias": ("bias", False),
+    "sep/depthwise_kernel": ("kernel", True),
+    "sep/pointwise_kernel": ("kernel", True),
+    "sep/bias": ("bias", False),
+    "gn/gamma": ("norm", False),
+    "gn/beta": ("norm", False),
     "deconv/kernel": ("kernel", True),
     "block_layer_scale/variable": ("scale", False),
-    "image_proj/kernel": ("kernel", True), "image_proj/bias": ("bias", False),
+    "image_proj/kernel": ("kernel", True),
+    "image_proj/bias": ("bias", False),
     "token_embedding/embeddings": ("embedding", False),
-    "ln/gamma": ("norm", False), "ln/beta": ("norm", False),
-    "mha/query/kernel": ("kernel", True), "mha/query/bias": ("bias", False),
-    "mha/key/kernel": ("kernel", True), "mha/key/bias": ("bias", False),
-    "mha/value/kernel": ("kernel", True), "mha/value/bias": ("bias", False),
-    "mha/attention_output/kernel": ("kernel", True), "mha/attention_output/bias": ("bias", False),
-    "rms/scale": ("norm", False), "custom_norm/scale": ("norm", False),
-    "einsum/kernel": ("kernel", True), "einsum/bias": ("bias", False),
-    "conv1d/kernel": ("kernel", True), "conv1d/bias": ("bias", False),
-    "lstm/lstm_cell/kernel": ("kernel", True), "lstm/lstm_cell/recurrent_kernel": ("kernel", True),
+    "ln/gamma": ("norm", False),
+    "ln/beta": ("norm", False),
+    "mha/query/kernel": ("kernel", True),
+    "mha/query/bias": ("bias", False),
+    "mha/key/kernel": ("kernel", True),
+    "mha/key/bias": ("bias", False),
+    "mha/value/kernel": ("kernel", True),
+    "mha/value/bias": ("bias", False),
+    "mha/attention_output/kernel": ("kernel", True),
+    "mha/attention_output/bias": ("bias", False),
+    "rms/scale": ("norm", False),
+    "custom_norm/scale": ("norm", False),
+    "einsum/kernel": ("kernel", True),
+    "einsum/bias": ("bias", False),
+    "conv1d/kernel": ("kernel", True),
+    "conv1d/bias": ("bias", False),
+    "lstm/lstm_cell/kernel": ("kernel", True),
+    "lstm/lstm_cell/recurrent_kernel": ("kernel", True),
     "lstm/lstm_cell/bias": ("bias", False),
-    "forward_gru/gru_cell/kernel": ("kernel", True), "forward_gru/gru_cell/recurrent_kernel": ("kernel", True),
+    "forward_gru/gru_cell/kernel": ("kernel", True),
+    "forward_gru/gru_cell/recurrent_kernel": ("kernel", True),
     "forward_gru/gru_cell/bias": ("bias", False),
-    "backward_gru/gru_cell/kernel": ("kernel", True), "backward_gru/gru_cell/recurrent_kernel": ("kernel", True),
+    "backward_gru/gru_cell/kernel": ("kernel", True),
+    "backward_gru/gru_cell/recurrent_kernel": ("kernel", True),
     "backward_gru/gru_cell/bias": ("bias", False),
-    "head/kernel": ("kernel", True), "head/bias": ("bias", False),
+    "head/kernel": ("kernel", True),
+    "head/bias": ("bias", False),
 }
 
 
@@ -194,8 +215,12 @@ def tf_module():
 
 
 MODULE_EXPECTED = {
-    "table": ("embedding", False), "proj/w": ("kernel", True), "proj/b": ("bias", False),
-    "out/w": ("kernel", True), "out/b": ("bias", False), "steps": ("statistic", False),
+    "table": ("embedding", False),
+    "proj/w": ("kernel", True),
+    "proj/b": ("bias", False),
+    "out/w": ("kernel", True),
+    "out/b": ("bias", False),
+    "steps": ("statistic", False),
 }
 
 

@@ -16,14 +16,45 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-KERAS_ROLES = {"kernel": "kernel", "bias": "bias", "gamma": "norm", "beta": "norm", "embeddings": "embedding",
-               "moving_mean": "statistic", "moving_variance": "statistic", "depthwise_kernel": "kernel",
-               "pointwise_kernel": "kernel"}
-SHRINK = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=64,
-              d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-              encoder_ffn_dim=32, decoder_ffn_dim=32, n_embd=16, n_layer=1, n_head=2, num_layers=1, num_heads=2,
-              d_ff=32, d_kv=8, embedding_size=16, d_inner=32, n_positions=64, max_position_embeddings=64,
-              num_key_value_heads=1, rotary_dim=4, head_dim=8)
+KERAS_ROLES = {
+    "kernel": "kernel",
+    "bias": "bias",
+    "gamma": "norm",
+    "beta": "norm",
+    "embeddings": "embedding",
+    "moving_mean": "statistic",
+    "moving_variance": "statistic",
+    "depthwise_kernel": "kernel",
+    "pointwise_kernel": "kernel",
+}
+SHRINK = dict(
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=32,
+    vocab_size=64,
+    d_model=16,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=32,
+    decoder_ffn_dim=32,
+    n_embd=16,
+    n_layer=1,
+    n_head=2,
+    num_layers=1,
+    num_heads=2,
+    d_ff=32,
+    d_kv=8,
+    embedding_size=16,
+    d_inner=32,
+    n_positions=64,
+    max_position_embeddings=64,
+    num_key_value_heads=1,
+    rotary_dim=4,
+    head_dim=8,
+)
 DEFAULT = """BertConfig:TFBertModel GPT2Config:TFGPT2LMHeadModel T5Config:TFT5ForConditionalGeneration
 RobertaConfig:TFRobertaForMaskedLM DistilBertConfig:TFDistilBertModel ViTConfig:TFViTModel
 BartConfig:TFBartForConditionalGeneration AlbertConfig:TFAlbertForMaskedLM ElectraConfig:TFElectraForPreTraining
@@ -72,12 +103,14 @@ def check(spec: str, transformers, scan) -> tuple[int, int, int]:
             wrong += 1
         if builtin:
             checked += 1
-            if KERAS_ROLES.get(name.rsplit('/', 1)[-1]) != kind:
+            if KERAS_ROLES.get(name.rsplit("/", 1)[-1]) != kind:
                 print(f"   WRONG {cls} {name}: {kind}")
                 wrong += 1
         else:
-            print(f"   review {cls}.{name.rsplit('/', 1)[-1]} {tuple(found.record.shape)}: {kind} "
-                  f"({found.classification.confidence.value})")
+            print(
+                f"   review {cls}.{name.rsplit('/', 1)[-1]} {tuple(found.record.shape)}: {kind} "
+                f"({found.classification.confidence.value})"
+            )
     return len(names), checked, wrong
 
 

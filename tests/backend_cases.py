@@ -20,8 +20,9 @@ import keras
 
 def _model(layer_norm: bool = True, regularized: bool = False, dropout: bool = False):
     inputs = keras.Input((6,))
-    hidden = keras.layers.Dense(5, name="dense1",
-                                kernel_regularizer=keras.regularizers.L2(1e-3) if regularized else None)(inputs)
+    hidden = keras.layers.Dense(
+        5, name="dense1", kernel_regularizer=keras.regularizers.L2(1e-3) if regularized else None
+    )(inputs)
     if dropout:
         hidden = keras.layers.Dropout(0.3)(hidden)
     if layer_norm:
@@ -128,8 +129,9 @@ def keras_hub_bert_keras_io():
     embeddings stay decayed: wrong under kernels-only, right under no-bias-norm."""
     import keras_hub
 
-    backbone = keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8,
-                                             intermediate_dim=16, max_sequence_length=16)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=16
+    )
     classifier = keras_hub.models.BertTextClassifier(backbone, num_classes=3, preprocessor=None)
     optimizer = keras.optimizers.AdamW(5e-5, weight_decay=0.01)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
@@ -163,10 +165,14 @@ def run_case(name: str) -> dict:
 
     make, preset = {**CASES, **SLOW_CASES}[name]
     report = verify(make(), preset=preset, steps=2)
-    return {"backend": report.backend, "ok": report.ok, "steps": report.steps,
-            "decoupled_steps": {m.path: m.decoupled_steps for m in report.measurements},
-            "outcomes": {m.path: m.outcome.value for m in report.measurements},
-            "measured": {m.path: m.measured for m in report.measurements}}
+    return {
+        "backend": report.backend,
+        "ok": report.ok,
+        "steps": report.steps,
+        "decoupled_steps": {m.path: m.decoupled_steps for m in report.measurements},
+        "outcomes": {m.path: m.outcome.value for m in report.measurements},
+        "measured": {m.path: m.measured for m in report.measurements},
+    }
 
 
 if __name__ == "__main__":

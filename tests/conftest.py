@@ -28,8 +28,15 @@ settings.register_profile("dev", print_blob=True)
 settings.register_profile("fuzz", max_examples=5000, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev"))
 
-KERAS_ROLES = {"kernel": Kind.KERNEL, "bias": Kind.BIAS, "gamma": Kind.NORM, "beta": Kind.NORM,
-               "embeddings": Kind.EMBEDDING, "moving_mean": Kind.STATISTIC, "moving_variance": Kind.STATISTIC}
+KERAS_ROLES = {
+    "kernel": Kind.KERNEL,
+    "bias": Kind.BIAS,
+    "gamma": Kind.NORM,
+    "beta": Kind.NORM,
+    "embeddings": Kind.EMBEDDING,
+    "moving_mean": Kind.STATISTIC,
+    "moving_variance": Kind.STATISTIC,
+}
 """Roles of Keras' built-in leaves, restated here as the tests' own oracle (not read from decay_audit's tables)."""
 
 
@@ -69,8 +76,14 @@ def tf_module_dir(tmp_path_factory):
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``decay-audit`` in a fresh interpreter, as a user's shell or CI would."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "decay_audit.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=full_env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "decay_audit.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=300,
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -83,7 +96,8 @@ def pytest_collection_modifyitems(config, items):
 
     if tf.config.list_physical_devices("GPU"):
         return
-    skip = pytest.mark.skip(reason="no GPU visible to TensorFlow: GPU determinism and noise-floor checks "
-                                   "need a GPU machine")
+    skip = pytest.mark.skip(
+        reason="no GPU visible to TensorFlow: GPU determinism and noise-floor checks need a GPU machine"
+    )
     for item in gpu_items:
         item.add_marker(skip)

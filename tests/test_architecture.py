@@ -89,12 +89,17 @@ def test_every_module_belongs_to_a_part():
 
 def test_each_part_imports_only_what_docs_architecture_allows():
     owners = _parts()
-    allowed = {part: {p.strip() for p in may.split(",") if p.strip()} | {part}
-               for part, may in _table("## Which part may import which")}
+    allowed = {
+        part: {p.strip() for p in may.split(",") if p.strip()} | {part}
+        for part, may in _table("## Which part may import which")
+    }
     assert set(allowed) == set(owners.values()), "every part needs a row in 'Which part may import which'"
-    wrong = sorted(f"{module} ({_part_of(module, owners)}) imports {target} ({_part_of(target, owners)})"
-                   for module, targets in GRAPH.items() for target in targets
-                   if _part_of(target, owners) not in allowed[_part_of(module, owners)])
+    wrong = sorted(
+        f"{module} ({_part_of(module, owners)}) imports {target} ({_part_of(target, owners)})"
+        for module, targets in GRAPH.items()
+        for target in targets
+        if _part_of(target, owners) not in allowed[_part_of(module, owners)]
+    )
     assert not wrong, "imports docs/architecture.md does not allow:\n" + "\n".join(wrong)
 
 

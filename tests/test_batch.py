@@ -66,10 +66,17 @@ def test_special_files_are_never_opened(tmp_path):
     os.mkfifo(tmp_path / "pipe.keras")  # opening a FIFO for reading blocks until a writer comes
     shutil.copy(SAMPLES / "seed.keras", tmp_path / "seed.keras")
     (tmp_path / "loop").symlink_to(tmp_path)  # a directory cycle
-    code = (f"from decay_audit.loaders.discover import discover; "
-            f"print([p.name for p in discover([{str(tmp_path)!r}]).models])")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        f"from decay_audit.loaders.discover import discover; "
+        f"print([p.name for p in discover([{str(tmp_path)!r}]).models])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['seed.keras']"
 
@@ -165,8 +172,12 @@ def test_after_tensorflow_import_one_helper_interpreter_reads_everything(registr
 def _run_on_tty(args: list[str], timeout: float = 120) -> tuple[int, str, str]:
     """Run the CLI with stderr on a pseudo-terminal (stdout piped): what a person at a terminal sees."""
     leader, follower = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "decay_audit.cli", *args], stdout=subprocess.PIPE,
-                               stderr=follower, env={**os.environ, "PYTHONPATH": str(REPO)})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "decay_audit.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     os.close(follower)
     seen, deadline = b"", time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -204,7 +215,8 @@ def test_verify_progress_only_on_a_tty_and_never_with_quiet(tmp_path):
         "    optimizer = keras.optimizers.AdamW(1e-2, weight_decay=0.1)\n"
         "    optimizer.exclude_from_weight_decay(var_names=['bias'])\n"
         "    model.compile(optimizer=optimizer, loss='mse')\n"
-        "    return model\n")
+        "    return model\n"
+    )
     code, stdout, tty = _run_on_tty(["verify", "--setup", f"{setup}:make", "--steps", "4"])
     assert code == 0 and "head/kernel" in stdout
     assert "probing" in tty and "4/4" in tty  # one tick per probe step, closed before the report

@@ -12,51 +12,64 @@ from decay_audit.policy import decide
 
 def record(path: str, shape, layer_class=None, builtin=False, trainable=True, graph_uses=(), leaf_known=True):
     parts = path.split("/")
-    return VariableRecord(path=path, leaf=parts[-1], layer=parts[-2] if len(parts) > 1 else None,
-                          layer_class=layer_class, shape=tuple(shape), dtype="float32", trainable=trainable,
-                          origin="test", leaf_known=leaf_known, layer_builtin=builtin, graph_uses=tuple(graph_uses))
+    return VariableRecord(
+        path=path,
+        leaf=parts[-1],
+        layer=parts[-2] if len(parts) > 1 else None,
+        layer_class=layer_class,
+        shape=tuple(shape),
+        dtype="float32",
+        trainable=trainable,
+        origin="test",
+        leaf_known=leaf_known,
+        layer_builtin=builtin,
+        graph_uses=tuple(graph_uses),
+    )
 
 
-@pytest.mark.parametrize("path,shape,layer_class,kind", [
-    # keras_hub BERT: 2-D attention biases are biases, whatever ndim says.
-    ("encoder/layer_0/self_attention/query/bias", (12, 64), "EinsumDense", Kind.BIAS),
-    ("bert/encoder/layer_0/attention/self/query/bias", (12, 64), None, Kind.BIAS),
-    # keras_hub Gemma: RMS norms hold `scale`.
-    ("decoder_block_0/pre_attention_norm/scale", (2048,), "RMSNormalization", Kind.NORM),
-    ("decoder_block_0/pre_attention_norm/scale", (2048,), None, Kind.NORM),
-    # ConvNeXt LayerScale with generic variable names.
-    ("convnext_tiny_stage_0_block_0_layer_scale/variable_3", (96,), "LayerScale", Kind.SCALE),
-    ("convnext_tiny_stage_0_block_0_layer_scale/variable_3", (96,), None, Kind.SCALE),
-    # Model Garden / HF TF BERT names.
-    ("bert/embeddings/LayerNorm/gamma", (768,), None, Kind.NORM),
-    ("bert/embeddings/word_embeddings", (30522, 768), None, Kind.EMBEDDING),
-    ("bert/embeddings/position_embeddings", (512, 768), None, Kind.EMBEDDING),
-    ("transformer/ln_f/scale", (768,), None, Kind.NORM),
-    ("model/T5LayerNorm/weight", (512,), "T5LayerNorm", Kind.NORM),
-    ("Qwen2RMSNorm/weight", (896,), "Qwen2RMSNorm", Kind.NORM),
-    # TF-Slim.
-    ("InceptionV3/Conv2d_1a_3x3/weights", (3, 3, 3, 32), None, Kind.KERNEL),
-    ("InceptionV3/Conv2d_1a_3x3/BatchNorm/beta", (32,), None, Kind.NORM),
-    ("resnet/block1/prelu/alpha", (64,), None, Kind.SCALE),
-    # Learned tokens: timm's no_weight_decay names (FACTS: timm #2712), not "other".
-    ("vit/cls_token", (1, 1, 768), None, Kind.EMBEDDING),
-    ("vit_patching_and_embedding/class_token", (1, 1, 768), None, Kind.EMBEDDING),
-    ("encoder_block_attn_mask_layer/mask_emb", (1, 1, 768), None, Kind.EMBEDDING),
-    # Relative-position and segment tables: rows picked by index, so embeddings.
-    ("stage_0/blocks_0/attn/relative_position_bias_table", (169, 4), "WindowAttention", Kind.EMBEDDING),
-    ("encoder/block_0/SelfAttention/relative_attention_bias/embeddings", (32, 8), None, Kind.EMBEDDING),
-    ("t5/self_attention/relative_attention_bias", (32, 8), None, Kind.EMBEDDING),
-    ("rel_embedding/rel_embeddings", (512, 768), "RelativeEmbedding", Kind.EMBEDDING),
-    ("sam/attn/rel_pos_h", (27, 64), None, Kind.EMBEDDING),
-    # XLNet's attention biases are added to the query (q + r_w_bias), never indexed: biases.
-    ("xlnet_encoder_0/content_attention_bias", (12, 64), "XLNetEncoder", Kind.BIAS),
-    ("xlnet_encoder_0/positional_attention_bias", (12, 64), "XLNetEncoder", Kind.BIAS),
-    ("xlnet_encoder_0/segment_attention_bias", (12, 64), "XLNetEncoder", Kind.BIAS),
-    ("transformer/layer_0/rel_attn/r_w_bias", (12, 64), None, Kind.BIAS),
-    # An untied LM head multiplies hidden states into logits: a kernel in every format.
-    ("token_embedding/reverse_embeddings", (768, 32000), "ReversibleEmbedding", Kind.KERNEL),
-    ("token_embedding/reverse_embeddings", (768, 32000), None, Kind.KERNEL),
-])
+@pytest.mark.parametrize(
+    "path,shape,layer_class,kind",
+    [
+        # keras_hub BERT: 2-D attention biases are biases, whatever ndim says.
+        ("encoder/layer_0/self_attention/query/bias", (12, 64), "EinsumDense", Kind.BIAS),
+        ("bert/encoder/layer_0/attention/self/query/bias", (12, 64), None, Kind.BIAS),
+        # keras_hub Gemma: RMS norms hold `scale`.
+        ("decoder_block_0/pre_attention_norm/scale", (2048,), "RMSNormalization", Kind.NORM),
+        ("decoder_block_0/pre_attention_norm/scale", (2048,), None, Kind.NORM),
+        # ConvNeXt LayerScale with generic variable names.
+        ("convnext_tiny_stage_0_block_0_layer_scale/variable_3", (96,), "LayerScale", Kind.SCALE),
+        ("convnext_tiny_stage_0_block_0_layer_scale/variable_3", (96,), None, Kind.SCALE),
+        # Model Garden / HF TF BERT names.
+        ("bert/embeddings/LayerNorm/gamma", (768,), None, Kind.NORM),
+        ("bert/embeddings/word_embeddings", (30522, 768), None, Kind.EMBEDDING),
+        ("bert/embeddings/position_embeddings", (512, 768), None, Kind.EMBEDDING),
+        ("transformer/ln_f/scale", (768,), None, Kind.NORM),
+        ("model/T5LayerNorm/weight", (512,), "T5LayerNorm", Kind.NORM),
+        ("Qwen2RMSNorm/weight", (896,), "Qwen2RMSNorm", Kind.NORM),
+        # TF-Slim.
+        ("InceptionV3/Conv2d_1a_3x3/weights", (3, 3, 3, 32), None, Kind.KERNEL),
+        ("InceptionV3/Conv2d_1a_3x3/BatchNorm/beta", (32,), None, Kind.NORM),
+        ("resnet/block1/prelu/alpha", (64,), None, Kind.SCALE),
+        # Learned tokens: timm's no_weight_decay names (FACTS: timm #2712), not "other".
+        ("vit/cls_token", (1, 1, 768), None, Kind.EMBEDDING),
+        ("vit_patching_and_embedding/class_token", (1, 1, 768), None, Kind.EMBEDDING),
+        ("encoder_block_attn_mask_layer/mask_emb", (1, 1, 768), None, Kind.EMBEDDING),
+        # Relative-position and segment tables: rows picked by index, so embeddings.
+        ("stage_0/blocks_0/attn/relative_position_bias_table", (169, 4), "WindowAttention", Kind.EMBEDDING),
+        ("encoder/block_0/SelfAttention/relative_attention_bias/embeddings", (32, 8), None, Kind.EMBEDDING),
+        ("t5/self_attention/relative_attention_bias", (32, 8), None, Kind.EMBEDDING),
+        ("rel_embedding/rel_embeddings", (512, 768), "RelativeEmbedding", Kind.EMBEDDING),
+        ("sam/attn/rel_pos_h", (27, 64), None, Kind.EMBEDDING),
+        # XLNet's attention biases are added to the query (q + r_w_bias), never indexed: biases.
+        ("xlnet_encoder_0/content_attention_bias", (12, 64), "XLNetEncoder", Kind.BIAS),
+        ("xlnet_encoder_0/positional_attention_bias", (12, 64), "XLNetEncoder", Kind.BIAS),
+        ("xlnet_encoder_0/segment_attention_bias", (12, 64), "XLNetEncoder", Kind.BIAS),
+        ("transformer/layer_0/rel_attn/r_w_bias", (12, 64), None, Kind.BIAS),
+        # An untied LM head multiplies hidden states into logits: a kernel in every format.
+        ("token_embedding/reverse_embeddings", (768, 32000), "ReversibleEmbedding", Kind.KERNEL),
+        ("token_embedding/reverse_embeddings", (768, 32000), None, Kind.KERNEL),
+    ],
+)
 def test_real_model_conventions(path, shape, layer_class, kind):
     result = classify_record(record(path, shape, layer_class))
     assert result.kind is kind, result
@@ -114,14 +127,13 @@ def test_reverse_embeddings_beats_the_embedding_layer_name():
     assert not result.conflicts or all("embedding" in c for c in result.conflicts)
 
 
-@pytest.mark.parametrize("kernel_shape,bias_shape", [((16, 2, 8), (2, 8)), ((16, 4, 2, 8), (2, 8)),
-                                                     ((3, 16, 2, 8), (16, 2, 8))])
+@pytest.mark.parametrize(
+    "kernel_shape,bias_shape", [((16, 2, 8), (2, 8)), ((16, 4, 2, 8), (2, 8)), ((3, 16, 2, 8), (16, 2, 8))]
+)
 def test_nd_bias_matching_a_sibling_kernels_output_axes_is_a_bias(kernel_shape, bias_shape):
     """keras_hub attention biases whose class is not importable: only positions and shapes are left."""
-    kernel = record("vit_encoder/block_0/attn/query/var_0", kernel_shape, "CachedMultiHeadAttention",
-                    leaf_known=False)
-    bias = record("vit_encoder/block_0/attn/query/var_1", bias_shape, "CachedMultiHeadAttention",
-                  leaf_known=False)
+    kernel = record("vit_encoder/block_0/attn/query/var_0", kernel_shape, "CachedMultiHeadAttention", leaf_known=False)
+    bias = record("vit_encoder/block_0/attn/query/var_1", bias_shape, "CachedMultiHeadAttention", leaf_known=False)
     kinds = classify([kernel, bias])
     assert [k.kind for k in kinds] == [Kind.KERNEL, Kind.BIAS]
     assert "output axes" in kinds[1].evidence[0]
@@ -137,8 +149,7 @@ def test_nd_variable_unlike_any_kernel_output_stays_a_matrix():
 def test_patch_embedding_filter_is_a_kernel_not_a_table():
     """ViT/CLIP/SigLIP ``patch_embedding`` is a Conv2D: the layer-name token 'embedding' must not
     turn its (kh, kw, in, out) filter into an embedding table."""
-    conv = record("vit_patching_and_embedding/patch_embedding/var_0", (16, 16, 3, 768), "Conv2D",
-                  leaf_known=False)
+    conv = record("vit_patching_and_embedding/patch_embedding/var_0", (16, 16, 3, 768), "Conv2D", leaf_known=False)
     assert classify_record(conv).kind is Kind.KERNEL
     named = record("vision_model/embeddings/patch_embedding/kernel", (4, 4, 3, 16))
     assert classify_record(named).kind is Kind.KERNEL

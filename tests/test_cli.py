@@ -24,9 +24,22 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("sample", ["seed.keras", "zoo.keras", "seed.h5", "seed.weights.h5", "seed_export",
-                                    "seed_tfsaved", "tf_keras_savedmodel", "tf_keras.h5", "tf_module_savedmodel",
-                                    "subclassed.keras", "zoo_export"])
+@pytest.mark.parametrize(
+    "sample",
+    [
+        "seed.keras",
+        "zoo.keras",
+        "seed.h5",
+        "seed.weights.h5",
+        "seed_export",
+        "seed_tfsaved",
+        "tf_keras_savedmodel",
+        "tf_keras.h5",
+        "tf_module_savedmodel",
+        "subclassed.keras",
+        "zoo_export",
+    ],
+)
 def test_json_output_validates_against_shipped_schema(sample):
     before = _digest(SAMPLES / sample)
     result = run_cli("scan", str(SAMPLES / sample), "--format", "json")
@@ -188,8 +201,9 @@ def test_custom_classes_and_lambdas_scan_without_running(tmp_path):
     script.write_text(BUILD_WITH_SIDE_EFFECTS)
     model_path = tmp_path / "hostile.keras"
     marker = tmp_path / "marker"
-    built = subprocess.run([sys.executable, str(script), str(model_path), str(marker)], capture_output=True,
-                           text=True, timeout=300)
+    built = subprocess.run(
+        [sys.executable, str(script), str(model_path), str(marker)], capture_output=True, text=True, timeout=300
+    )
     assert built.returncode == 0, built.stderr
     result = run_cli("scan", str(model_path), "--format", "json")
     assert result.returncode == 0, result.stderr

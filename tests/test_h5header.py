@@ -22,7 +22,7 @@ ANSWERED = ["float16", "float32", "float64", "int8", "int16", "int32", "int64", 
 
 def _compare(image: bytes) -> tuple[dict[str, tuple], dict[str, tuple | None]]:
     """Per dataset: libhdf5's (shape, dtype) and the fast path's."""
-    reader = header_reader(lambda offset, size: image[offset:offset + size])
+    reader = header_reader(lambda offset, size: image[offset : offset + size])
     assert reader is not None
     listed = []
     with h5py.File(io.BytesIO(image), "r") as handle:
@@ -78,11 +78,11 @@ def test_fast_path_reads_every_variable_of_the_samples(name):
 @given(st.binary(min_size=0, max_size=600), st.integers(0, 700))
 def test_fast_path_on_garbage_answers_none_or_a_layout_never_raises(garbage, address):
     image = bytearray((SAMPLES / "seed.weights.h5").read_bytes())
-    image[address:address + len(garbage)] = garbage
+    image[address : address + len(garbage)] = garbage
     image = bytes(image)
-    reader = header_reader(lambda offset, size: image[offset:offset + size])
+    reader = header_reader(lambda offset, size: image[offset : offset + size])
     if reader is not None:
-        for probe in (address, 800, 1400, 2 ** 40):
+        for probe in (address, 800, 1400, 2**40):
             answer = reader.dataset_layout(probe)
             assert answer is None or (isinstance(answer[0], tuple) and isinstance(answer[1], str))
 
@@ -98,7 +98,7 @@ def test_a_continuation_that_points_at_itself_ends_within_the_bounds():
 
     def read(offset, size):
         reads.append(size)
-        return bytes(image[offset:offset + size])
+        return bytes(image[offset : offset + size])
 
     assert header_reader(read).dataset_layout(100) is None
     assert 3 < len(reads) <= 4100  # superblock, first block, at most ~4,096 continuation blocks
@@ -130,7 +130,7 @@ def _attribute_file(libver: str) -> bytes:
 @pytest.mark.parametrize("libver", ["earliest", "latest"])
 def test_name_attribute_agrees_with_libhdf5_or_defers(libver):
     image = _attribute_file(libver)
-    reader = header_reader(lambda offset, size: image[offset:offset + size])
+    reader = header_reader(lambda offset, size: image[offset : offset + size])
     listed, answered = [], 0
     with h5py.File(io.BytesIO(image), "r") as handle:
         h5py.h5o.visit(handle.id, lambda name, info: listed.append((name.decode(), info.type, info.addr)), info=True)
@@ -150,7 +150,6 @@ def test_name_attribute_agrees_with_libhdf5_or_defers(libver):
             else:
                 assert texts is None
     assert answered >= 300  # the fast path did the work, not only the fallback
-
 
 
 def _legacy_h5(tmp_path, config: str, libver: str = "earliest", userblock: int = 0) -> Path:
@@ -189,7 +188,7 @@ def test_a_model_config_declared_longer_than_the_limit_is_refused_before_it_is_r
     collection = image.index(b"GCOL")
     heap_id = struct.pack("<IQ", len(config), collection)
     at = image.index(heap_id)
-    image[at:at + 4] = struct.pack("<I", 2 ** 31)
+    image[at : at + 4] = struct.pack("<I", 2**31)
     path.write_bytes(bytes(image))
     with pytest.raises(LimitExceededError, match="config-bytes"):
         load_h5(path, Limits(read_seconds=0))
@@ -216,8 +215,8 @@ def test_a_shared_sibling_message_does_not_hide_the_attribute_found_beside_it():
         return bytes(image)
 
     found = image_with(attribute(b"other", flags=0x02), attribute(b"name"))
-    reader = header_reader(lambda offset, size: found[offset:offset + size])
+    reader = header_reader(lambda offset, size: found[offset : offset + size])
     assert reader.string_attribute(100, b"name") == (True, "abcd")
     missing = image_with(attribute(b"other", flags=0x02))
-    reader = header_reader(lambda offset, size: missing[offset:offset + size])
+    reader = header_reader(lambda offset, size: missing[offset : offset + size])
     assert reader.string_attribute(100, b"name") == (False, None)

@@ -23,15 +23,15 @@ import hf_add_weights  # noqa: E402
 # modeling_tf_*.py by hand (independent of decay_audit.knowledge.transformers, which the scan uses).
 HF_CLASS_ROLES = {
     ("TFBertEmbeddings", "weight"): Kind.EMBEDDING,
-    ("TFBertEmbeddings", "embeddings"): Kind.EMBEDDING,       # token_type / position tables by name_scope
+    ("TFBertEmbeddings", "embeddings"): Kind.EMBEDDING,  # token_type / position tables by name_scope
     ("TFRobertaEmbeddings", "weight"): Kind.EMBEDDING,
     ("TFRobertaEmbeddings", "embeddings"): Kind.EMBEDDING,
-    ("TFRobertaLMHead", "bias"): Kind.BIAS,                   # output bias over the vocabulary
+    ("TFRobertaLMHead", "bias"): Kind.BIAS,  # output bias over the vocabulary
     ("TFEmbeddings", "embeddings"): Kind.EMBEDDING,
-    ("TFCLIPTextEmbeddings", "embeddings"): Kind.EMBEDDING,   # position_embedding name_scope
+    ("TFCLIPTextEmbeddings", "embeddings"): Kind.EMBEDDING,  # position_embedding name_scope
     ("TFCLIPVisionEmbeddings", "embeddings"): Kind.EMBEDDING,
-    ("TFT5Attention", "embeddings"): Kind.EMBEDDING,          # relative_attention_bias: rows per distance bucket
-    ("TFEmbeddings", "weight"): Kind.EMBEDDING,           # DistilBERT
+    ("TFT5Attention", "embeddings"): Kind.EMBEDDING,  # relative_attention_bias: rows per distance bucket
+    ("TFEmbeddings", "weight"): Kind.EMBEDDING,  # DistilBERT
     ("TFConv1D", "weight"): Kind.KERNEL,
     ("TFConv1D", "bias"): Kind.BIAS,
     ("TFT5LayerNorm", "weight"): Kind.NORM,
@@ -52,24 +52,54 @@ def _models():
     return {
         "bert": (lambda: t.TFBertModel(t.BertConfig(vocab_size=50, **tiny)), {"input_ids": ids}),
         "roberta": (lambda: t.TFRobertaForMaskedLM(t.RobertaConfig(vocab_size=50, **tiny)), {"input_ids": ids}),
-        "distilbert": (lambda: t.TFDistilBertModel(t.DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2,
-                                                                      hidden_dim=32)), {"input_ids": ids}),
-        "gpt2": (lambda: t.TFGPT2LMHeadModel(t.GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2,
-                                                          n_positions=32)), {"input_ids": ids}),
-        "t5": (lambda: t.TFT5ForConditionalGeneration(t.T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32,
-                                                                 num_layers=1, num_heads=2)),
-               {"input_ids": ids, "decoder_input_ids": ids}),
-        "clip": (lambda: t.TFCLIPModel(t.CLIPConfig(
-            text_config=dict(vocab_size=50, **tiny, max_position_embeddings=16),
-            vision_config=dict(**tiny, image_size=8, patch_size=4), projection_dim=8)),
-            {"input_ids": ids, "pixel_values": [[[[0.0] * 8] * 8] * 3]}),
-        "vit": (lambda: t.TFViTModel(t.ViTConfig(**tiny, image_size=8, patch_size=4)),
-                {"pixel_values": [[[[0.0] * 8] * 8] * 3]}),
-        "whisper": (lambda: t.TFWhisperModel(t.WhisperConfig(
-            vocab_size=50, num_mel_bins=4, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-            decoder_attention_heads=2, d_model=16, encoder_ffn_dim=32, decoder_ffn_dim=32,
-            max_source_positions=4, max_target_positions=8)),
-            {"input_features": [[[0.0] * 8] * 4], "decoder_input_ids": [[1, 2]]}),
+        "distilbert": (
+            lambda: t.TFDistilBertModel(
+                t.DistilBertConfig(vocab_size=50, dim=16, n_layers=1, n_heads=2, hidden_dim=32)
+            ),
+            {"input_ids": ids},
+        ),
+        "gpt2": (
+            lambda: t.TFGPT2LMHeadModel(t.GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=32)),
+            {"input_ids": ids},
+        ),
+        "t5": (
+            lambda: t.TFT5ForConditionalGeneration(
+                t.T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+            ),
+            {"input_ids": ids, "decoder_input_ids": ids},
+        ),
+        "clip": (
+            lambda: t.TFCLIPModel(
+                t.CLIPConfig(
+                    text_config=dict(vocab_size=50, **tiny, max_position_embeddings=16),
+                    vision_config=dict(**tiny, image_size=8, patch_size=4),
+                    projection_dim=8,
+                )
+            ),
+            {"input_ids": ids, "pixel_values": [[[[0.0] * 8] * 8] * 3]},
+        ),
+        "vit": (
+            lambda: t.TFViTModel(t.ViTConfig(**tiny, image_size=8, patch_size=4)),
+            {"pixel_values": [[[[0.0] * 8] * 8] * 3]},
+        ),
+        "whisper": (
+            lambda: t.TFWhisperModel(
+                t.WhisperConfig(
+                    vocab_size=50,
+                    num_mel_bins=4,
+                    encoder_layers=1,
+                    decoder_layers=1,
+                    encoder_attention_heads=2,
+                    decoder_attention_heads=2,
+                    d_model=16,
+                    encoder_ffn_dim=32,
+                    decoder_ffn_dim=32,
+                    max_source_positions=4,
+                    max_target_positions=8,
+                )
+            ),
+            {"input_features": [[[0.0] * 8] * 4], "decoder_input_ids": [[1, 2]]},
+        ),
     }
 
 
@@ -128,8 +158,10 @@ def test_save_pretrained_directory_scans_to_the_models_variables(hf_checkpoints,
     trainable = {w.name[:-2]: w.trainable for w in model.weights}
     assert all(v.record.trainable == trainable[v.record.path] for v in report.variables)
     assert any("Hugging Face" in n for n in report.inventory.notes)
-    assert all(any(e.startswith("Hugging Face checkpoint (config.json model_type") for e in v.classification.evidence)
-               for v in report.variables)
+    assert all(
+        any(e.startswith("Hugging Face checkpoint (config.json model_type") for e in v.classification.evidence)
+        for v in report.variables
+    )
 
 
 def test_bare_tf_model_h5_is_recognised_by_hf_naming(hf_checkpoints, tmp_path):
@@ -178,8 +210,13 @@ def test_directory_with_pytorch_weights_beside_is_still_one_model(hf_checkpoints
 
 def test_table_covers_every_add_weight_of_the_installed_transformers():
     """Regenerates the list from transformers' source; a version that adds a weight fails here."""
-    dynamic = {"name", "f'point_embed_._{i}.weight'", "old_embeddings.name.split(':')[0]",
-               "old_lm_head_decoder.name.split(':')[0]", "weight.name.split(':')[0]"}
+    dynamic = {
+        "name",
+        "f'point_embed_._{i}.weight'",
+        "old_embeddings.name.split(':')[0]",
+        "old_lm_head_decoder.name.split(':')[0]",
+        "weight.name.split(':')[0]",
+    }
     missing = []
     calls = hf_add_weights.add_weight_calls(hf_add_weights.transformers_dir())
     assert len(calls) > 200
@@ -199,10 +236,8 @@ def test_hf_table_entries_pin_the_roles_that_matter():
     assert hf_names.hf_weight_for("m/transformer/h_._0/attn/c_attn/weight", (16, 48)).kind is Kind.KERNEL
     assert hf_names.hf_weight_for("m/encoder/block_._0/layer_._0/layer_norm/weight", (16,)).kind is Kind.NORM
     assert hf_names.hf_weight_for("m/decoder/embed_positions/weight", (8, 16)).kind is Kind.EMBEDDING
-    assert hf_names.hf_weight_for("m/text_model/embeddings/token_embedding/weight", (50, 16)).kind \
-        is Kind.EMBEDDING
-    assert hf_names.hf_weight_for("m/swin/encoder/attention/self/relative_position_index", (4, 4)).trainable \
-        is False
+    assert hf_names.hf_weight_for("m/text_model/embeddings/token_embedding/weight", (50, 16)).kind is Kind.EMBEDDING
+    assert hf_names.hf_weight_for("m/swin/encoder/attention/self/relative_position_index", (4, 4)).trainable is False
     assert hf_names.version_is_checked("4.49.0") and hf_names.version_is_checked("4.30.2")
     assert not hf_names.version_is_checked("4.50.0") and not hf_names.version_is_checked("5.0.0")
 

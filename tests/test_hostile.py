@@ -33,17 +33,25 @@ def _one_line_error(result, *fragments):
 
 def _sha(path: Path) -> str:
     if path.is_dir():
-        return hashlib.sha256(b"".join(_sha(p).encode() + str(p.relative_to(path)).encode()
-                                       for p in sorted(path.rglob("*")) if p.is_file())).hexdigest()
+        return hashlib.sha256(
+            b"".join(
+                _sha(p).encode() + str(p.relative_to(path)).encode() for p in sorted(path.rglob("*")) if p.is_file()
+            )
+        ).hexdigest()
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # -- fuzzing -------------------------------------------------------------------------------------
 
+
 def test_fuzz_subset_every_format():
     """A few hundred mutated and truncated files; the long run is in the README."""
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "fuzz" / "run_fuzz.py"), "--cases", "25",
-                             "--seed", "1"], capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "fuzz" / "run_fuzz.py"), "--cases", "25", "--seed", "1"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["failures"] == [], summary["failures"][:3]
     assert result.returncode == 0
@@ -51,6 +59,7 @@ def test_fuzz_subset_every_format():
 
 
 # -- no code execution -------------------------------------------------------------------------------
+
 
 class _Planted:
     """Unpickling this creates a marker file."""
@@ -69,8 +78,11 @@ def test_pickled_h5_attribute_is_never_unpickled(tmp_path):
     with h5py.File(path, "a") as handle:
         handle.attrs["training_config"] = np.void(pickle.dumps(_Planted(str(marker))))
         handle["model_weights"].attrs["payload"] = np.void(pickle.dumps(_Planted(str(marker))))
-    for args in (["scan", str(path)], ["rules", str(path), "--target", "native"],
-                 ["check", str(path), "--target", "keras", "--var-names", "bias"]):
+    for args in (
+        ["scan", str(path)],
+        ["rules", str(path), "--target", "native"],
+        ["check", str(path), "--target", "keras", "--var-names", "bias"],
+    ):
         result = run_cli(*args)
         assert result.returncode in (0, 1, 2) and "Traceback" not in result.stderr
     assert not marker.exists()
@@ -84,12 +96,17 @@ def test_saved_model_functions_are_never_run(tmp_path):
                 self.w = tf.Variable(tf.ones((2, 2)), name="w")
             @tf.function(input_signature=[tf.TensorSpec((None, 2))])
             def __call__(self, x):
-                tf.io.write_file({str(tmp_path / 'ran')!r}, "ran")
+                tf.io.write_file({str(tmp_path / "ran")!r}, "ran")
                 return tf.matmul(x, self.w)
-        tf.saved_model.save(Hostile(), {str(tmp_path / 'hostile')!r})
+        tf.saved_model.save(Hostile(), {str(tmp_path / "hostile")!r})
     """)
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     for args in (["scan", str(tmp_path / "hostile")], ["rules", str(tmp_path / "hostile"), "--target", "optax"]):
         assert run_cli(*args).returncode == 0
     assert not (tmp_path / "ran").exists()
@@ -105,10 +122,15 @@ def test_verify_rebuilds_files_only_in_safe_mode(tmp_path):
             return x
         inputs = keras.Input((3,))
         outputs = keras.layers.Dense(1)(keras.layers.Lambda(touch)(inputs))
-        keras.Model(inputs, outputs).save({str(tmp_path / 'lambda.keras')!r})
+        keras.Model(inputs, outputs).save({str(tmp_path / "lambda.keras")!r})
     """)
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     marker.unlink(missing_ok=True)
     result = run_cli("verify", str(tmp_path / "lambda.keras"), "--optimizer", "adamw", "--weight-decay", "0.1")
     _one_line_error(result, "lambda.keras", "safely")
@@ -118,14 +140,15 @@ def test_verify_rebuilds_files_only_in_safe_mode(tmp_path):
 
 # -- bounded resources ---------------------------------------------------------------------------------
 
+
 def _patch_declared_size(data: bytes, member: str, size: int) -> bytes:
     """Rewrite the uncompressed size that the central directory declares for one member."""
     buffer = bytearray(data)
     name = member.encode()
-    position = buffer.find(b"PK\x01\x02" , 0)
+    position = buffer.find(b"PK\x01\x02", 0)
     while position != -1:
         name_length = struct.unpack_from("<H", buffer, position + 28)[0]
-        if bytes(buffer[position + 46: position + 46 + name_length]) == name:
+        if bytes(buffer[position + 46 : position + 46 + name_length]) == name:
             struct.pack_into("<I", buffer, position + 24, size)
             return bytes(buffer)
         position = buffer.find(b"PK\x01\x02", position + 4)
@@ -186,6 +209,7 @@ def test_saved_model_claims_more_than_it_holds(tmp_path):
 
 # -- never modify --------------------------------------------------------------------------------------
 
+
 def test_inputs_are_never_modified_even_when_open_elsewhere(tmp_path):
     h5 = tmp_path / "held.h5"
     shutil.copy(SAMPLES / "seed.h5", h5)
@@ -197,16 +221,25 @@ def test_inputs_are_never_modified_even_when_open_elsewhere(tmp_path):
     for path in saved.rglob("*"):
         os.chmod(path, 0o555 if path.is_dir() else 0o444)
     os.chmod(saved, 0o555)
-    holder = subprocess.Popen([sys.executable, "-c",
-                               f"import h5py, time; f = h5py.File({str(h5)!r}, 'r+'); print('open', flush=True); "
-                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import h5py, time; f = h5py.File({str(h5)!r}, 'r+'); print('open', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "open"
         # Hashed once the writer holds it: HDF5 marks a file open for writing in its superblock.
         before = {p: _sha(p) for p in (h5, keras_file, saved)}
         for path in before:
-            for args in (["scan", str(path)], ["rules", str(path), "--target", "native"],
-                         ["check", str(path), "--target", "keras", "--var-names", "bias"]):
+            for args in (
+                ["scan", str(path)],
+                ["rules", str(path), "--target", "native"],
+                ["check", str(path), "--target", "keras", "--var-names", "bias"],
+            ):
                 result = run_cli(*args)
                 assert result.returncode in (0, 1), (args, result.stderr)
         assert {p: _sha(p) for p in before} == before
@@ -262,8 +295,18 @@ def test_hostile_names_in_verify_outputs():
     from decay_audit.report.verify_format import format_junit, format_verify_json, format_verify_table
     from decay_audit.results import Measurement, VerifyReport
 
-    measurement = Measurement(HOSTILE_NAME, False, "bias under kernels-only", 3, 3, 0, 1.0, 0.0,
-                              Outcome.DECAYED_AGAINST_INTENT, "expected no decay")
+    measurement = Measurement(
+        HOSTILE_NAME,
+        False,
+        "bias under kernels-only",
+        3,
+        3,
+        0,
+        1.0,
+        0.0,
+        Outcome.DECAYED_AGAINST_INTENT,
+        "expected no decay",
+    )
     report = VerifyReport("setup", "AdamW", 0.1, 3, "CPU", (measurement,))
     junit = format_junit(report)
     case = ElementTree.fromstring(junit.split("?>", 1)[1])[0]
@@ -291,7 +334,7 @@ def test_hdf5_heap_bomb_is_bounded_by_memory():
     code = textwrap.dedent(f"""
         import resource, subprocess, sys
         result = subprocess.run([sys.executable, "-m", "decay_audit.cli", "scan",
-                                 {str(FUZZ_FIXTURES / 'heap_bomb.h5')!r}], capture_output=True, text=True)
+                                 {str(FUZZ_FIXTURES / "heap_bomb.h5")!r}], capture_output=True, text=True)
         print(result.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
         print(result.stderr.strip())
     """)
@@ -316,7 +359,8 @@ def test_a_compressed_weights_member_is_decompressed_once_and_scans_like_the_sto
     _rezip(SAMPLES / "zoo.keras", deflated, zipfile.ZIP_DEFLATED)
     report, original = scan(deflated), scan(SAMPLES / "zoo.keras")
     assert [(v.record.path, v.decision.decay) for v in report.variables] == [
-        (v.record.path, v.decision.decay) for v in original.variables]
+        (v.record.path, v.decision.decay) for v in original.variables
+    ]
     assert any("decompressed into memory" in note for note in report.inventory.notes), report.inventory.notes
 
 

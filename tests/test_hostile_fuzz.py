@@ -39,12 +39,18 @@ FOUND = [
     ("hdf5_loop.h5", "h5-index", "libhdf5 looped reading an attribute; only read-seconds ended it"),
     ("h5_heap_address_past_off_t.h5", "h5-index", "OverflowError: os.pread at a heap address past off_t"),
     ("h5_weight_name_declared_4_gib.h5", "h5-index", "DeclaredTooLong escaped from a weight_names read"),
-    ("h5_sibling_attribute_marked_shared.h5", "h5-index",
-     "libhdf5 looped reading layer_names: the header reader had deferred because another attribute was marked shared"),
+    (
+        "h5_sibling_attribute_marked_shared.h5",
+        "h5-index",
+        "libhdf5 looped reading layer_names: the header reader had deferred because another attribute was marked shared",
+    ),
     ("saved_model_node_id_is_bytes/saved_model.pb", "saved-model", "TypeError: a child node id sent as bytes"),
     ("saved_model_field_is_bytes/saved_model.pb", "saved-model", "TypeError: a number field sent as bytes"),
-    ("saved_model_child_node_out_of_range/saved_model.pb", "saved-model",
-     "IndexError: the root's trainable_variables child named a node past the end of the object graph"),
+    (
+        "saved_model_child_node_out_of_range/saved_model.pb",
+        "saved-model",
+        "IndexError: the root's trainable_variables child named a node past the end of the object graph",
+    ),
 ]
 
 
@@ -53,8 +59,9 @@ def test_a_config_whose_registered_name_is_an_object_scans():
     TypeError (unhashable). The file is otherwise a model, so it scans (exit 0/1), no traceback."""
     fixture = FIXTURES / "config_registered_name_is_a_dict.keras"
     assert targets.run_one("zip-window", fixture.read_bytes()) is None
-    result = subprocess.run([sys.executable, "-m", "decay_audit.cli", "scan", str(fixture)], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "decay_audit.cli", "scan", str(fixture)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr
 
 
@@ -67,8 +74,9 @@ def test_fuzz_findings_are_decay_audit_errors(fixture, target, before):
 @pytest.mark.parametrize("fixture", sorted({f.split("/")[0] for f, _, _ in FOUND}))
 def test_fuzz_findings_are_one_named_line_on_the_cli(fixture):
     path = FIXTURES / fixture
-    result = subprocess.run([sys.executable, "-m", "decay_audit.cli", "scan", str(path)], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "decay_audit.cli", "scan", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and fixture in lines[0], result.stderr
@@ -79,15 +87,17 @@ def test_fuzz_findings_are_one_named_line_on_the_cli(fixture):
 # reader child dies or overruns read-seconds, and the scan still ends in one line. The files
 # that found them are read without libhdf5 now (FOUND above), so these raise them on purpose.
 def _isolated_outcome(loader_source: str, read_seconds: float = 60) -> str:
-    code = ("import os, signal, time\n"
-            "from pathlib import Path\n"
-            "from decay_audit.errors import DecayAuditError\n"
-            "from decay_audit.loaders._isolate import load_isolated\n"
-            "from decay_audit.loaders.interface import Limits\n"
-            "try:\n"
-            f"    load_isolated(lambda path, limits: {loader_source}, Path('m.keras'), Limits(read_seconds={read_seconds}))\n"
-            "except DecayAuditError as exc:\n"
-            "    print(exc)\n")
+    code = (
+        "import os, signal, time\n"
+        "from pathlib import Path\n"
+        "from decay_audit.errors import DecayAuditError\n"
+        "from decay_audit.loaders._isolate import load_isolated\n"
+        "from decay_audit.loaders.interface import Limits\n"
+        "try:\n"
+        f"    load_isolated(lambda path, limits: {loader_source}, Path('m.keras'), Limits(read_seconds={read_seconds}))\n"
+        "except DecayAuditError as exc:\n"
+        "    print(exc)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     return result.stdout.strip() + result.stderr.strip()
 
@@ -112,6 +122,7 @@ def test_the_name_attribute_that_crashed_libhdf5_is_read_by_the_header_reader():
 
     damaged = scan(FIXTURES / "h5_name_attribute_segfault.keras")
     original = scan(SAMPLES / "subclassed.keras")
+
     def rows(report):
         return [(v.record.path, v.record.shape, v.classification.kind, v.decision.decay) for v in report.variables]
 
@@ -119,6 +130,7 @@ def test_the_name_attribute_that_crashed_libhdf5_is_read_by_the_header_reader():
 
 
 # -- structure-aware generators --------------------------------------------------------------------
+
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(structures.hostile_object_graphs())
@@ -144,8 +156,12 @@ def test_generators_build_what_the_readers_accept():
     from decay_audit.loaders import load
     from decay_audit.loaders.interface import Limits
 
-    honest = structures.zip_bytes([structures.Member("config.json", _SEED.read("config.json")),
-                                   structures.Member("model.weights.h5", _SEED.read("model.weights.h5"))])
+    honest = structures.zip_bytes(
+        [
+            structures.Member("config.json", _SEED.read("config.json")),
+            structures.Member("model.weights.h5", _SEED.read("model.weights.h5")),
+        ]
+    )
     assert targets.run_one("zip-window-raw", honest) is None
     path = targets._scratch_file("honest.keras", honest)
     assert {r.path for r in load(path, Limits(read_seconds=0)).records} >= {"dense1/kernel", "dense1/bias"}
@@ -158,15 +174,23 @@ def test_generators_build_what_the_readers_accept():
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(st.tuples(st.sampled_from(["root", "root.layer-0", "root.layer-0.cell", "root.x", "", "root..",
-                                           "root.layer-99999999999"]),
-                          st.sampled_from(['{"class_name": "Dense"}', "[", "null", '{"class_name": 5}', "{}"])),
-                max_size=8))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["root", "root.layer-0", "root.layer-0.cell", "root.x", "", "root..", "root.layer-99999999999"]
+            ),
+            st.sampled_from(['{"class_name": "Dense"}', "[", "null", '{"class_name": 5}', "{}"]),
+        ),
+        max_size=8,
+    )
+)
 def test_hostile_keras_metadata(entries):
     assert targets.run_one("keras-metadata", structures.keras_metadata(entries)) is None
 
 
 # -- a short coverage-guided run per entry point (CI) ----------------------------------------------
+
 
 @pytest.mark.parametrize("target", list(targets.TARGETS))
 @pytest.mark.slow
@@ -174,9 +198,25 @@ def test_short_atheris_run(target, tmp_path):
     pytest.importorskip("atheris")
     # A fixed libFuzzer seed, and room for restarts: libhdf5 hangs on some h5-index inputs (about 1
     # in 160), and with 6 s in all one early hang left a CI run at 0 executions.
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "fuzz" / "long_run.py"), target,
-                             "--executions", "300", "--max-seconds", "40", "--timeout", "3",
-                             "--artifacts", str(tmp_path), "-seed=1"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tests" / "fuzz" / "long_run.py"),
+            target,
+            "--executions",
+            "300",
+            "--max-seconds",
+            "40",
+            "--timeout",
+            "3",
+            "--artifacts",
+            str(tmp_path),
+            "-seed=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["executions"] > 0, summary

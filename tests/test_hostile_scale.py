@@ -72,8 +72,9 @@ def _ratio(make, small: int, factor: int = 4, mode: str = "load", attempts: int 
     paths = [str(make(small)), str(make(small * factor))]
     best = float("inf")
     for _ in range(attempts):
-        result = subprocess.run([sys.executable, "-c", _TIMER, mode, "3", *paths], capture_output=True, text=True,
-                                timeout=600)
+        result = subprocess.run(
+            [sys.executable, "-c", _TIMER, mode, "3", *paths], capture_output=True, text=True, timeout=600
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         small_time, large_time = (float(line) for line in result.stdout.split())
         best = min(best, large_time / small_time)
@@ -91,12 +92,30 @@ def padded_keras(directory: Path, extra_layers: int) -> Path:
     source = zipfile.ZipFile(SAMPLES / "seed.keras")
     config = json.loads(source.read("config.json"))
     config["config"]["layers"] += [
-        {"module": "keras.layers", "class_name": "Dense", "registered_name": None,
-         "config": {"name": f"pad_{i}", "units": 2, "trainable": True}, "build_config": {"input_shape": [None, 2]},
-         "inbound_nodes": [{"args": [{"class_name": "__keras_tensor__", "config": {
-             "shape": [None, 2], "dtype": "float32", "keras_history": [f"pad_{i - 1}" if i else "dense1", 0, 0]}}],
-             "kwargs": {}}]}
-        for i in range(extra_layers)]
+        {
+            "module": "keras.layers",
+            "class_name": "Dense",
+            "registered_name": None,
+            "config": {"name": f"pad_{i}", "units": 2, "trainable": True},
+            "build_config": {"input_shape": [None, 2]},
+            "inbound_nodes": [
+                {
+                    "args": [
+                        {
+                            "class_name": "__keras_tensor__",
+                            "config": {
+                                "shape": [None, 2],
+                                "dtype": "float32",
+                                "keras_history": [f"pad_{i - 1}" if i else "dense1", 0, 0],
+                            },
+                        }
+                    ],
+                    "kwargs": {},
+                }
+            ],
+        }
+        for i in range(extra_layers)
+    ]
     with zipfile.ZipFile(path, "w") as archive:
         for name in source.namelist():
             archive.writestr(name, json.dumps(config) if name == "config.json" else source.read(name))
@@ -111,8 +130,12 @@ def test_declared_layers_cost_is_linear(tmp_path):
 def test_fifty_thousand_declared_layers_scan_well_inside_the_read_limit(tmp_path):
     """An earlier, quadratic reader took 31 s here; a 20 s read limit would then have fired."""
     path = padded_keras(tmp_path, 50_000)
-    result = subprocess.run([sys.executable, "-m", "decay_audit.cli", "scan", str(path), "--format", "json",
-                             "--limit", "read-seconds=20"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "decay_audit.cli", "scan", str(path), "--format", "json", "--limit", "read-seconds=20"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert {v["path"] for v in document["variables"]} >= {"dense1/kernel", "dense1/bias"}
@@ -147,8 +170,12 @@ def _one_function_captures(directory: Path, variables: int) -> Path:
     nodes += [Node(kind="variable", name=f"layer_{i}/kernel:0") for i in range(variables)]
     args = [f"a{i}" for i in range(variables)]
     outer = Function("outer", ["x"] + args, [("call", "StatefulPartitionedCall", ["x"] + args, "inner")])
-    inner = Function("inner", ["x"] + args, [(f"r{i}", "ReadVariableOp", [f"a{i}"], None) for i in range(variables)]
-                     + [(f"m{i}", "MatMul", ["x", f"r{i}:value:0"], None) for i in range(variables)])
+    inner = Function(
+        "inner",
+        ["x"] + args,
+        [(f"r{i}", "ReadVariableOp", [f"a{i}"], None) for i in range(variables)]
+        + [(f"m{i}", "MatMul", ["x", f"r{i}:value:0"], None) for i in range(variables)],
+    )
     (path / "saved_model.pb").write_bytes(saved_model(nodes, [outer, inner], {"outer": list(range(1, variables + 1))}))
     return path
 
@@ -165,11 +192,14 @@ def test_metadata_paths_through_one_wide_node_are_linear(tmp_path):
         path = tmp_path / f"meta_{count}"
         if not path.exists():
             path.mkdir()
-            nodes = [Node(children=[(1, "v")] + [(0, f"layer-{i}") for i in range(count)]),
-                     Node(kind="variable", name="v:0")]
+            nodes = [
+                Node(children=[(1, "v")] + [(0, f"layer-{i}") for i in range(count)]),
+                Node(kind="variable", name="v:0"),
+            ]
             (path / "saved_model.pb").write_bytes(saved_model(nodes))
-            (path / "keras_metadata.pb").write_bytes(keras_metadata(
-                [(f"root.layer-{i}", '{"class_name": "Dense"}') for i in range(count)]))
+            (path / "keras_metadata.pb").write_bytes(
+                keras_metadata([(f"root.layer-{i}", '{"class_name": "Dense"}') for i in range(count)])
+            )
         return path
 
     ratio = _ratio(make, 5_000)
@@ -205,9 +235,14 @@ def test_declared_layer_names_are_bounded_by_the_objects_limit(tmp_path):
     path = tmp_path / "names.h5"
     with h5py.File(path, "w", libver="latest") as handle:
         handle.create_group("model_weights").attrs.create(
-            "layer_names", np.array([f"missing_{i}".encode() for i in range(5_000)], dtype="S16"))
-    result = subprocess.run([sys.executable, "-m", "decay_audit.cli", "scan", str(path), "--limit", "objects=1000"],
-                            capture_output=True, text=True, timeout=120)
+            "layer_names", np.array([f"missing_{i}".encode() for i in range(5_000)], dtype="S16")
+        )
+    result = subprocess.run(
+        [sys.executable, "-m", "decay_audit.cli", "scan", str(path), "--limit", "objects=1000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "objects 5000 exceeds the limit 1000" in result.stderr, result.stderr
 
 
@@ -222,7 +257,8 @@ _TRICKY_TEXT = st.text(alphabet='[]{}"\\ab\n\u00e9', max_size=8)
 _JSON_VALUES = st.recursive(
     st.none() | st.integers() | _TRICKY_TEXT,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TRICKY_TEXT, inner, max_size=3),
-    max_leaves=20)
+    max_leaves=20,
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -246,8 +282,9 @@ def test_a_graph_walk_cut_by_its_step_budget_says_so(tmp_path):
     nodes = [Node(children=[(i + 1, f"v{i}") for i in range(count)])]
     nodes += [Node(kind="variable", name=f"layer_{i}/kernel:0") for i in range(count)]
     args = [f"a{i}" for i in range(count)]
-    hub = Function("hub", args, [("h", "IdentityN", args, None)]
-                   + [(f"c{j}", "AddN", ["h"], None) for j in range(count)])
+    hub = Function(
+        "hub", args, [("h", "IdentityN", args, None)] + [(f"c{j}", "AddN", ["h"], None) for j in range(count)]
+    )
     (path / "saved_model.pb").write_bytes(saved_model(nodes, [hub], {"hub": list(range(1, count + 1))}))
     inventory = load(path, IN_PROCESS)
     assert len(inventory.records) == count

@@ -15,8 +15,12 @@ from conftest import REPO
 
 @pytest.mark.slow
 def test_short_soak_keeps_outcomes_memory_and_descriptors_flat():
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "fuzz" / "soak.py"), "--scans", "80",
-                             "--workers", "3", "--warmup", "40"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "fuzz" / "soak.py"), "--scans", "80", "--workers", "3", "--warmup", "40"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["changed_outcomes"] == [], summary["changed_outcomes"]
     assert summary["outcomes"]["ok"] > 0 and summary["outcomes"]["error"] > 0, summary

@@ -21,9 +21,15 @@ TIMEOUT = 60
 
 
 def _cli(*args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "decay_audit.cli", *args], capture_output=True, text=True,
-                          timeout=TIMEOUT, stdin=subprocess.DEVNULL, pass_fds=pass_fds,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return subprocess.run(
+        [sys.executable, "-m", "decay_audit.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+        pass_fds=pass_fds,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
 
 
 def _refused(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -40,8 +46,11 @@ def test_named_pipe_as_model_is_refused_by_every_command(tmp_path):
     link = tmp_path / "link.keras"
     link.symlink_to(fifo)
     for path in (fifo, link):
-        for args in (["scan", str(path)], ["rules", str(path), "--target", "native"],
-                     ["check", str(path), "--target", "keras", "--var-names", "bias"]):
+        for args in (
+            ["scan", str(path)],
+            ["rules", str(path), "--target", "native"],
+            ["check", str(path), "--target", "keras", "--var-names", "bias"],
+        ):
             _refused(_cli(*args), str(path), "named pipe")
 
 
@@ -99,12 +108,13 @@ def test_file_swapped_for_a_pipe_after_the_check_is_not_waited_on(tmp_path):
     """read_head opens O_NONBLOCK and checks the descriptor: the race after stat cannot block."""
     fifo = tmp_path / "swapped.keras"
     os.mkfifo(fifo)
-    code = ("import sys; from pathlib import Path; from decay_audit.errors import ModelLoadError\n"
-            "from decay_audit.loaders import read_head\n"
-            "try:\n    read_head(Path(sys.argv[1]), sys.argv[1])\n"
-            "except ModelLoadError as exc:\n    print(exc.problem)\n")
-    result = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True,
-                            timeout=TIMEOUT)
+    code = (
+        "import sys; from pathlib import Path; from decay_audit.errors import ModelLoadError\n"
+        "from decay_audit.loaders import read_head\n"
+        "try:\n    read_head(Path(sys.argv[1]), sys.argv[1])\n"
+        "except ModelLoadError as exc:\n    print(exc.problem)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=TIMEOUT)
     assert "named pipe" in result.stdout, (result.stdout, result.stderr)
 
 
@@ -112,8 +122,11 @@ def test_policy_and_rule_files_that_are_pipes_are_refused(tmp_path):
     fifo = tmp_path / "policy.json"
     os.mkfifo(fifo)
     _refused(_cli("scan", str(SAMPLES / "seed.keras"), "--policy", str(fifo)), "policy.json", "not a regular file")
-    _refused(_cli("check", str(SAMPLES / "seed.keras"), "--target", "keras", "--rules", str(fifo)),
-             "policy.json", "not a regular file")
+    _refused(
+        _cli("check", str(SAMPLES / "seed.keras"), "--target", "keras", "--rules", str(fifo)),
+        "policy.json",
+        "not a regular file",
+    )
 
 
 def test_symlink_loop_is_one_line(tmp_path):

@@ -31,9 +31,21 @@ def verify_report():
 
 
 def _browser(url: str, tmp_path: Path, *extra: str) -> str:
-    result = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                             f"--user-data-dir={tmp_path / 'profile'}", *extra, url],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            BROWSER,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            *extra,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -52,10 +64,20 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_scan_html_is_self_contained_and_escapes_names():
     hostile = "dense<script>alert(1)</script>"
-    records = tuple(VariableRecord(path=f"{hostile}/{leaf}", leaf=leaf, layer=hostile, layer_class="Dense",
-                                   shape=shape, dtype="float32", trainable=True, origin="test")
-                    for leaf, shape in (("kernel", (3, 4)), ("bias", (4,))))
-    page = render(Subject.SCAN, OutputFormat.HTML, scan_inventory(Inventory("x\"<b>.keras", "test", records)))
+    records = tuple(
+        VariableRecord(
+            path=f"{hostile}/{leaf}",
+            leaf=leaf,
+            layer=hostile,
+            layer_class="Dense",
+            shape=shape,
+            dtype="float32",
+            trainable=True,
+            origin="test",
+        )
+        for leaf, shape in (("kernel", (3, 4)), ("bias", (4,)))
+    )
+    page = render(Subject.SCAN, OutputFormat.HTML, scan_inventory(Inventory('x"<b>.keras', "test", records)))
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
     assert not re.search(r"""(src|href)\s*=|<link|@import|url\(|https?://""", page)
     assert "default-src 'none'" in page
@@ -75,8 +97,7 @@ def test_scan_html_renders_filters_and_sorts_in_chromium(tmp_path):
     bias = sum(1 for v in variables if v["kind"] == "bias")
     assert _shown(_browser(page.as_uri() + "#kind=bias", tmp_path, "--dump-dom")) == bias > 0
     decayed_high = sum(1 for v in variables if v["decay"] and v["confidence"] == "high")
-    assert _shown(_browser(page.as_uri() + "#decision=decayed&confidence=high", tmp_path, "--dump-dom")) \
-        == decayed_high
+    assert _shown(_browser(page.as_uri() + "#decision=decayed&confidence=high", tmp_path, "--dump-dom")) == decayed_high
     by_size = _browser(page.as_uri() + "#sort=size&dir=desc", tmp_path, "--dump-dom")
     first = re.search(r'<tr class="var" data-group="\d+" data-path="([^"]+)"', by_size).group(1)
     assert first == max(variables, key=lambda v: v["parameters"])["path"]
@@ -107,8 +128,9 @@ def test_scan_plot_png_and_bar_heights(tmp_path):
     figure = scan_figure(decay_audit.scan(SAMPLES / "zoo.keras"))
     axes = figure.axes[0]
     kinds = [label.get_text() for label in axes.get_xticklabels()]
-    heights = {gid: [bar.get_height() for bar in axes.patches if bar.get_gid() == gid]
-               for gid in ("decayed", "excluded")}
+    heights = {
+        gid: [bar.get_height() for bar in axes.patches if bar.get_gid() == gid] for gid in ("decayed", "excluded")
+    }
     for gid in heights:  # each bar's gid is its container's; fall back to containers
         if not heights[gid]:
             heights[gid] = [bar.get_height() for c in axes.containers if c.get_label() == gid for bar in c]
@@ -146,8 +168,13 @@ def test_plot_without_matplotlib_is_a_usage_error(tmp_path):
     blocker = tmp_path / "matplotlib"
     blocker.mkdir()
     (blocker / "__init__.py").write_text("raise ImportError('blocked for this test')\n")
-    result = run_cli("scan", str(SAMPLES / "seed.keras"), "--plot", str(tmp_path / "x.png"),
-                     env={"PYTHONPATH": f"{tmp_path}:{Path(decay_audit.__file__).parents[1]}"})
+    result = run_cli(
+        "scan",
+        str(SAMPLES / "seed.keras"),
+        "--plot",
+        str(tmp_path / "x.png"),
+        env={"PYTHONPATH": f"{tmp_path}:{Path(decay_audit.__file__).parents[1]}"},
+    )
     assert result.returncode == 2 and "decay-audit[plot]" in result.stderr and result.stdout == ""
     assert not (tmp_path / "x.png").exists()
     nowhere = run_cli("scan", str(SAMPLES / "seed.keras"), "--plot", str(tmp_path / "no" / "x.png"))

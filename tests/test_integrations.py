@@ -34,9 +34,15 @@ def _parse_cli(args: list[str]) -> None:
 
 def _decay_audit_lines(script: str) -> list[list[str]]:
     """The ``decay-audit ...`` invocations of a shell script, variables filled with sample values."""
-    values = {r'"\$\{models\[@\]\}"': "models/", r'"\$\{intent\[@\]\}"': "--preset no-bias-norm",
-              r'"\$\{CHECK_MODEL:-\$\{models\[0\]\}\}"': "m.keras", r'"\$OUT/([a-z]+\.sarif)"': r"out/\1",
-              r'"\$TARGET"': "keras", r'"\$RULES"': "rules.json", r'"\$SETUP"': "train.py:make"}
+    values = {
+        r'"\$\{models\[@\]\}"': "models/",
+        r'"\$\{intent\[@\]\}"': "--preset no-bias-norm",
+        r'"\$\{CHECK_MODEL:-\$\{models\[0\]\}\}"': "m.keras",
+        r'"\$OUT/([a-z]+\.sarif)"': r"out/\1",
+        r'"\$TARGET"': "keras",
+        r'"\$RULES"': "rules.json",
+        r'"\$SETUP"': "train.py:make",
+    }
     commands = []
     for line in script.splitlines():
         line = line.strip()
@@ -87,8 +93,9 @@ def _shim(tmp_path: Path) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     shim = bin_dir / "decay-audit"
-    shim.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(REPO))} exec {shlex.quote(sys.executable)} "
-                    "-m decay_audit.cli \"$@\"\n")
+    shim.write_text(
+        f'#!/bin/sh\nPYTHONPATH={shlex.quote(str(REPO))} exec {shlex.quote(sys.executable)} -m decay_audit.cli "$@"\n'
+    )
     shim.chmod(0o755)
     return bin_dir
 
@@ -96,12 +103,17 @@ def _shim(tmp_path: Path) -> Path:
 def _run_audit_step(tmp_path: Path, **inputs: str) -> tuple[subprocess.CompletedProcess, dict]:
     values = {name: str(spec.get("default", "")) for name, spec in ACTION["inputs"].items()}
     values.update(inputs)
-    env = {**os.environ, "PATH": f"{_shim(tmp_path)}:{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "GITHUB_OUTPUT": str(tmp_path / "github_output")}
+    env = {
+        **os.environ,
+        "PATH": f"{_shim(tmp_path)}:{os.environ['PATH']}",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "GITHUB_OUTPUT": str(tmp_path / "github_output"),
+    }
     for name, expression in AUDIT_STEP["env"].items():
         env[name] = re.sub(r"\$\{\{\s*inputs\.([A-Za-z0-9_-]+)\s*\}\}", lambda m: values[m.group(1)], expression)
-    result = subprocess.run(["bash", "-e", "-c", AUDIT_STEP["run"]], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", "-e", "-c", AUDIT_STEP["run"]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     outputs = dict(line.split("=", 1) for line in (tmp_path / "github_output").read_text().split())
     return result, outputs
 
@@ -111,8 +123,9 @@ def test_action_script_runs_and_writes_one_sarif_per_command(tmp_path):
     shutil.copy(SAMPLES / "zoo.keras", tmp_path / "models" / "zoo.keras")
     shutil.copy(SAMPLES / "seed.keras", tmp_path / "models" / "seed.keras")
     (tmp_path / "rules.json").write_text(json.dumps({"exclude_var_names": ["LayerNorm"]}))
-    result, outputs = _run_audit_step(tmp_path, models="models/", rules="rules.json", target="keras",
-                                      **{"check-model": "models/zoo.keras"})
+    result, outputs = _run_audit_step(
+        tmp_path, models="models/", rules="rules.json", target="keras", **{"check-model": "models/zoo.keras"}
+    )
     assert result.returncode == 0, result.stderr
     assert outputs["exit-code"] == "1"  # the rule is dead: check found something
     logs = sorted(p.name for p in (tmp_path / "decay-audit-sarif").iterdir())
@@ -180,8 +193,14 @@ def test_pre_commit_try_repo_runs_both_hooks(tmp_path):
     import site
 
     site_packages = ":".join(site.getsitepackages())
-    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "cache"), "PIP_NO_DEPS": "1",
-           "PYTHONPATH": site_packages, "TF_CPP_MIN_LOG_LEVEL": "3", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env = {
+        **os.environ,
+        "PRE_COMMIT_HOME": str(tmp_path / "cache"),
+        "PIP_NO_DEPS": "1",
+        "PYTHONPATH": site_packages,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
 
     shadow, rev = _shadow_commit(REPO, tmp_path)  # try-repo reads a commit: the hooks file may be uncommitted
 
@@ -198,13 +217,30 @@ def test_pre_commit_try_repo_runs_both_hooks(tmp_path):
     assert try_repo("decay-audit-scan").returncode == 0
     # the check hook needs the model: with args from a config (try-repo takes none), run it the way the hook does
     config = work / ".pre-commit-config.yaml"
-    config.write_text(yaml.safe_dump({"repos": [{"repo": str(shadow), "rev": rev,
-                                                  "hooks": [{"id": "decay-audit-check",
-                                                             "args": ["--model", "models/seed.keras",
-                                                                      "--target", "keras"]}]}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "repos": [
+                    {
+                        "repo": str(shadow),
+                        "rev": rev,
+                        "hooks": [
+                            {"id": "decay-audit-check", "args": ["--model", "models/seed.keras", "--target", "keras"]}
+                        ],
+                    }
+                ]
+            }
+        )
+    )
     subprocess.run(git + ["add", "-A"], cwd=work, check=True)
-    checked = subprocess.run([PRE_COMMIT, "run", "decay-audit-check", "--all-files", "--verbose"], cwd=work,
-                             env=env, capture_output=True, text=True, timeout=600)
+    checked = subprocess.run(
+        [PRE_COMMIT, "run", "decay-audit-check", "--all-files", "--verbose"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert checked.returncode == 1, checked.stdout + checked.stderr
     assert "over-broad" in checked.stdout and "dense2" in checked.stdout  # 'dense2' also excludes its kernel
 
@@ -220,5 +256,6 @@ def _shadow_commit(repo: Path, tmp_path: Path) -> tuple[Path, str]:
     subprocess.run(["git", "init", "-q"], cwd=shadow, check=True)
     subprocess.run(git + ["add", "-A"], cwd=shadow, check=True)
     subprocess.run(git + ["commit", "-q", "-m", "shadow"], cwd=shadow, check=True)
-    return shadow, subprocess.run(["git", "rev-parse", "HEAD"], cwd=shadow, capture_output=True, text=True,
-                                  check=True).stdout.strip()
+    return shadow, subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=shadow, capture_output=True, text=True, check=True
+    ).stdout.strip()

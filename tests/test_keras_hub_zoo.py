@@ -54,25 +54,25 @@ def _owners(model) -> dict[int, keras.layers.Layer]:
 
 # Roles restated from each layer's call(), independently of decay-audit's table: (class, leaf) -> kind.
 _SPECIAL = {
-    ("T5MultiHeadAttention", "embeddings"): "embedding",        # relative-position bias, looked up by bucket
+    ("T5MultiHeadAttention", "embeddings"): "embedding",  # relative-position bias, looked up by bucket
     ("ViTPatchingAndEmbedding", "class_token"): "embedding",
     ("CLIPVisionEmbedding", "class_embedding"): "embedding",
     ("CLIPHead", "logit_scale"): "scale",
-    ("XLNetEncoder", "content_attention_bias"): "bias",          # added to the query, r_w_bias
+    ("XLNetEncoder", "content_attention_bias"): "bias",  # added to the query, r_w_bias
     ("XLNetEncoder", "positional_attention_bias"): "bias",
     ("XLNetEncoder", "segment_attention_bias"): "bias",
-    ("XLNetEncoder", "segment_encoding"): "embedding",           # selected by segment ids
+    ("XLNetEncoder", "segment_encoding"): "embedding",  # selected by segment ids
     ("XLNetAttentionMaskLayer", "mask_emb"): "embedding",
     ("RelativeEmbedding", "rel_embedding"): "embedding",
-    ("ReversibleEmbedding", "reverse_embeddings"): "kernel",     # multiplies hidden states into logits
+    ("ReversibleEmbedding", "reverse_embeddings"): "kernel",  # multiplies hidden states into logits
     ("WindowAttention", "relative_position_bias_table"): "embedding",
     ("DINOV2Embedding", "cls_token"): "embedding",
     ("DINOV2Embedding", "mask_token"): "embedding",
     ("DINOV2Embedding", "interpolated_position_embeddings"): "embedding",
-    ("DINOV2LayerScale", "lambda1"): "scale",                    # layer-scale gain on the residual branch
+    ("DINOV2LayerScale", "lambda1"): "scale",  # layer-scale gain on the residual branch
     ("SigLIPMultiHeadAttentionPooling", "variable"): "embedding",  # the learned query token (probe)
     ("SigLIPVisionEmbedding", "position_ids"): "statistic",
-    ("MixtralMoeExperts", "expert_feedforward_gate_dense"): "kernel",   # per-expert weight matrices
+    ("MixtralMoeExperts", "expert_feedforward_gate_dense"): "kernel",  # per-expert weight matrices
     ("MixtralMoeExperts", "expert_feedforward_intermediate_dense"): "kernel",
     ("MixtralMoeExperts", "expert_feedforward_output_dense"): "kernel",
 }
@@ -110,7 +110,7 @@ def _check(report, expected: dict[str, list[str]], count: int) -> None:
     got = collections.defaultdict(list)
     for variable in report.variables:
         got[variable.record.path].append((variable.classification.kind.value, variable.record.trainable))
-    assert set(got) == set(expected), (sorted(set(got) ^ set(expected)))
+    assert set(got) == set(expected), sorted(set(got) ^ set(expected))
     wrong = {p: (sorted(got[p]), sorted(expected[p])) for p in got if sorted(got[p]) != sorted(expected[p])}
     assert not wrong, wrong
     unknown = [v.record.path for v in report.variables if not v.record.leaf_known]
@@ -136,8 +136,9 @@ def test_weights_file_paths_and_kinds_match_the_saving_model(hub_files, name):
 
 def test_zoo_is_broad(hub_files):
     """At least 15 backbones of different families, plus task models."""
-    backbones = {type(model).__name__ for model, _, _ in hub_files.values()
-                 if isinstance(model, keras_hub.models.Backbone)}
+    backbones = {
+        type(model).__name__ for model, _, _ in hub_files.values() if isinstance(model, keras_hub.models.Backbone)
+    }
     tasks = {type(model).__name__ for model, _, _ in hub_files.values() if isinstance(model, keras_hub.models.Task)}
     assert len(backbones) >= 15 and len(tasks) >= 2, (backbones, tasks)
 
@@ -149,8 +150,9 @@ def test_two_dimensional_attention_biases_are_biases(hub_files):
     biases = [v for v in report.variables if v.record.leaf == "bias" and v.record.ndim == 2]
     assert len(biases) == 3
     assert all(v.classification.kind.value == "bias" and not v.decision.decay for v in biases)
-    assert {v.record.path for v in biases} == {f"vit_encoder/transformer_block_1/mha/{p}/bias"
-                                               for p in ("query", "key", "value")}
+    assert {v.record.path for v in biases} == {
+        f"vit_encoder/transformer_block_1/mha/{p}/bias" for p in ("query", "key", "value")
+    }
 
 
 def test_keras_rule_is_exact_on_every_hub_model_with_a_real_optimizer(hub_files):
@@ -169,5 +171,7 @@ def test_keras_rule_is_exact_on_every_hub_model_with_a_real_optimizer(hub_files)
         optimizer = keras.optimizers.AdamW(learning_rate=0.1, weight_decay=0.5)
         apply_keras_rule(model, emission.document, optimizer)
         moved = moved_by_real_optimizer(model, optimizer)
-        expected = collections.Counter(v.record.path for v in report.variables if v.decision.decay and v.record.trainable)
+        expected = collections.Counter(
+            v.record.path for v in report.variables if v.decision.decay and v.record.trainable
+        )
         assert moved == expected, (name, moved - expected, expected - moved)

@@ -44,8 +44,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("class_name,kwargs,shape", CASES,
-                         ids=[f"{c}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for c, kw, _ in CASES])
+@pytest.mark.parametrize(
+    "class_name,kwargs,shape", CASES, ids=[f"{c}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for c, kw, _ in CASES]
+)
 def test_table_matches_installed_keras(class_name, kwargs, shape):
     layer = getattr(L, class_name)(**kwargs)
     layer.build(shape)
@@ -54,10 +55,13 @@ def test_table_matches_installed_keras(class_name, kwargs, shape):
     assert predicted == built
 
 
-@pytest.mark.parametrize("class_name,build", [
-    ("Attention", lambda layer: layer.build([(None, 2, 3), (None, 2, 3)])),
-    ("AdditiveAttention", lambda layer: layer.build([(None, 2, 3), (None, 2, 3)])),
-])
+@pytest.mark.parametrize(
+    "class_name,build",
+    [
+        ("Attention", lambda layer: layer.build([(None, 2, 3), (None, 2, 3)])),
+        ("AdditiveAttention", lambda layer: layer.build([(None, 2, 3), (None, 2, 3)])),
+    ],
+)
 @pytest.mark.parametrize("kwargs", [{}, {"use_scale": True}])
 def test_attention_scales_match(class_name, build, kwargs):
     layer = getattr(L, class_name)(**kwargs)

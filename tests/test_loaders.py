@@ -58,8 +58,11 @@ def test_zoo_kinds_and_decisions_in_every_format(zoo, fmt):
     # Custom-class variables have generic or positional leaves in some formats; compare by layer.
     for path, verdict in expected.items():
         layer, leaf = path.rsplit("/", 1)
-        candidates = [p for p in verdicts if p == path or (p.rsplit("/", 1)[0] == layer and
-                                                          layer in ("block_layer_scale", "custom_norm"))]
+        candidates = [
+            p
+            for p in verdicts
+            if p == path or (p.rsplit("/", 1)[0] == layer and layer in ("block_layer_scale", "custom_norm"))
+        ]
         assert candidates, f"{fmt}: {path} missing from {sorted(verdicts)}"
         assert verdicts[candidates[0]] == verdict, f"{fmt}: {path}"
     assert len(verdicts) == len(expected)
@@ -106,8 +109,9 @@ def test_plain_tf_module_savedmodel_uses_graph_evidence(tf_module_dir):
     table = report.by_path()["table"]
     assert any("gather" in e for e in table.classification.evidence)
     live = scan(module)
-    assert {v.record.path: (v.classification.kind.value, v.decision.decay) for v in live.variables} == \
-        {**builders.MODULE_EXPECTED}
+    assert {v.record.path: (v.classification.kind.value, v.decision.decay) for v in live.variables} == {
+        **builders.MODULE_EXPECTED
+    }
 
 
 def test_subclassed_model_scans_without_its_class(tmp_path):
@@ -118,7 +122,8 @@ def test_subclassed_model_scans_without_its_class(tmp_path):
     assert len(report.variables) == len(model.weights)
     paths = {v.record.path for v in report.variables}
     assert {w.path for w in model.weights if "layer_normalization" not in w.path} <= paths | {
-        p.replace("var_0", "kernel").replace("var_1", "bias") for p in paths}
+        p.replace("var_0", "kernel").replace("var_1", "bias") for p in paths
+    }
     decayed = sorted(v.record.shape for v in report.variables if v.decision.decay)
     assert decayed == sorted(tuple(w.shape) for w in model.weights if w.name == "kernel")
 

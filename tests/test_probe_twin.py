@@ -90,20 +90,23 @@ def _knobs(optimizer):
 
 
 def test_muon_adam_weight_decay_on_biases_is_caught():
-    broken = verify(verify_setups.compiled(keras.optimizers.Muon(1e-2, weight_decay=0.1, adam_weight_decay=0.1),
-                                           exclude=False))
+    broken = verify(
+        verify_setups.compiled(keras.optimizers.Muon(1e-2, weight_decay=0.1, adam_weight_decay=0.1), exclude=False)
+    )
     assert {m.path for m in broken.mismatches} == {"dense1/bias", "dense2/bias"}
     assert "adam_weight_decay=0.1" in by_path(broken, "dense1/bias").detail
     # weight_decay=0 on Muon's matrices is not the knob that decays biases
-    only_adam = verify(verify_setups.compiled(keras.optimizers.Muon(1e-2, weight_decay=None, adam_weight_decay=0.1),
-                                              exclude=False))
+    only_adam = verify(
+        verify_setups.compiled(keras.optimizers.Muon(1e-2, weight_decay=None, adam_weight_decay=0.1), exclude=False)
+    )
     assert outcomes(only_adam)["dense1/bias"] is Outcome.DECAYED_AGAINST_INTENT
     correct = verify(verify_setups.compiled(keras.optimizers.Muon(1e-2, weight_decay=0.1, adam_weight_decay=0.1)))
     assert correct.ok, [(m.path, m.detail) for m in correct.mismatches]
 
 
-@pytest.mark.parametrize("knob", ["l2_regularization_strength", "l2_shrinkage_regularization_strength",
-                                  "l1_regularization_strength"])
+@pytest.mark.parametrize(
+    "knob", ["l2_regularization_strength", "l2_shrinkage_regularization_strength", "l1_regularization_strength"]
+)
 def test_ftrl_regularization_strengths_are_switched_and_attributed(knob):
     optimizer = keras.optimizers.Ftrl(0.05, **{knob: 0.05})
     assert ("coupled", knob) in _knobs(keras.optimizers.Ftrl(0.05, **{knob: 0.05}))
@@ -120,16 +123,21 @@ def test_newer_optimizers_with_exclusions_pass_and_without_are_flagged(name):
     assert all(m.decoupled_steps for m in good.measurements if m.expected_decay)
     if name == "Muon":
         return  # Muon's biases go to adam_weight_decay: covered above
-    bad = verify(verify_setups.compiled(getattr(keras.optimizers, name)(learning_rate=0.05, weight_decay=0.1),
-                                        exclude=False))
+    bad = verify(
+        verify_setups.compiled(getattr(keras.optimizers, name)(learning_rate=0.05, weight_decay=0.1), exclude=False)
+    )
     assert {m.path for m in bad.mismatches} == {"dense1/bias", "dense2/bias"}
 
 
 def test_knob_table_covers_every_optimizer_with_a_decay_parameter():
     classes = {name: getattr(keras.optimizers, name) for name in dir(keras.optimizers)}
-    with_decay = sorted(name for name, cls in classes.items()
-                        if isinstance(cls, type) and issubclass(cls, keras.optimizers.Optimizer)
-                        and "weight_decay" in inspect.signature(cls.__init__).parameters)
+    with_decay = sorted(
+        name
+        for name, cls in classes.items()
+        if isinstance(cls, type)
+        and issubclass(cls, keras.optimizers.Optimizer)
+        and "weight_decay" in inspect.signature(cls.__init__).parameters
+    )
     assert len(with_decay) >= 14
     for name in with_decay:
         if name in ("LossScaleOptimizer", "MultiOptimizer", "Optimizer"):
@@ -260,8 +268,9 @@ def test_hand_written_penalty_on_a_gradient_starved_bias_is_still_seen():
 def test_coupled_l2_reports_penalty_gradient_and_optimizer_effect_separately():
     inputs = keras.Input((8,))
     hidden = keras.layers.Dense(16, name="dense1", kernel_regularizer=keras.regularizers.L2(5e-4))(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(4, name="dense2", kernel_regularizer=keras.regularizers.L2(5e-4))(
-        hidden))
+    model = keras.Model(
+        inputs, keras.layers.Dense(4, name="dense2", kernel_regularizer=keras.regularizers.L2(5e-4))(hidden)
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     report = verify(model)
     assert report.ok, report.mismatches
@@ -286,8 +295,11 @@ def test_backend_table_and_restore_of_every_knob():
     model.compile(optimizer=optimizer, loss="mse")
     report = verify(model)
     assert report.backend == "tensorflow"
-    assert set(report.decay_sources) == {"Muon weight_decay=0.1", "Muon adam_weight_decay=0.2",
-                                         "model regularizer L2(l2=0.001) on d/kernel"}
+    assert set(report.decay_sources) == {
+        "Muon weight_decay=0.1",
+        "Muon adam_weight_decay=0.2",
+        "model regularizer L2(l2=0.001) on d/kernel",
+    }
     assert optimizer.weight_decay == 0.1 and optimizer.adam_weight_decay == 0.2
     assert model.get_layer("d").kernel.regularizer is l2
     x = np.ones((2, 8), "float32")
@@ -313,8 +325,8 @@ class TwoOptimizerModel(keras.Model):
             loss = self.compute_loss(x=x, y=y, y_pred=self(x, training=True), training=True)
         backbone, head = self.backbone.trainable_variables, self.head.trainable_variables
         gradients = tape.gradient(loss, backbone + head)
-        self.optimizer.apply(gradients[:len(backbone)], backbone)
-        self.head_optimizer.apply(gradients[len(backbone):], head)
+        self.optimizer.apply(gradients[: len(backbone)], backbone)
+        self.head_optimizer.apply(gradients[len(backbone) :], head)
         return {"loss": loss}
 
 
@@ -335,8 +347,9 @@ def test_subclassed_train_step_with_an_optimizer_held_by_the_model():
 def test_fine_tuning_l2_penalty_is_seen_through_an_amplified_twin():
     inputs = keras.Input((8,))
     hidden = keras.layers.Dense(16, name="dense1", kernel_regularizer=keras.regularizers.L2(1e-6))(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(4, name="dense2", bias_regularizer=keras.regularizers.L2(1e-6))(
-        hidden))
+    model = keras.Model(
+        inputs, keras.layers.Dense(4, name="dense2", bias_regularizer=keras.regularizers.L2(1e-6))(hidden)
+    )
     model.compile(optimizer=keras.optimizers.SGD(1e-4), loss="mse")  # 2 * lr * l2 = 2e-10 per step
     report = verify(model)
     result = outcomes(report)
@@ -345,8 +358,22 @@ def test_fine_tuning_l2_penalty_is_seen_through_an_amplified_twin():
     assert result["dense2/kernel"] is Outcome.NOT_DECAYED and result["dense1/bias"] is Outcome.OK
 
 
-DECAYING_OPTIMIZERS = ["SGD", "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta", "Lion", "Lamb",
-                       "Adafactor", "Ftrl", "Muon", "ScheduleFreeAdamW"]
+DECAYING_OPTIMIZERS = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "Nadam",
+    "RMSprop",
+    "Adagrad",
+    "Adadelta",
+    "Lion",
+    "Lamb",
+    "Adafactor",
+    "Ftrl",
+    "Muon",
+    "ScheduleFreeAdamW",
+]
 
 
 @pytest.mark.parametrize("name", DECAYING_OPTIMIZERS)

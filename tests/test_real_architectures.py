@@ -12,10 +12,10 @@ from decay_audit.knowledge.keras import LAYER_VARIABLES
 KERNEL_LEAVES = {"kernel", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel"}
 
 ARCHITECTURES = {
-    "mobilenet_v2": lambda: keras.applications.MobileNetV2(alpha=0.35, input_shape=(32, 32, 3), weights=None,
-                                                           classes=10),
-    "efficientnet_b0": lambda: keras.applications.EfficientNetB0(input_shape=(32, 32, 3), weights=None,
-                                                                 classes=10),
+    "mobilenet_v2": lambda: keras.applications.MobileNetV2(
+        alpha=0.35, input_shape=(32, 32, 3), weights=None, classes=10
+    ),
+    "efficientnet_b0": lambda: keras.applications.EfficientNetB0(input_shape=(32, 32, 3), weights=None, classes=10),
     "convnext_tiny": lambda: keras.applications.ConvNeXtTiny(input_shape=(32, 32, 3), weights=None, classes=10),
 }
 
@@ -25,11 +25,14 @@ def _expected_decay(model) -> dict[str, bool]:
     return {w.path: (w.name in KERNEL_LEAVES and w.trainable) for w in model.weights}
 
 
-@pytest.fixture(scope="module", params=[
-    "mobilenet_v2",
-    pytest.param("efficientnet_b0", marks=pytest.mark.slow),
-    pytest.param("convnext_tiny", marks=pytest.mark.slow),
-])
+@pytest.fixture(
+    scope="module",
+    params=[
+        "mobilenet_v2",
+        pytest.param("efficientnet_b0", marks=pytest.mark.slow),
+        pytest.param("convnext_tiny", marks=pytest.mark.slow),
+    ],
+)
 def saved_architecture(request, tmp_path_factory):
     model = ARCHITECTURES[request.param]()
     directory = tmp_path_factory.mktemp(request.param)
@@ -53,8 +56,12 @@ def test_keras_file_matches_keras_and_decides_right(saved_architecture):
     for record in custom_free:
         assert record.path in fast, record.path
         got = fast[record.path]
-        assert (got.leaf, got.shape, got.trainable, got.layer_class) == \
-            (record.leaf, record.shape, record.trainable, record.layer_class)
+        assert (got.leaf, got.shape, got.trainable, got.layer_class) == (
+            record.leaf,
+            record.shape,
+            record.trainable,
+            record.layer_class,
+        )
     expected = _expected_decay(rebuilt)
     decided = {v.record.path: v.decision.decay for v in report.variables}
     for record in built.records:

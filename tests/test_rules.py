@@ -41,8 +41,9 @@ def test_emitted_rule_selects_exactly_the_intended_set(builtin_zoo, preset, targ
     emission = emit_rules(report, target)
     assert emission.ok, (emission.wrongly_selected, emission.unexpressible)
     tool = get_target(target)
-    applied = tool.apply(tool.parse(json.loads(json.dumps(emission.document)), "rule"),
-                         [v.record for v in report.variables])
+    applied = tool.apply(
+        tool.parse(json.loads(json.dumps(emission.document)), "rule"), [v.record for v in report.variables]
+    )
     assert applied.excluded == _intended_excluded(report)
 
 
@@ -89,8 +90,10 @@ def test_optax_mask_is_aligned_with_trainable_variables(builtin_zoo):
     document = emit_rules(scan(builtin_zoo), "optax").document
     model = keras.saving.load_model(builtin_zoo)
     assert document["paths"] == [v.path for v in model.trainable_variables]
-    assert document["mask"] == [v.name in ("kernel", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel")
-                                for v in model.trainable_variables]
+    assert document["mask"] == [
+        v.name in ("kernel", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel")
+        for v in model.trainable_variables
+    ]
 
 
 def test_tf_keras_rule_on_a_real_tf_keras_optimizer(tf_keras_files):
@@ -115,8 +118,11 @@ def apply_keras_rule(model, rules, optimizer):
     owned = {}
     for v in model.weights:
         owned.setdefault(v.path.rpartition("/")[0], []).append(v)
-    var_list = [v for v in model.trainable_variables if v.path in set(rules["exclude_paths"])
-                or v.path.rpartition("/")[0] in set(rules.get("exclude_layers", []))]
+    var_list = [
+        v
+        for v in model.trainable_variables
+        if v.path in set(rules["exclude_paths"]) or v.path.rpartition("/")[0] in set(rules.get("exclude_layers", []))
+    ]
     var_list += [owned[p["layer"]][p["index"]] for p in rules.get("exclude_positions", [])]
     optimizer.exclude_from_weight_decay(var_list=var_list, var_names=rules["exclude_var_names"] or None)
 
@@ -132,8 +138,7 @@ def test_custom_classes_are_excluded_by_layer_path_and_position(tmp_path, preset
     """The project's own zoo.keras: its custom classes' leaves are unknown (stored by position),
     but variable.path names their layers on every backend: a real AdamW step decays exactly the policy's set."""
     out = tmp_path / "r.json"
-    result = run_cli("rules", str(SAMPLES / "zoo.keras"), "--target", "keras", "--preset", preset,
-                     "--output", str(out))
+    result = run_cli("rules", str(SAMPLES / "zoo.keras"), "--target", "keras", "--preset", preset, "--output", str(out))
     assert result.returncode == 0, result.stderr
     rules = json.loads(out.read_text())
     assert rules["exclude_layers"] or rules["exclude_positions"]
@@ -153,15 +158,18 @@ def test_custom_classes_are_excluded_by_layer_path_and_position(tmp_path, preset
     assert _decayed_by_real_optimizer(model, optimizer) == expected
 
 
-@pytest.mark.parametrize("target,backend,names,dead,decayed_against", [
-    # Keras 3 on JAX/torch matches the leaf: "LayerNorm" and a Keras 2 "dense2" filter match nothing.
-    ("keras", "jax", ["LayerNorm", "bias"], "LayerNorm", "ln/gamma"),
-    ("keras", "jax", ["dense2"], "dense2", "head/bias"),
-    ("keras", "tensorflow", ["LayerNorm", "bias"], "LayerNorm", "ln/gamma"),
-    # BERT's list against variables named LayerNorm under full-name semantics.
-    ("model-garden", None, ["layer_norm", "bias"], "layer_norm", "ln/gamma"),
-    ("tf-keras", None, ["layer_norm", "bias"], "layer_norm", "ln/beta"),
-])
+@pytest.mark.parametrize(
+    "target,backend,names,dead,decayed_against",
+    [
+        # Keras 3 on JAX/torch matches the leaf: "LayerNorm" and a Keras 2 "dense2" filter match nothing.
+        ("keras", "jax", ["LayerNorm", "bias"], "LayerNorm", "ln/gamma"),
+        ("keras", "jax", ["dense2"], "dense2", "head/bias"),
+        ("keras", "tensorflow", ["LayerNorm", "bias"], "LayerNorm", "ln/gamma"),
+        # BERT's list against variables named LayerNorm under full-name semantics.
+        ("model-garden", None, ["layer_norm", "bias"], "layer_norm", "ln/gamma"),
+        ("tf-keras", None, ["layer_norm", "bias"], "layer_norm", "ln/beta"),
+    ],
+)
 def test_check_reproduces_real_failures(builtin_zoo, target, backend, names, dead, decayed_against):
     report = scan(builtin_zoo, preset="no-bias-norm")
     tool = get_target(target, backend)
@@ -175,8 +183,9 @@ def test_keras2_dense2_filter_under_tensorflow_backend_excludes_a_kernel(seed):
     """On the TF backend Keras 3 searches 'dense2/kernel:0': the Keras 2 filter is over-broad."""
     _, paths = seed
     report = scan(paths["keras"])
-    result = check_rules(report, "keras", get_target("keras", "tensorflow").from_var_names(["dense2"]),
-                         keras_backend="tensorflow")
+    result = check_rules(
+        report, "keras", get_target("keras", "tensorflow").from_var_names(["dense2"]), keras_backend="tensorflow"
+    )
     kinds = {(f.kind, f.subject) for f in result.findings}
     assert (FindingKind.OVER_BROAD, "dense2") in kinds
     assert (FindingKind.EXCLUDED_AGAINST_POLICY, "dense2/kernel") in kinds
@@ -234,8 +243,10 @@ def test_saved_optimizer_with_weight_decay_is_reported(tmp_path):
 
 def test_policy_file_overrides_and_findings(tmp_path, builtin_zoo):
     policy = tmp_path / "policy.yaml"
-    policy.write_text("preset: kernels-only\noverrides:\n  - {action: decay, select: 'kind:embedding'}\n"
-                      "  - {action: no-decay, select: 'head/*'}\n  - {action: decay, select: 're:^nothing$'}\n")
+    policy.write_text(
+        "preset: kernels-only\noverrides:\n  - {action: decay, select: 'kind:embedding'}\n"
+        "  - {action: no-decay, select: 'head/*'}\n  - {action: decay, select: 're:^nothing$'}\n"
+    )
     from decay_audit.policy import load_policy_file
 
     report = scan(builtin_zoo, preset=load_policy_file(policy))
@@ -282,6 +293,7 @@ def test_a_backtracking_rule_regex_is_one_error_naming_it_within_the_budget(monk
     # the timer and handler are put back: a fast rule afterwards runs as before
     assert check_rules(report, target, get_target(target).from_var_names(["bias"])) is not None
     import signal
+
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
 
 

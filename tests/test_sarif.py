@@ -21,8 +21,9 @@ TESTS = Path(__file__).resolve().parent
 
 def _valid(text: str) -> dict:
     document = json.loads(text)
-    validator = jsonschema.Draft4Validator(load_sarif_schema(),
-                                           format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER)
+    validator = jsonschema.Draft4Validator(
+        load_sarif_schema(), format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER
+    )
     validator.validate(document)
     assert document["version"] == "2.1.0" and len(document["runs"]) == 1
     return document
@@ -54,8 +55,16 @@ def test_every_finding_type_has_one_rule():
     own_rules = {rule_for(outcome).name for outcome in failing}
     assert "verify-mismatch" not in own_rules, "a new verify outcome needs its own SARIF rule"
     assert len(own_rules) == len(failing)
-    for wanted in ("dead-pattern", "over-broad-pattern", "decayed-against-policy", "double-decay",
-                   "never-switched-on", "saved-optimizer-decays-all", "low-confidence", "conflicting-evidence"):
+    for wanted in (
+        "dead-pattern",
+        "over-broad-pattern",
+        "decayed-against-policy",
+        "double-decay",
+        "never-switched-on",
+        "saved-optimizer-decays-all",
+        "low-confidence",
+        "conflicting-evidence",
+    ):
         assert wanted in names
     for subject in ("scan", "scan-many", "check", "verify"):
         assert "sarif" in formats_for(subject)
@@ -66,12 +75,14 @@ def test_scan_sarif_low_confidence_located_in_the_model_file():
     assert result.returncode == 1
     assert "low-confidence" in result.stderr  # the --strict summary goes to stderr, never into the log
     document = _valid(result.stdout)
-    json_report = json.loads(run_cli("scan", "sample_models/subclassed.keras", "--format", "json",
-                                     cwd=REPO).stdout)
+    json_report = json.loads(run_cli("scan", "sample_models/subclassed.keras", "--format", "json", cwd=REPO).stdout)
     low = [v["path"] for v in json_report["variables"] if v["confidence"] == "low"]
     names = _rule_names(document)
-    flagged = [r["locations"][0]["logicalLocations"][0]["name"] for r in _results(document)
-               if names[r["ruleId"]] == "low-confidence"]
+    flagged = [
+        r["locations"][0]["logicalLocations"][0]["name"]
+        for r in _results(document)
+        if names[r["ruleId"]] == "low-confidence"
+    ]
     assert sorted(flagged) == sorted(low) and low
     for result_object in _results(document):
         location = result_object["locations"][0]["physicalLocation"]
@@ -89,24 +100,37 @@ def test_scan_sarif_clean_model_has_no_results(tmp_path):
 def test_check_sarif_pattern_findings_sit_in_the_rule_file(tmp_path):
     shutil.copy(SAMPLES / "zoo.keras", tmp_path / "zoo.keras")
     (tmp_path / "rules.json").write_text(json.dumps({"exclude_var_names": ["LayerNorm", "kernel"]}))
-    result = run_cli("check", "zoo.keras", "--target", "keras", "--keras-backend", "jax", "--rules", "rules.json",
-                     "--format", "sarif", cwd=tmp_path)
+    result = run_cli(
+        "check",
+        "zoo.keras",
+        "--target",
+        "keras",
+        "--keras-backend",
+        "jax",
+        "--rules",
+        "rules.json",
+        "--format",
+        "sarif",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1, result.stderr
     document = _valid(result.stdout)
     names = _rule_names(document)
     by_rule: dict[str, list[dict]] = {}
     for item in _results(document):
         by_rule.setdefault(names[item["ruleId"]], []).append(item)
-    dead, = by_rule["dead-pattern"]
+    (dead,) = by_rule["dead-pattern"]
     assert dead["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "rules.json"
     assert dead["locations"][0]["logicalLocations"][0]["name"] == "LayerNorm"
     assert dead["relatedLocations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "zoo.keras"
     assert "kernel" in [i["locations"][0]["logicalLocations"][0]["name"] for i in by_rule["over-broad-pattern"]]
     decayed = by_rule["decayed-against-policy"]
-    assert decayed and all(i["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "zoo.keras"
-                           for i in decayed)
-    table = run_cli("check", "zoo.keras", "--target", "keras", "--keras-backend", "jax", "--rules", "rules.json",
-                    cwd=tmp_path)
+    assert decayed and all(
+        i["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "zoo.keras" for i in decayed
+    )
+    table = run_cli(
+        "check", "zoo.keras", "--target", "keras", "--keras-backend", "jax", "--rules", "rules.json", cwd=tmp_path
+    )
     assert table.stdout.count("decayed-against-policy") == len(decayed)  # the same findings as the table
 
 
@@ -117,8 +141,17 @@ def test_check_sarif_saved_optimizer(tmp_path):
     model = builders.seed_model()
     model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.01), loss="mse")
     model.save(tmp_path / "compiled.keras")
-    result = run_cli("check", "compiled.keras", "--target", "keras", "--var-names", "(^|/)bias(:0)?$",
-                     "--format", "sarif", cwd=tmp_path)
+    result = run_cli(
+        "check",
+        "compiled.keras",
+        "--target",
+        "keras",
+        "--var-names",
+        "(^|/)bias(:0)?$",
+        "--format",
+        "sarif",
+        cwd=tmp_path,
+    )
     document = _valid(result.stdout)
     names = _rule_names(document)
     assert [names[r["ruleId"]] for r in _results(document)] == ["saved-optimizer-decays-all"]
@@ -134,10 +167,12 @@ def test_verify_sarif_points_at_the_setup_function(tmp_path):
         "\n"
         "\n"
         "def make():\n"
-        "    return verify_setups.method_1()\n")
+        "    return verify_setups.method_1()\n"
+    )
     assert function_line(setup, "make") == 6
-    result = run_cli("verify", "--setup", "train.py:make", "--preset", "no-bias-norm", "--format", "sarif",
-                     cwd=tmp_path)
+    result = run_cli(
+        "verify", "--setup", "train.py:make", "--preset", "no-bias-norm", "--format", "sarif", cwd=tmp_path
+    )
     assert result.returncode == 1, result.stderr
     document = _valid(result.stdout)
     names = _rule_names(document)
@@ -158,6 +193,5 @@ def test_sarif_escapes_hostile_names(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["csv", "markdown"])
 def test_formats_a_command_does_not_have_are_usage_errors(fmt):
-    result = run_cli("check", str(SAMPLES / "seed.keras"), "--target", "keras", "--var-names", "bias",
-                     "--format", fmt)
+    result = run_cli("check", str(SAMPLES / "seed.keras"), "--target", "keras", "--var-names", "bias", "--format", fmt)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1

@@ -22,12 +22,12 @@ HUB_ROLES = {
     ("ReversibleEmbedding", "embeddings"): Kind.EMBEDDING,
     ("ReversibleEmbedding", "reverse_embeddings"): Kind.KERNEL,  # untied LM head: hidden states x matrix
     ("T5LayerNorm", "weight"): Kind.NORM,
-    ("T5MultiHeadAttention", "embeddings"): Kind.EMBEDDING,     # relative_attention_bias, per distance bucket
+    ("T5MultiHeadAttention", "embeddings"): Kind.EMBEDDING,  # relative_attention_bias, per distance bucket
     ("WindowAttention", "relative_position_bias_table"): Kind.EMBEDDING,
-    ("XLNetEncoder", "content_attention_bias"): Kind.BIAS,      # added to the query
+    ("XLNetEncoder", "content_attention_bias"): Kind.BIAS,  # added to the query
     ("XLNetEncoder", "positional_attention_bias"): Kind.BIAS,
     ("XLNetEncoder", "segment_attention_bias"): Kind.BIAS,
-    ("XLNetEncoder", "segment_encoding"): Kind.EMBEDDING,       # one row per same/different segment
+    ("XLNetEncoder", "segment_encoding"): Kind.EMBEDDING,  # one row per same/different segment
     ("XLNetAttentionMaskLayer", "mask_emb"): Kind.EMBEDDING,
     ("RelativeEmbedding", "rel_embedding"): Kind.EMBEDDING,
     ("LlamaLayerNorm", "scale"): Kind.NORM,
@@ -36,30 +36,59 @@ HUB_ROLES = {
 }
 
 BACKBONES = {
-    "t5": lambda: keras_hub.models.T5Backbone(vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16,
-                                              intermediate_dim=32, key_value_dim=8, tie_embedding_weights=False),
-    "swin": lambda: keras_hub.models.SwinTransformerBackbone(image_shape=(32, 32, 3), embed_dim=8, depths=[2, 2],
-                                                             num_heads=[2, 2], window_size=4, patch_size=4),
-    "xlnet": lambda: keras_hub.models.XLNetBackbone(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16,
-                                                    intermediate_dim=32),
-    "deberta_v3": lambda: keras_hub.models.DebertaV3Backbone(vocabulary_size=50, num_layers=1, num_heads=2,
-                                                             hidden_dim=16, intermediate_dim=32,
-                                                             max_sequence_length=16, bucket_size=4),
-    "llama": lambda: keras_hub.models.LlamaBackbone(vocabulary_size=50, num_layers=1, num_query_heads=2,
-                                                    num_key_value_heads=1, hidden_dim=16, intermediate_dim=32,
-                                                    tie_word_embeddings=False),
-    "vit": lambda: keras_hub.models.ViTBackbone(image_shape=(16, 16, 3), patch_size=4, num_layers=1, num_heads=2,
-                                                hidden_dim=16, mlp_dim=32),
-    "bert": lambda: keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16,
-                                                  intermediate_dim=32, max_sequence_length=16),
+    "t5": lambda: keras_hub.models.T5Backbone(
+        vocabulary_size=50,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        key_value_dim=8,
+        tie_embedding_weights=False,
+    ),
+    "swin": lambda: keras_hub.models.SwinTransformerBackbone(
+        image_shape=(32, 32, 3), embed_dim=8, depths=[2, 2], num_heads=[2, 2], window_size=4, patch_size=4
+    ),
+    "xlnet": lambda: keras_hub.models.XLNetBackbone(
+        vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32
+    ),
+    "deberta_v3": lambda: keras_hub.models.DebertaV3Backbone(
+        vocabulary_size=50,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=16,
+        bucket_size=4,
+    ),
+    "llama": lambda: keras_hub.models.LlamaBackbone(
+        vocabulary_size=50,
+        num_layers=1,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=16,
+        intermediate_dim=32,
+        tie_word_embeddings=False,
+    ),
+    "vit": lambda: keras_hub.models.ViTBackbone(
+        image_shape=(16, 16, 3), patch_size=4, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32
+    ),
+    "bert": lambda: keras_hub.models.BertBackbone(
+        vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16
+    ),
 }
 
 
 def transfer_model():
     """A frozen pretrained-style base under a new head, the usual fine-tuning set-up."""
-    base = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="base_conv"),
-                             keras.layers.BatchNormalization(name="base_bn"),
-                             keras.layers.GlobalAveragePooling2D()], name="base")
+    base = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, name="base_conv"),
+            keras.layers.BatchNormalization(name="base_bn"),
+            keras.layers.GlobalAveragePooling2D(),
+        ],
+        name="base",
+    )
     base.trainable = False
     inputs = keras.Input((8, 8, 3))
     return keras.Model(inputs, keras.layers.Dense(2, name="head")(base(inputs)))
@@ -100,7 +129,7 @@ def test_export_lists_each_variable_once_by_its_keras_path(exports, name):
     directory, expected = exports[name]
     report = scan(directory)
     paths = [v.record.path for v in report.variables]
-    assert len(paths) == len(expected) == len(set(paths))   # one row per variable, one variable per path
+    assert len(paths) == len(expected) == len(set(paths))  # one row per variable, one variable per path
     # Keras itself gives T5's two relative_attention_bias tables one path; the second is numbered.
     assert Counter(p.split("#")[0] for p in paths) == Counter(e[0] for e in expected)
     by_path = {}
@@ -120,8 +149,14 @@ def test_frozen_base_of_an_export_is_not_trainable_and_not_decayed(exports):
     directory, expected = exports["transfer"]
     report = scan(directory)
     frozen = {v.record.path: v for v in report.variables if v.record.path.startswith("base/")}
-    assert set(frozen) == {"base/base_conv/kernel", "base/base_conv/bias", "base/base_bn/gamma", "base/base_bn/beta",
-                           "base/base_bn/moving_mean", "base/base_bn/moving_variance"}
+    assert set(frozen) == {
+        "base/base_conv/kernel",
+        "base/base_conv/bias",
+        "base/base_bn/gamma",
+        "base/base_bn/beta",
+        "base/base_bn/moving_mean",
+        "base/base_bn/moving_variance",
+    }
     assert not any(v.record.trainable or v.decision.decay for v in frozen.values())
     assert frozen["base/base_conv/kernel"].classification.kind is Kind.KERNEL
     decayed = [v.record.path for v in report.variables if v.decision.decay]

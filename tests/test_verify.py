@@ -117,8 +117,20 @@ def test_exclusions_lost_after_save_and_load(tmp_path):
     assert wrong == {"dense1/bias", "dense2/bias"}
 
 
-OPTIMIZERS = ["SGD", "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta", "Lion", "Lamb",
-              "Adafactor", "Ftrl"]
+OPTIMIZERS = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "Nadam",
+    "RMSprop",
+    "Adagrad",
+    "Adadelta",
+    "Lion",
+    "Lamb",
+    "Adafactor",
+    "Ftrl",
+]
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
@@ -144,8 +156,7 @@ def test_schedule_gradient_accumulation_and_ema_pass():
     assert report.ok and report.steps == 4
     kernel = next(m for m in report.measurements if m.path == "dense1/kernel")
     assert kernel.decoupled_steps == 2  # only the updating steps decay
-    assert verify(verify_setups.compiled(keras.optimizers.AdamW(1e-2, weight_decay=0.1, use_ema=True,
-                                                                  clipnorm=1.0))).ok
+    assert verify(verify_setups.compiled(keras.optimizers.AdamW(1e-2, weight_decay=0.1, use_ema=True, clipnorm=1.0))).ok
 
 
 def test_dropout_does_not_fake_decay():
@@ -186,14 +197,24 @@ def test_cli_setup_junit_and_expectations(tmp_path):
         f"sys.path.insert(0, {str(TESTS)!r}); sys.path.insert(0, {str(TESTS.parent / 'sample_models')!r})\n"
         "import keras, verify_setups\n"
         "def make():\n"
-        "    return verify_setups.compiled(keras.optimizers.AdamW(1e-2, weight_decay=0.1))\n")
+        "    return verify_setups.compiled(keras.optimizers.AdamW(1e-2, weight_decay=0.1))\n"
+    )
     junit = tmp_path / "decay.xml"
     ok = run_cli("verify", "--setup", f"{setup_file}:make", "--junit", str(junit))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     suite = ElementTree.parse(junit).getroot()
     assert suite.get("tests") == "4" and suite.get("failures") == "0"
-    wrong = run_cli("verify", "--setup", f"{setup_file}:make", "--expect-no-decay", "*", "--expect-decay",
-                    "dense1/*", "--junit", str(junit))
+    wrong = run_cli(
+        "verify",
+        "--setup",
+        f"{setup_file}:make",
+        "--expect-no-decay",
+        "*",
+        "--expect-decay",
+        "dense1/*",
+        "--junit",
+        str(junit),
+    )
     assert wrong.returncode == 1
     failures = {case.get("name") for case in ElementTree.parse(junit).getroot() if len(case)}
     assert failures == {"dense1/bias", "dense2/kernel"}
@@ -204,8 +225,18 @@ def test_cli_setup_junit_and_expectations(tmp_path):
 def test_cli_model_file_with_optimizer_options(tmp_path):
     path = tmp_path / "seed.keras"
     builders.seed_model().save(path)
-    good = run_cli("verify", str(path), "--optimizer", "adamw", "--weight-decay", "0.1", "--learning-rate", "0.01",
-                   "--exclude-var-names", "bias")
+    good = run_cli(
+        "verify",
+        str(path),
+        "--optimizer",
+        "adamw",
+        "--weight-decay",
+        "0.1",
+        "--learning-rate",
+        "0.01",
+        "--exclude-var-names",
+        "bias",
+    )
     assert good.returncode == 0, good.stdout + good.stderr
     bad = run_cli("verify", str(path), "--optimizer", "adamw", "--weight-decay", "0.1", "--exclude-var-names", "^bias$")
     assert bad.returncode == 1  # TensorFlow backend searches 'dense1/bias:0': '^bias$' matches nothing
@@ -230,8 +261,13 @@ def test_mirrored_strategy_with_two_logical_cpus():
         "    broken = verify_setups.compiled(keras.optimizers.AdamW(1e-2, weight_decay=0.1), exclude=False)\n"
         "print(verify(model).ok, sorted(m.path for m in verify(broken).mismatches))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "True ['dense1/bias', 'dense2/bias']"
 
@@ -261,9 +297,13 @@ def test_multi_input_zoo_with_rnn_attention_and_batchnorm():
     model = builders.zoo_model()
     model(builders.zoo_inputs())
     optimizer = keras.optimizers.AdamW(1e-2, weight_decay=0.1)
-    optimizer.exclude_from_weight_decay(var_list=[
-        v for v in model.trainable_variables
-        if v.name not in ("kernel", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel")])
+    optimizer.exclude_from_weight_decay(
+        var_list=[
+            v
+            for v in model.trainable_variables
+            if v.name not in ("kernel", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel")
+        ]
+    )
     model.compile(optimizer=optimizer, loss="mse")
     report = verify(model)
     assert report.ok, [(m.path, m.detail) for m in report.mismatches]

@@ -36,10 +36,15 @@ def mismatched(report):
 
 def run_cases_on(backend: str, *names: str) -> dict:
     """backend_cases' cases (all of CASES unless named) under KERAS_BACKEND=backend, in one fresh interpreter."""
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, str(TESTS / "backend_cases.py"), *names], capture_output=True,
-                            text=True, env=env, timeout=600)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [sys.executable, str(TESTS / "backend_cases.py"), *names], capture_output=True, text=True, env=env, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -56,6 +61,7 @@ def on_jax():
 
 # ---- tf_keras (Keras 2) -----------------------------------------------------------------------
 
+
 def test_tf_keras_adamw_var_names_search_the_full_name():
     """tf_keras searches ``var_names`` in ``LayerNorm/gamma:0``: the BERT list works, the
     lower-case ``layer_norm`` of transformers #4360 misses ``LayerNorm``."""
@@ -65,8 +71,10 @@ def test_tf_keras_adamw_var_names_search_the_full_name():
     kernel = next(m for m in report.measurements if m.path == "dense1/kernel")
     assert kernel.measured == "decoupled" and kernel.decoupled_ratio == pytest.approx(1.0, rel=1e-3)
     broken = verify(tf_keras_setups.adamw(["layer_norm", "bias"]), preset="no-bias-norm")
-    assert mismatched(broken) == {"LayerNorm/gamma": Outcome.DECAYED_AGAINST_INTENT,
-                                  "LayerNorm/beta": Outcome.DECAYED_AGAINST_INTENT}
+    assert mismatched(broken) == {
+        "LayerNorm/gamma": Outcome.DECAYED_AGAINST_INTENT,
+        "LayerNorm/beta": Outcome.DECAYED_AGAINST_INTENT,
+    }
 
 
 @pytest.mark.parametrize("name", ["AdamW", "Adam", "SGD", "Lion", "Adafactor", "experimental.AdamW"])
@@ -76,8 +84,9 @@ def test_tf_keras_new_style_optimizers_with_var_list_exclusions(name):
         owner = getattr(owner, part)
     built = tf_keras_setups.model()
     optimizer = owner(learning_rate=1e-2, weight_decay=0.1)
-    optimizer.exclude_from_weight_decay(var_list=[v for v in built.trainable_variables
-                                                  if "bias" in v.name or "LayerNorm" in v.name])
+    optimizer.exclude_from_weight_decay(
+        var_list=[v for v in built.trainable_variables if "bias" in v.name or "LayerNorm" in v.name]
+    )
     built.compile(optimizer=optimizer, loss="mse")
     report = verify(built)
     assert report.ok, [(m.path, m.detail) for m in report.mismatches]
@@ -145,8 +154,9 @@ def test_transformers_adam_weight_decay_exclude_and_include_regexes():
     assert kernel.decoupled_ratio == pytest.approx(1.0, rel=1e-3)  # lr_t * weight_decay_rate * w
     broken = verify(tf_keras_setups.hf_adam_weight_decay(["layer_norm", "bias"]), preset="no-bias-norm")
     assert set(mismatched(broken)) == {"LayerNorm/gamma", "LayerNorm/beta"}
-    included = verify(tf_keras_setups.hf_adam_weight_decay(["LayerNorm", "bias"], include=["dense1/bias"]),
-                      preset="no-bias-norm")
+    included = verify(
+        tf_keras_setups.hf_adam_weight_decay(["LayerNorm", "bias"], include=["dense1/bias"]), preset="no-bias-norm"
+    )
     assert mismatched(included) == {"dense1/bias": Outcome.DECAYED_AGAINST_INTENT}
 
 
@@ -154,8 +164,11 @@ def test_transformers_adam_weight_decay_follows_a_schedule_with_dropout():
     """The per-step rate is the legacy optimizer's ``_decayed_lr`` (schedule at ``iterations``);
     dropout (tf_keras' stateful ``tf.nn.dropout`` by default) does not fake decay."""
     schedule = tf_keras.optimizers.schedules.ExponentialDecay(0.05, decay_steps=1, decay_rate=0.5)
-    report = verify(tf_keras_setups.hf_adam_weight_decay(["LayerNorm", "bias"], learning_rate=schedule,
-                                                         dropout=True), preset="no-bias-norm", steps=3)
+    report = verify(
+        tf_keras_setups.hf_adam_weight_decay(["LayerNorm", "bias"], learning_rate=schedule, dropout=True),
+        preset="no-bias-norm",
+        steps=3,
+    )
     assert report.ok, [(m.path, m.detail) for m in report.mismatches]
 
 
@@ -179,10 +192,14 @@ def test_transformers_tf_bert_with_adam_weight_decay():
     assert embeddings and all(m.measured == "decoupled" for m in embeddings)
     broken = verify(tf_keras_setups.tiny_bert_classifier(["layer_norm", "bias"]), preset="no-bias-norm")
     wrong = {path.split("/", 1)[1] for path in mismatched(broken)}
-    assert wrong == {"bert/embeddings/LayerNorm/gamma", "bert/embeddings/LayerNorm/beta",
-                     "bert/encoder/layer_._0/attention/output/LayerNorm/gamma",
-                     "bert/encoder/layer_._0/attention/output/LayerNorm/beta",
-                     "bert/encoder/layer_._0/output/LayerNorm/gamma", "bert/encoder/layer_._0/output/LayerNorm/beta"}
+    assert wrong == {
+        "bert/embeddings/LayerNorm/gamma",
+        "bert/embeddings/LayerNorm/beta",
+        "bert/encoder/layer_._0/attention/output/LayerNorm/gamma",
+        "bert/encoder/layer_._0/attention/output/LayerNorm/beta",
+        "bert/encoder/layer_._0/output/LayerNorm/gamma",
+        "bert/encoder/layer_._0/output/LayerNorm/beta",
+    }
 
 
 def test_transformers_models_computing_their_own_loss_with_create_optimizer():
@@ -190,8 +207,14 @@ def test_transformers_models_computing_their_own_loss_with_create_optimizer():
     its exclude list) and ``compile()`` without a loss, labels moved into the inputs."""
     from transformers import BertConfig, TFBertForMaskedLM, create_optimizer
 
-    config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=16, max_position_embeddings=16)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+    )
     bert = TFBertForMaskedLM(config)
     bert(bert.dummy_inputs)
     optimizer, _ = create_optimizer(init_lr=5e-5, num_train_steps=100, num_warmup_steps=10, weight_decay_rate=0.01)
@@ -204,23 +227,32 @@ def test_transformers_models_computing_their_own_loss_with_create_optimizer():
 def test_cli_tf_keras_setup_reports_its_backend(tmp_path):
     """tf_keras AdamW through the CLI: used to crash on ``scale_loss`` (exit 1)."""
     setup = tmp_path / "train_k2.py"
-    setup.write_text(f"import sys\nsys.path.insert(0, {str(TESTS)!r})\nimport tf_keras_setups\n"
-                     "def make():\n    return tf_keras_setups.adamw(['layer_norm', 'bias'])\n")
+    setup.write_text(
+        f"import sys\nsys.path.insert(0, {str(TESTS)!r})\nimport tf_keras_setups\n"
+        "def make():\n    return tf_keras_setups.adamw(['layer_norm', 'bias'])\n"
+    )
     result = run_cli("verify", "--setup", f"{setup}:make", "--preset", "no-bias-norm", "--format", "json")
     assert result.returncode == 1, result.stderr
     document = json.loads(result.stdout)
     assert document["backend"] == "tf_keras"
-    assert {m["path"] for m in document["measurements"] if m["outcome"] != "ok"} == {"LayerNorm/gamma",
-                                                                                     "LayerNorm/beta"}
+    assert {m["path"] for m in document["measurements"] if m["outcome"] != "ok"} == {
+        "LayerNorm/gamma",
+        "LayerNorm/beta",
+    }
 
 
 # ---- Keras 3: the same set-ups on TensorFlow and JAX --------------------------------------------
+
 
 def test_jax_runs_through_its_own_backend(on_jax):
     assert {case["backend"] for case in on_jax.values()} == {"jax"}
     assert on_jax["var_list_adamw"]["ok"]
     assert {path for path, outcome in on_jax["no_exclusions_adamw"]["outcomes"].items() if outcome != "ok"} == {
-        "dense1/bias", "layer_norm/gamma", "layer_norm/beta", "dense2/bias"}
+        "dense1/bias",
+        "layer_norm/gamma",
+        "layer_norm/beta",
+        "dense2/bias",
+    }
 
 
 @pytest.mark.parametrize("name", NEUTRAL)
@@ -260,8 +292,10 @@ def test_keras_hub_task_on_jax_keeps_embeddings_decayed():
 
 def test_cli_backend_option_and_keras_backend_variable(tmp_path):
     setup = tmp_path / "train_k3.py"
-    setup.write_text(f"import sys\nsys.path.insert(0, {str(TESTS)!r})\nimport backend_cases\n"
-                     "def make():\n    return backend_cases.var_names_layer()\n")
+    setup.write_text(
+        f"import sys\nsys.path.insert(0, {str(TESTS)!r})\nimport backend_cases\n"
+        "def make():\n    return backend_cases.var_names_layer()\n"
+    )
     on_jax = run_cli("verify", "--setup", f"{setup}:make", "--preset", "no-bias-norm", "--backend", "jax")
     assert on_jax.returncode == 1, on_jax.stderr
     assert "backend jax" in on_jax.stdout.splitlines()[0]
@@ -273,7 +307,8 @@ def test_cli_refuses_a_backend_that_is_not_installed():
     result = run_cli("verify", "--setup", "nowhere.py:make", "--backend", "torch")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "decay-audit: error: --backend: torch is not installed: cannot probe on it (pip install torch)"]
+        "decay-audit: error: --backend: torch is not installed: cannot probe on it (pip install torch)"
+    ]
     unknown = run_cli("verify", "--setup", "nowhere.py:make", "--backend", "mxnet")
     assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
 
@@ -290,6 +325,7 @@ def test_same_verdicts_on_tensorflow_and_torch(on_tensorflow):
 
 # ---- GPU ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.gpu
 def test_gpu_probe_is_deterministic_and_right():
     """On a GPU: op determinism on, the noise floor calibrated by a repeated step, and the
@@ -304,6 +340,7 @@ def test_gpu_probe_is_deterministic_and_right():
 
 @pytest.mark.gpu
 def test_gpu_tf_keras_bert():
-    report = verify(tf_keras_setups.tiny_bert_classifier(["LayerNorm", "layer_norm", "bias"]),
-                    preset="no-bias-norm", device="gpu")
+    report = verify(
+        tf_keras_setups.tiny_bert_classifier(["LayerNorm", "layer_norm", "bias"]), preset="no-bias-norm", device="gpu"
+    )
     assert report.device == "GPU" and report.ok, [(m.path, m.detail) for m in report.mismatches]

@@ -31,8 +31,15 @@ VOCABULARY, HIDDEN, SEQUENCE = 50, 8, 8
 
 
 def bert_backbone():
-    return keras_hub.models.BertBackbone(vocabulary_size=VOCABULARY, num_layers=1, num_heads=2, hidden_dim=HIDDEN,
-                                         intermediate_dim=16, max_sequence_length=SEQUENCE, num_segments=2)
+    return keras_hub.models.BertBackbone(
+        vocabulary_size=VOCABULARY,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=HIDDEN,
+        intermediate_dim=16,
+        max_sequence_length=SEQUENCE,
+        num_segments=2,
+    )
 
 
 def bert():
@@ -40,22 +47,40 @@ def bert():
 
 
 def albert():
-    backbone = keras_hub.models.AlbertBackbone(vocabulary_size=VOCABULARY, num_layers=1, num_heads=2,
-                                               hidden_dim=HIDDEN, embedding_dim=HIDDEN, intermediate_dim=16,
-                                               max_sequence_length=SEQUENCE)
+    backbone = keras_hub.models.AlbertBackbone(
+        vocabulary_size=VOCABULARY,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=HIDDEN,
+        embedding_dim=HIDDEN,
+        intermediate_dim=16,
+        max_sequence_length=SEQUENCE,
+    )
     return keras_hub.models.AlbertTextClassifier(backbone=backbone, num_classes=3, preprocessor=None)
 
 
 def gpt2():
-    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=VOCABULARY, num_layers=1, num_heads=2,
-                                             hidden_dim=HIDDEN, intermediate_dim=16, max_sequence_length=SEQUENCE)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=VOCABULARY,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=HIDDEN,
+        intermediate_dim=16,
+        max_sequence_length=SEQUENCE,
+    )
     return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
 
 
 def gemma():
-    backbone = keras_hub.models.GemmaBackbone(vocabulary_size=VOCABULARY, num_layers=1, num_query_heads=2,
-                                              num_key_value_heads=1, hidden_dim=HIDDEN, intermediate_dim=16,
-                                              head_dim=4)
+    backbone = keras_hub.models.GemmaBackbone(
+        vocabulary_size=VOCABULARY,
+        num_layers=1,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=HIDDEN,
+        intermediate_dim=16,
+        head_dim=4,
+    )
     return keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=None)
 
 
@@ -109,7 +134,8 @@ def test_keras_io_pattern_on_keras_hub_task_leaves_embeddings_decayed_under_kern
     expected = {p for p in paths if p.endswith("/embeddings") or p.endswith("/scale")}
     assert expected and wrong(report) == expected
     assert {m.intent for m in report.mismatches if m.path.endswith("embeddings")} == {
-        "embedding is excluded under kernels-only"}
+        "embedding is excluded under kernels-only"
+    }
 
 
 BERT_SETUP = """
@@ -128,12 +154,14 @@ def test_cli_keras_io_pattern_on_bert_backbone_fails_kernels_only_and_passes_no_
     setup = tmp_path / "bert_setup.py"
     setup.write_text(BERT_SETUP)
     runner = CliRunner()
-    strict = runner.invoke(main, ["verify", "--setup", f"{setup}:make", "--preset", "kernels-only",
-                                  "--format", "json"])
+    strict = runner.invoke(main, ["verify", "--setup", f"{setup}:make", "--preset", "kernels-only", "--format", "json"])
     assert strict.exit_code == 1, strict.output
     document = json.loads(strict.stdout)
     assert {m["path"] for m in document["measurements"] if m["outcome"] != "ok"} == {
-        "token_embedding/embeddings", "position_embedding/embeddings", "segment_embedding/embeddings"}
+        "token_embedding/embeddings",
+        "position_embedding/embeddings",
+        "segment_embedding/embeddings",
+    }
     loose = runner.invoke(main, ["verify", "--setup", f"{setup}:make", "--preset", "no-bias-norm"])
     assert loose.exit_code == 0, loose.output
     assert "all variables get the intended decay" in loose.stdout
@@ -164,7 +192,8 @@ def custom_loop(loss, exclude=True, **extra):
 SPARSE_LOSSES = {
     "keras-object": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     "tf-nn-lambda": lambda y, p: tf.reduce_mean(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=p)),
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=p)
+    ),
 }
 
 
@@ -188,8 +217,10 @@ def test_compiled_loss_dict_keyed_by_output_name():
     inputs = keras.Input((6,))
     hidden = keras.layers.Dense(8, name="hidden")(inputs)
     model = keras.Model(inputs, [keras.layers.Dense(5, name="cls")(hidden), keras.layers.Dense(2, name="reg")(hidden)])
-    model.compile(optimizer=adamw(["bias"]),
-                  loss={"reg": "mse", "cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
+    model.compile(
+        optimizer=adamw(["bias"]),
+        loss={"reg": "mse", "cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+    )
     x, y = BatchSource(TrainingSetup(model, model.optimizer)).next()
     assert y[0].shape == (4,) and y[0].dtype.kind == "i" and y[1].shape == (4, 2) and y[1].dtype.kind == "f"
     assert verify(model).ok
@@ -218,14 +249,18 @@ def test_keras_hub_task_with_its_own_dict_batch():
 def test_keras_hub_task_with_a_preprocessor_fed_raw_text_as_in_the_fine_tuning_guides():
     vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(VOCABULARY - 5)]
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
-        keras_hub.models.BertTokenizer(vocabulary=vocabulary), sequence_length=SEQUENCE)
+        keras_hub.models.BertTokenizer(vocabulary=vocabulary), sequence_length=SEQUENCE
+    )
     model = keras_hub.models.BertTextClassifier(backbone=bert_backbone(), num_classes=2, preprocessor=preprocessor)
     model.compile(optimizer=adamw(KERAS_IO_PATTERN))
     texts, labels = np.array(["w1 w2 w3", "w4 w5", "w6 w7 w8 w9", "w1"]), np.array([0, 1, 0, 1])
     dataset = tf.data.Dataset.from_tensor_slices((texts, labels)).batch(2)  # what Task.fit is given
     report = verify({"model": model, "dataset": dataset}, preset="kernels-only")
-    assert wrong(report) == {"token_embedding/embeddings", "position_embedding/embeddings",
-                             "segment_embedding/embeddings"}
+    assert wrong(report) == {
+        "token_embedding/embeddings",
+        "position_embedding/embeddings",
+        "segment_embedding/embeddings",
+    }
 
 
 def test_subclassed_model_never_called_is_built_from_the_setups_batch():
@@ -250,8 +285,12 @@ def test_nested_functional_inputs_get_their_own_tables():
     ids, mask = keras.Input((None,), dtype="int32", name="ids"), keras.Input((None,), dtype="int32", name="mask")
     tags = keras.Input((None,), dtype="int32", name="tags")
     inner_ids, inner_tags = keras.Input((None,), dtype="int32"), keras.Input((None,), dtype="int32")
-    embedded = keras.layers.Add()([keras.layers.Embedding(50, 4, name="words")(inner_ids),
-                                   keras.layers.Embedding(3, 4, name="tag_table")(inner_tags)])
+    embedded = keras.layers.Add()(
+        [
+            keras.layers.Embedding(50, 4, name="words")(inner_ids),
+            keras.layers.Embedding(3, 4, name="tag_table")(inner_tags),
+        ]
+    )
     encoder = keras.Model({"a": inner_ids, "b": inner_tags}, embedded, name="encoder")
     hidden = encoder({"a": ids, "b": tags})
     masked = hidden * keras.ops.expand_dims(keras.ops.cast(mask, "float32"), -1)
@@ -283,8 +322,7 @@ def test_import_and_make_failures_name_their_stage(tmp_path):
             load_setup(f"{path}:make")
         assert caught.value.stage is stage and isinstance(caught.value, DecayAuditError)
         assert f"{stage.value} failed" in str(caught.value)
-    assert "ModuleNotFoundError" in str(pytest.raises(SetupError, load_setup,
-                                                      f"{tmp_path / 'import.py'}:make").value)
+    assert "ModuleNotFoundError" in str(pytest.raises(SetupError, load_setup, f"{tmp_path / 'import.py'}:make").value)
     path = write_setup(tmp_path, "def make():\n    return 42\n", "wrong.py")
     with pytest.raises(SetupError, match=r"make\(\) failed: make\(\) must return .*got int") as caught:
         load_setup(f"{path}:make")
@@ -331,11 +369,14 @@ def test_generator_that_runs_out_is_a_batch_error():
 
 
 def test_describe_exception_keeps_the_telling_line_of_tensorflow_errors():
-    message = ("Graph execution error:\n\nDetected at node foo defined at (most recent call last):\n"
-               "  File \"x.py\", line 3\n\x1b[1m{{function_node __wrapped__GatherV2}} indices[0,0] = 60 is not in "
-               "[0, 50) [Op:GatherV2]\x1b[0m")
+    message = (
+        "Graph execution error:\n\nDetected at node foo defined at (most recent call last):\n"
+        '  File "x.py", line 3\n\x1b[1m{{function_node __wrapped__GatherV2}} indices[0,0] = 60 is not in '
+        "[0, 50) [Op:GatherV2]\x1b[0m"
+    )
     assert describe_exception(tf.errors.InvalidArgumentError(None, None, message)) == (
-        "InvalidArgumentError: indices[0,0] = 60 is not in [0, 50) [Op:GatherV2]")
+        "InvalidArgumentError: indices[0,0] = 60 is not in [0, 50) [Op:GatherV2]"
+    )
     autograph = "in user code:\n\n    File \"t.py\", line 4, in step  *\n        raise X\n\n    KeyError: 'token_ids'\n"
     assert describe_exception(ValueError(autograph)) == "KeyError: 'token_ids'"
 
@@ -373,7 +414,8 @@ def test_cli_import_failure_in_a_fresh_process_is_one_line_exit_2(tmp_path):
     result = run_cli("verify", "--setup", f"{path}:make")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
-        f"decay-audit: error: {path}: import failed: KeyError: 'missing config entry' (--debug shows the traceback)"]
+        f"decay-audit: error: {path}: import failed: KeyError: 'missing config entry' (--debug shows the traceback)"
+    ]
 
 
 # -- intent that matches nothing -----------------------------------------------------------------------
@@ -386,15 +428,20 @@ def compiled_classifier(exclude=True):
 
 
 def test_dead_expectations_and_overrides_are_reported():
-    report = verify(compiled_classifier(), ordered_expectations=[(False, "*/bias"), (False, "encoder/*")],
-                    preset=build_policy("kernels-only", no_decay=["*/no_such_layer/*"]))
+    report = verify(
+        compiled_classifier(),
+        ordered_expectations=[(False, "*/bias"), (False, "encoder/*")],
+        preset=build_policy("kernels-only", no_decay=["*/no_such_layer/*"]),
+    )
     assert report.ok
     assert report.dead_selectors == ("--no-decay */no_such_layer/*", "--expect-no-decay encoder/*")
     assert {m.intent for m in report.measurements if m.path.endswith("bias")} == {"--expect-no-decay */bias"}
 
 
 def test_cli_dead_selector_warns_strict_fails_and_table_names_the_rule(tmp_path):
-    setup = write_setup(tmp_path, """
+    setup = write_setup(
+        tmp_path,
+        """
         import keras
 
         def make():
@@ -404,7 +451,8 @@ def test_cli_dead_selector_warns_strict_fails_and_table_names_the_rule(tmp_path)
             optimizer.exclude_from_weight_decay(var_names=["bias"])
             model.compile(optimizer=optimizer, loss="mse")
             return model
-        """)
+        """,
+    )
     runner = CliRunner()
     base = ["verify", "--setup", f"{setup}:make", "--expect-no-decay", "*/nothing/*"]
     loose = runner.invoke(main, base + ["--junit", str(tmp_path / "decay.xml")])
@@ -414,8 +462,9 @@ def test_cli_dead_selector_warns_strict_fails_and_table_names_the_rule(tmp_path)
     assert [case.get("name") for case in skipped] == ["--expect-no-decay */nothing/*"]
     strict = runner.invoke(main, base + ["--strict"])
     assert strict.exit_code == 1 and "match no variable" in strict.stderr
-    dead_override = runner.invoke(main, ["verify", "--setup", f"{setup}:make", "--no-decay", "kind:embedding",
-                                         "--strict"])
+    dead_override = runner.invoke(
+        main, ["verify", "--setup", f"{setup}:make", "--no-decay", "kind:embedding", "--strict"]
+    )
     assert dead_override.exit_code == 1 and "--no-decay kind:embedding" in dead_override.stderr
     mismatch = runner.invoke(main, ["verify", "--setup", f"{setup}:make", "--expect-no-decay", "hidden/*"])
     assert mismatch.exit_code == 1
@@ -444,8 +493,9 @@ def test_tf_keras_functional_inputs_are_read_the_same_way():
     ids = tf_keras.Input((None,), dtype="int32", name="ids")
     mask = tf_keras.Input((None,), dtype="int32", name="mask")
     hidden = tf_keras.layers.Embedding(40, 4)(ids) * tf_keras.backend.cast(mask, "float32")[..., None]
-    model = tf_keras.Model({"ids": ids, "mask": mask},
-                           tf_keras.layers.Dense(2)(tf_keras.layers.GlobalAveragePooling1D()(hidden)))
+    model = tf_keras.Model(
+        {"ids": ids, "mask": mask}, tf_keras.layers.Dense(2)(tf_keras.layers.GlobalAveragePooling1D()(hidden))
+    )
     model.compile(optimizer="adam", loss="mse")
     x, y = BatchSource(TrainingSetup(model, None)).next()
     assert set(x) == {"ids", "mask"} and x["ids"].max() < 40 and np.all(x["mask"] == 1)

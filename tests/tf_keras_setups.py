@@ -38,8 +38,9 @@ def adam_weight_decay_var_list(exclude: bool = True):
     built = model()
     optimizer = tf_keras.optimizers.Adam(learning_rate=1e-2, weight_decay=0.1)
     if exclude:
-        optimizer.exclude_from_weight_decay(var_list=[v for v in built.trainable_variables
-                                                      if "bias" in v.name or "LayerNorm" in v.name])
+        optimizer.exclude_from_weight_decay(
+            var_list=[v for v in built.trainable_variables if "bias" in v.name or "LayerNorm" in v.name]
+        )
     built.compile(optimizer=optimizer, loss="mse")
     return built
 
@@ -48,8 +49,12 @@ def hf_adam_weight_decay(exclude, include=None, learning_rate=1e-2, dropout=Fals
     """transformers 4.x ``AdamWeightDecay`` (a legacy tf_keras Adam with its own decay hook)."""
     from transformers.optimization_tf import AdamWeightDecay
 
-    optimizer = AdamWeightDecay(learning_rate=learning_rate, weight_decay_rate=0.1,
-                                exclude_from_weight_decay=exclude, include_in_weight_decay=include)
+    optimizer = AdamWeightDecay(
+        learning_rate=learning_rate,
+        weight_decay_rate=0.1,
+        exclude_from_weight_decay=exclude,
+        include_in_weight_decay=include,
+    )
     return compiled(optimizer, dropout=dropout)
 
 
@@ -76,13 +81,21 @@ def tiny_bert_classifier(exclude):
     from transformers import BertConfig, TFBertForSequenceClassification
     from transformers.optimization_tf import AdamWeightDecay
 
-    config = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=16, max_position_embeddings=16, num_labels=3)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+        num_labels=3,
+    )
     bert = TFBertForSequenceClassification(config)
     bert(bert.dummy_inputs)
-    bert.compile(optimizer=AdamWeightDecay(learning_rate=1e-3, weight_decay_rate=0.01,
-                                           exclude_from_weight_decay=exclude),
-                 loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    bert.compile(
+        optimizer=AdamWeightDecay(learning_rate=1e-3, weight_decay_rate=0.01, exclude_from_weight_decay=exclude),
+        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return bert
 
 

@@ -58,8 +58,14 @@ def build_table() -> dict:
     table = {}
     for key, cls in sorted(source.classes.items()):
         reader = source.read(cls)
-        keras_base = next((b.__name__ for b in cls.__mro__[1:] if not b.__module__.startswith("keras_hub")
-                           and b.__name__ in keras_known), None)
+        keras_base = next(
+            (
+                b.__name__
+                for b in cls.__mro__[1:]
+                if not b.__module__.startswith("keras_hub") and b.__name__ in keras_known
+            ),
+            None,
+        )
         is_model = issubclass(cls, keras.Model)
         functional = is_model and reader.functional
         variables = []
@@ -67,8 +73,9 @@ def build_table() -> dict:
             if leaf is None:
                 # Keras names it ``variable``, ``variable_1``, ... by a process-wide counter.
                 kind, role = _reviewed_kind(cls.__name__, f"attribute:{attr}", trainable)
-                variables.append(("", trainable, optional, kind, role + " (unnamed: Keras numbers it variable_N)",
-                                  in_init, rank))
+                variables.append(
+                    ("", trainable, optional, kind, role + " (unnamed: Keras numbers it variable_N)", in_init, rank)
+                )
                 continue
             kind, role = _reviewed_kind(cls.__name__, leaf, trainable)
             variables.append((leaf, trainable, optional, kind, role, in_init, rank))
@@ -88,8 +95,9 @@ def build_table() -> dict:
             "prefixes": reader.prefixes,
         }
     if MISSING:
-        raise SystemExit("no reviewed kind (read each layer's call() and add a REVIEWED_KINDS entry): "
-                         + ", ".join(MISSING))
+        raise SystemExit(
+            "no reviewed kind (read each layer's call() and add a REVIEWED_KINDS entry): " + ", ".join(MISSING)
+        )
     return {"version": keras_hub.__version__, "classes": table}
 
 

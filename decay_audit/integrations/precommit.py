@@ -35,9 +35,15 @@ def is_policy_file(path: str | Path) -> bool:
     return isinstance(document, dict) and bool(document) and set(document) <= POLICY_KEYS
 
 
-def check_commands(models: Sequence[str], target: str, files: Sequence[str], rules: str | None = None,
-                   policy: str | None = None, preset: str | None = None,
-                   keras_backend: str | None = None) -> list[list[str]]:
+def check_commands(
+    models: Sequence[str],
+    target: str,
+    files: Sequence[str],
+    rules: str | None = None,
+    policy: str | None = None,
+    preset: str | None = None,
+    keras_backend: str | None = None,
+) -> list[list[str]]:
     """The ``decay-audit check`` argument lists this hook runs (one per model, rule file and policy)."""
     policies = [f for f in files if is_policy_file(f)]
     rule_files = [f for f in files if f not in policies] or ([rules] if rules and policies else [])
@@ -58,10 +64,14 @@ def check_commands(models: Sequence[str], target: str, files: Sequence[str], rul
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m decay_audit.integrations.precommit",
-                                     description="Check changed decay rule/policy files against a model.")
+    parser = argparse.ArgumentParser(
+        prog="python -m decay_audit.integrations.precommit",
+        description="Check changed decay rule/policy files against a model.",
+    )
     parser.add_argument("--model", action="append", required=True, help="The model the rules are for (repeatable).")
-    parser.add_argument("--target", required=True, help="The rule language: keras, tf-keras, model-garden, optax, native.")
+    parser.add_argument(
+        "--target", required=True, help="The rule language: keras, tf-keras, model-garden, optax, native."
+    )
     parser.add_argument("--rules", help="The rule file to check when only a policy file changed.")
     parser.add_argument("--policy", help="The policy to check under when no policy file changed.")
     parser.add_argument("--preset", help="The preset to check under when no policy is given.")
@@ -69,8 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("files", nargs="*", help="Changed rule/policy files (pre-commit passes them).")
     options = parser.parse_args(argv)
     worst = 0
-    for command in check_commands(options.model, options.target, options.files, options.rules, options.policy,
-                                  options.preset, options.keras_backend):
+    for command in check_commands(
+        options.model,
+        options.target,
+        options.files,
+        options.rules,
+        options.policy,
+        options.preset,
+        options.keras_backend,
+    ):
         result = subprocess.run([sys.executable, "-m", "decay_audit.cli", *command])
         worst = max(worst, result.returncode)
     return worst

@@ -43,8 +43,10 @@ class AuditSpec:
     def make(cls, setup: str, base: Path, **options: Any) -> AuditSpec:
         unknown = set(options) - _VERIFY_OPTIONS
         if unknown:
-            raise pytest.UsageError(f"decay_audit: unknown option(s) {sorted(unknown)}; "
-                                    f"expected setup= and any of {sorted(_VERIFY_OPTIONS)}")
+            raise pytest.UsageError(
+                f"decay_audit: unknown option(s) {sorted(unknown)}; "
+                f"expected setup= and any of {sorted(_VERIFY_OPTIONS)}"
+            )
         path, sep, function = str(setup).rpartition(":")
         if not sep or not path.endswith(".py") or not function:
             raise pytest.UsageError(f"decay_audit: setup must be FILE.py:FUNCTION, got {setup!r}")
@@ -83,8 +85,10 @@ def _report(config: pytest.Config, spec: AuditSpec) -> Any:
 
 def explain(measurement: Any, report: Any) -> str:
     """One failure message: the weight, what was measured, and what was intended."""
-    return (f"{measurement.path}: {measurement.outcome.value}: {measurement.detail} [intent: {measurement.intent}] "
-            f"({report.optimizer}, weight_decay={report.weight_decay}, {report.steps} steps)")
+    return (
+        f"{measurement.path}: {measurement.outcome.value}: {measurement.detail} [intent: {measurement.intent}] "
+        f"({report.optimizer}, weight_decay={report.weight_decay}, {report.steps} steps)"
+    )
 
 
 @dataclass
@@ -115,20 +119,32 @@ class DecayAudit:
 
 # --- options, marker, fixture -------------------------------------------------------------
 
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("decay-audit", "weight decay per variable (decay-audit)")
-    group.addoption("--decay-audit-setup", action="append", default=[], metavar="FILE.py:FUNCTION",
-                    help="Add one test per trainable variable of this training set-up (repeatable).")
-    group.addoption("--decay-audit-preset", default=None, metavar="PRESET",
-                    help="Policy preset for --decay-audit-setup (kernels-only, no-bias-norm, ndim, decay-all).")
+    group.addoption(
+        "--decay-audit-setup",
+        action="append",
+        default=[],
+        metavar="FILE.py:FUNCTION",
+        help="Add one test per trainable variable of this training set-up (repeatable).",
+    )
+    group.addoption(
+        "--decay-audit-preset",
+        default=None,
+        metavar="PRESET",
+        help="Policy preset for --decay-audit-setup (kernels-only, no-bias-norm, ndim, decay-all).",
+    )
     group.addoption("--decay-audit-steps", type=int, default=None, metavar="N", help="Probe steps (default 3).")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "decay_audit(setup='train.py:make', preset=..., steps=..., rules=..., expect_decay=..., "
-                   "expect_no_decay=...): run the test once per trainable variable of the set-up, failing "
-                   "where its measured weight decay differs from the intent (fixture: decay_audit)")
+        "markers",
+        "decay_audit(setup='train.py:make', preset=..., steps=..., rules=..., expect_decay=..., "
+        "expect_no_decay=...): run the test once per trainable variable of the set-up, failing "
+        "where its measured weight decay differs from the intent (fixture: decay_audit)",
+    )
 
 
 @pytest.fixture
@@ -157,13 +173,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if marker is None:
         return
     if "decay_audit" not in metafunc.fixturenames:
-        raise pytest.UsageError(f"{metafunc.definition.nodeid}: a @pytest.mark.decay_audit test must take the "
-                                "decay_audit fixture")
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: a @pytest.mark.decay_audit test must take the decay_audit fixture"
+        )
     spec = _marker_spec(metafunc, marker)
     report = _report(metafunc.config, spec)
     metafunc.fixturenames.append("decay_audit_variable")
-    metafunc.parametrize("decay_audit_variable", [(spec, m.path) for m in report.measurements],
-                         ids=[m.path for m in report.measurements])
+    metafunc.parametrize(
+        "decay_audit_variable", [(spec, m.path) for m in report.measurements], ids=[m.path for m in report.measurements]
+    )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -181,6 +199,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 
 # --- --decay-audit-setup: items without a test file ------------------------------------------
+
 
 class VariableItem(pytest.Item):
     """One trainable variable of one set-up."""
@@ -210,8 +229,9 @@ class SetupCollector(pytest.Collector):
 
     def collect(self) -> list[pytest.Item]:
         report = _report(self.config, self.spec)
-        return [VariableItem.from_parent(self, name=m.path, spec=self.spec, variable=m.path)
-                for m in report.measurements]
+        return [
+            VariableItem.from_parent(self, name=m.path, spec=self.spec, variable=m.path) for m in report.measurements
+        ]
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         from decay_audit.errors import DecayAuditError

@@ -74,23 +74,41 @@ LAYER_VARIABLES: dict[str, tuple[VariableSlot, ...]] = {
         _kernel(),
         VariableSlot("bias", Kind.BIAS, "bias, added to the layer output", _truthy("bias_axes")),
     ),
-    **{name: _DENSE_LIKE for name in (
-        "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
-        "Convolution1D", "Convolution2D", "Convolution3D",
-        "Convolution1DTranspose", "Convolution2DTranspose", "Convolution3DTranspose",
-        "DepthwiseConv1D", "DepthwiseConv2D",
-    )},
-    **{name: (
-        _kernel("depthwise_kernel", "per-channel spatial filter (kernel)"),
-        _kernel("pointwise_kernel", "1x1 channel-mixing filter (kernel)"),
-        _BIAS,
-    ) for name in ("SeparableConv1D", "SeparableConv2D", "SeparableConvolution1D", "SeparableConvolution2D")},
+    **{
+        name: _DENSE_LIKE
+        for name in (
+            "Conv1D",
+            "Conv2D",
+            "Conv3D",
+            "Conv1DTranspose",
+            "Conv2DTranspose",
+            "Conv3DTranspose",
+            "Convolution1D",
+            "Convolution2D",
+            "Convolution3D",
+            "Convolution1DTranspose",
+            "Convolution2DTranspose",
+            "Convolution3DTranspose",
+            "DepthwiseConv1D",
+            "DepthwiseConv2D",
+        )
+    },
+    **{
+        name: (
+            _kernel("depthwise_kernel", "per-channel spatial filter (kernel)"),
+            _kernel("pointwise_kernel", "1x1 channel-mixing filter (kernel)"),
+            _BIAS,
+        )
+        for name in ("SeparableConv1D", "SeparableConv2D", "SeparableConvolution1D", "SeparableConvolution2D")
+    },
     **{name: _RNN_CELL for name in ("LSTMCell", "GRUCell", "SimpleRNNCell", "ConvLSTMCell")},
     "Embedding": (VariableSlot("embeddings", Kind.EMBEDDING, "lookup table indexed by ids"),),
     "ReversibleEmbedding": (
         VariableSlot("embeddings", Kind.EMBEDDING, "lookup table indexed by ids"),
         VariableSlot(
-            "reverse_embeddings", Kind.KERNEL, "untied output projection to the vocabulary",
+            "reverse_embeddings",
+            Kind.KERNEL,
+            "untied output projection to the vocabulary",
             lambda config: not config.get("tie_weights", True),
         ),
     ),
@@ -98,24 +116,32 @@ LAYER_VARIABLES: dict[str, tuple[VariableSlot, ...]] = {
         _GAMMA,
         _BETA,
         VariableSlot("moving_mean", Kind.STATISTIC, "running mean, updated by the forward pass", trainable=False),
-        VariableSlot("moving_variance", Kind.STATISTIC, "running variance, updated by the forward pass", trainable=False),
+        VariableSlot(
+            "moving_variance", Kind.STATISTIC, "running variance, updated by the forward pass", trainable=False
+        ),
     ),
     "LayerNormalization": (
         _GAMMA,
-        VariableSlot("beta", Kind.NORM, "normalization offset",
-                     lambda config: bool(config.get("center", True)) and not config.get("rms_scaling", False)),
+        VariableSlot(
+            "beta",
+            Kind.NORM,
+            "normalization offset",
+            lambda config: bool(config.get("center", True)) and not config.get("rms_scaling", False),
+        ),
     ),
     "GroupNormalization": (_GAMMA, _BETA),
     "RMSNormalization": (VariableSlot("scale", Kind.NORM, "RMS normalization gain"),),
     "PReLU": (VariableSlot("alpha", Kind.SCALE, "learned slope of the negative part (PReLU)"),),
     "Attention": (
         VariableSlot("scale", Kind.SCALE, "learned attention temperature", _flag("use_scale", False)),
-        VariableSlot("concat_score_weight", Kind.SCALE, "weight of the concat score",
-                     lambda config: config.get("score_mode") == "concat"),
+        VariableSlot(
+            "concat_score_weight",
+            Kind.SCALE,
+            "weight of the concat score",
+            lambda config: config.get("score_mode") == "concat",
+        ),
     ),
-    "AdditiveAttention": (
-        VariableSlot("scale", Kind.SCALE, "learned attention scale", _flag("use_scale", True)),
-    ),
+    "AdditiveAttention": (VariableSlot("scale", Kind.SCALE, "learned attention scale", _flag("use_scale", True)),),
     "Normalization": (
         VariableSlot("mean", Kind.STATISTIC, "adapted input mean", trainable=False),
         VariableSlot("variance", Kind.STATISTIC, "adapted input variance", trainable=False),
@@ -127,8 +153,13 @@ LAYER_VARIABLES: dict[str, tuple[VariableSlot, ...]] = {
 SUBLAYER_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "MultiHeadAttention": ("query_dense", "key_dense", "value_dense", "output_dense"),
     "GroupQueryAttention": ("query_dense", "key_dense", "value_dense", "output_dense"),
-    "LSTM": ("cell",), "GRU": ("cell",), "SimpleRNN": ("cell",), "RNN": ("cell",),
-    "ConvLSTM1D": ("cell",), "ConvLSTM2D": ("cell",), "ConvLSTM3D": ("cell",),
+    "LSTM": ("cell",),
+    "GRU": ("cell",),
+    "SimpleRNN": ("cell",),
+    "RNN": ("cell",),
+    "ConvLSTM1D": ("cell",),
+    "ConvLSTM2D": ("cell",),
+    "ConvLSTM3D": ("cell",),
     "Bidirectional": ("forward_layer", "backward_layer"),
     "TimeDistributed": ("layer",),
 }
@@ -154,10 +185,14 @@ SUBLAYER_CLASS_BY_PARENT: dict[tuple[str, str], str] = {
 
 SUBLAYER_CONFIG_BY_PARENT: dict[tuple[str, str], Callable[[Config], Config]] = {
     # MHA's EinsumDense sublayers all carry a bias iff the parent's use_bias.
-    **{("MultiHeadAttention", attr): (lambda c: {"bias_axes": "x" if c.get("use_bias", True) else None})
-       for attr in ("query_dense", "key_dense", "value_dense", "output_dense")},
-    **{("GroupQueryAttention", attr): (lambda c: {"bias_axes": "x" if c.get("use_bias", True) else None})
-       for attr in ("query_dense", "key_dense", "value_dense", "output_dense")},
+    **{
+        ("MultiHeadAttention", attr): (lambda c: {"bias_axes": "x" if c.get("use_bias", True) else None})
+        for attr in ("query_dense", "key_dense", "value_dense", "output_dense")
+    },
+    **{
+        ("GroupQueryAttention", attr): (lambda c: {"bias_axes": "x" if c.get("use_bias", True) else None})
+        for attr in ("query_dense", "key_dense", "value_dense", "output_dense")
+    },
 }
 
 NON_SCOPING_CONTAINERS = frozenset({"Functional", "Bidirectional", "TimeDistributed"})
@@ -222,10 +257,14 @@ def slots_for_count(class_name: str, count: int) -> tuple[VariableSlot, ...] | N
     return slots_fitting_count(slots, [slot.present is not None for slot in slots], count)
 
 
-def slots_fitting_count(slots: Sequence[VariableSlot], optional: Sequence[bool], count: int,
-                        decided: Sequence[bool | None] | None = None,
-                        declared_ranks: Sequence[int | None] | None = None,
-                        saved_ranks: tuple[int, ...] | None = None) -> tuple[VariableSlot, ...] | None:
+def slots_fitting_count(
+    slots: Sequence[VariableSlot],
+    optional: Sequence[bool],
+    count: int,
+    decided: Sequence[bool | None] | None = None,
+    declared_ranks: Sequence[int | None] | None = None,
+    saved_ranks: tuple[int, ...] | None = None,
+) -> tuple[VariableSlot, ...] | None:
     """The one leaf sequence, in save order, that leaves ``count`` variables, or None if unsure.
 
     Every subset of the optional slots is tried. Where a model's config decides some of them

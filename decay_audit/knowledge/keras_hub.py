@@ -27,8 +27,17 @@ from decay_audit.knowledge.keras import (
     snake_case,
 )
 
-__all__ = ["keras_hub_version", "HubClass", "hub_class", "class_for_entry", "classes_for_key",
-           "hub_slots", "builtin_slots", "slot_for_hub_leaf", "is_hub_entry"]
+__all__ = [
+    "keras_hub_version",
+    "HubClass",
+    "hub_class",
+    "class_for_entry",
+    "classes_for_key",
+    "hub_slots",
+    "builtin_slots",
+    "slot_for_hub_leaf",
+    "is_hub_entry",
+]
 
 
 @lru_cache(maxsize=1)
@@ -110,7 +119,8 @@ def is_hub_entry(entry: Mapping | None) -> bool:
     module = entry.get("module")
     registered = entry.get("registered_name")
     return (isinstance(module, str) and module.startswith("keras_hub")) or (
-        isinstance(registered, str) and registered.startswith("keras_hub>"))
+        isinstance(registered, str) and registered.startswith("keras_hub>")
+    )
 
 
 def class_for_entry(entry: Mapping | None) -> str | None:
@@ -146,8 +156,16 @@ def _short(class_id: str) -> str:
     return class_id.rsplit(".", 1)[-1]
 
 
-_COMPARE = {ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Lt: operator.lt, ast.LtE: operator.le,
-            ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Is: operator.is_, ast.IsNot: operator.is_not}
+_COMPARE = {
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Is: operator.is_,
+    ast.IsNot: operator.is_not,
+}
 _UNKNOWN = object()
 
 
@@ -203,9 +221,12 @@ def condition_holds(condition: str | None, context: Mapping[str, object] | None)
 def _slot(row: tuple, class_name: str) -> VariableSlot:
     leaf, trainable, _, kind, role = row[:5]
     # An unnamed add_weight: Keras 3.15 names it ``variable`` (``variable_N`` after others in the process).
-    return VariableSlot(leaf or "variable", Kind(kind),
-                        f"{_table().ROLES[role]} (keras_hub {keras_hub_version()} {class_name})",
-                        trainable=trainable)
+    return VariableSlot(
+        leaf or "variable",
+        Kind(kind),
+        f"{_table().ROLES[role]} (keras_hub {keras_hub_version()} {class_name})",
+        trainable=trainable,
+    )
 
 
 def in_init_leaves(class_id: str) -> frozenset[str]:
@@ -214,8 +235,9 @@ def in_init_leaves(class_id: str) -> frozenset[str]:
     return frozenset(row[0] for row in entry.variables if row[5] and row[0]) if entry else frozenset()
 
 
-def hub_slots(class_id: str, count: int, context: Mapping[str, object] | None = None,
-              ranks: tuple[int, ...] | None = None) -> tuple[VariableSlot, ...] | None:
+def hub_slots(
+    class_id: str, count: int, context: Mapping[str, object] | None = None, ranks: tuple[int, ...] | None = None
+) -> tuple[VariableSlot, ...] | None:
     """Leaves of a keras_hub class's ``count`` saved variables, in save order, or None if unsure.
 
     ``context`` is the config of the keras_hub model the layer belongs to: it decides guarding

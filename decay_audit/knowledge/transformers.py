@@ -56,33 +56,68 @@ _EMBED_SCOPE = r".*(embed|^wte$|^wpe$|^shared$|^token_embedding$).*"
 
 HF_WEIGHTS: tuple[HFWeight, ...] = (
     # -- scoped: the same leaf means different things under different owners ----------------------
-    HFWeight("weight", Kind.EMBEDDING, "token embedding table (TFBertEmbeddings and kin: "
-             "add_weight in name_scope 'word_embeddings'), rows looked up by token id", r"word_embeddings"),
-    HFWeight("weight", Kind.EMBEDDING, "token embedding table (TFCLIPTextEmbeddings: name_scope "
-             "'token_embedding'), rows looked up by token id", r"token_embedding"),
-    HFWeight("weight", Kind.EMBEDDING, "learned position table (TFWhisperPositionalEmbedding), rows "
-             "looked up by position", r"embed_positions"),
-    HFWeight("weight", Kind.EMBEDDING, "embedding table of a TFSharedEmbeddings / embedding layer, rows "
-             "looked up by id (tied to the LM head where the model ties them)", _EMBED_SCOPE),
-    HFWeight("weight", Kind.NORM, "normalization gain (TFT5LayerNorm, TF*RMSNorm, TFDebertaLayerNorm, "
-             "TFSamLayerNorm, TFNoNorm)", r".*(norm|^ln).*"),
+    HFWeight(
+        "weight",
+        Kind.EMBEDDING,
+        "token embedding table (TFBertEmbeddings and kin: "
+        "add_weight in name_scope 'word_embeddings'), rows looked up by token id",
+        r"word_embeddings",
+    ),
+    HFWeight(
+        "weight",
+        Kind.EMBEDDING,
+        "token embedding table (TFCLIPTextEmbeddings: name_scope 'token_embedding'), rows looked up by token id",
+        r"token_embedding",
+    ),
+    HFWeight(
+        "weight",
+        Kind.EMBEDDING,
+        "learned position table (TFWhisperPositionalEmbedding), rows looked up by position",
+        r"embed_positions",
+    ),
+    HFWeight(
+        "weight",
+        Kind.EMBEDDING,
+        "embedding table of a TFSharedEmbeddings / embedding layer, rows "
+        "looked up by id (tied to the LM head where the model ties them)",
+        _EMBED_SCOPE,
+    ),
+    HFWeight(
+        "weight",
+        Kind.NORM,
+        "normalization gain (TFT5LayerNorm, TF*RMSNorm, TFDebertaLayerNorm, TFSamLayerNorm, TFNoNorm)",
+        r".*(norm|^ln).*",
+    ),
     HFWeight("weight", Kind.NORM, "gain of TFConvNextV2GRN (global response normalization)", r"grn"),
-    HFWeight("embeddings", Kind.EMBEDDING, "relative-position bias table (TFT5Attention "
-             "'relative_attention_bias'), rows looked up by relative-distance bucket",
-             r"relative_attention_bias"),
-    HFWeight("output_weights", Kind.KERNEL, "TAPAS cell-selection weights, matrix-multiplied with hidden states",
-             r"output"),
+    HFWeight(
+        "embeddings",
+        Kind.EMBEDDING,
+        "relative-position bias table (TFT5Attention "
+        "'relative_attention_bias'), rows looked up by relative-distance bucket",
+        r"relative_attention_bias",
+    ),
+    HFWeight(
+        "output_weights", Kind.KERNEL, "TAPAS cell-selection weights, matrix-multiplied with hidden states", r"output"
+    ),
     HFWeight("output_bias", Kind.BIAS, "TAPAS cell-selection bias", r"output"),
-    HFWeight("column_output_weights", Kind.KERNEL, "TAPAS column-selection weights, matrix-multiplied with "
-             "hidden states", r"column_output"),
+    HFWeight(
+        "column_output_weights",
+        Kind.KERNEL,
+        "TAPAS column-selection weights, matrix-multiplied with hidden states",
+        r"column_output",
+    ),
     HFWeight("column_output_bias", Kind.BIAS, "TAPAS column-selection bias", r"column_output"),
     # -- any owner ------------------------------------------------------------------------------
-    HFWeight("weight", Kind.KERNEL, "weight matrix multiplied with hidden states (GPT-2 TFConv1D, "
-             "TFIdeficsDecoupledLinear, an LM head's decoder)"),
+    HFWeight(
+        "weight",
+        Kind.KERNEL,
+        "weight matrix multiplied with hidden states (GPT-2 TFConv1D, TFIdeficsDecoupledLinear, an LM head's decoder)",
+    ),
     HFWeight("embeddings", Kind.EMBEDDING, "embedding table (a Keras Embedding or sinusoidal position table)"),
     HFWeight("bias", Kind.BIAS, "additive bias (of a Keras layer, an HF head or TFConv1D)"),
-    HFWeight("kernel", Kind.KERNEL, "weight matrix or filter (a Keras Dense/Conv kernel, TFConvBert's "
-             "GroupedLinearLayer)"),
+    HFWeight(
+        "kernel", Kind.KERNEL, "weight matrix or filter (a Keras Dense/Conv kernel, TFConvBert's GroupedLinearLayer)"
+    ),
     HFWeight("final_logits_bias", Kind.BIAS, "logits bias of BART-family LM heads (BiasLayer)", trainable=False),
     HFWeight("q", Kind.KERNEL, "XLNet query projection (d_model, heads, head_dim), contracted with hidden states"),
     HFWeight("k", Kind.KERNEL, "XLNet key projection, contracted with hidden states"),
@@ -99,18 +134,31 @@ HF_WEIGHTS: tuple[HFWeight, ...] = (
     HFWeight("decoder/bias", Kind.BIAS, "LM-head output bias (TFAlbertMLMHead, TFRemBertLMPredictionHead)"),
     HFWeight("decoder/weight", Kind.KERNEL, "untied LM-head matrix: multiplies hidden states into logits"),
     HFWeight("dense/weight", Kind.KERNEL, "TFMobileBertLMPredictionHead extra matrix, multiplied with hidden states"),
-    HFWeight("seg_embed", Kind.EMBEDDING, "XLNet/Funnel segment embedding (2, heads, head_dim): one row per "
-             "same/different-segment id"),
+    HFWeight(
+        "seg_embed",
+        Kind.EMBEDDING,
+        "XLNet/Funnel segment embedding (2, heads, head_dim): one row per same/different-segment id",
+    ),
     HFWeight("rel_embeddings.weight", Kind.EMBEDDING, "DeBERTa relative-position embedding table"),
     HFWeight("rel_pos_h", Kind.EMBEDDING, "SAM relative-position table (height), rows looked up by distance"),
     HFWeight("rel_pos_w", Kind.EMBEDDING, "SAM relative-position table (width), rows looked up by distance"),
-    HFWeight("relative_position_bias_table", Kind.EMBEDDING, "Swin/BEiT relative-position bias table, rows "
-             "looked up by relative_position_index"),
-    HFWeight("relative_position_index", Kind.STATISTIC, "Swin index buffer into the bias table (not trained)",
-             trainable=False),
+    HFWeight(
+        "relative_position_bias_table",
+        Kind.EMBEDDING,
+        "Swin/BEiT relative-position bias table, rows looked up by relative_position_index",
+    ),
+    HFWeight(
+        "relative_position_index",
+        Kind.STATISTIC,
+        "Swin index buffer into the bias table (not trained)",
+        trainable=False,
+    ),
     HFWeight("inv_freq", Kind.STATISTIC, "ESM rotary inverse frequencies (not trained)", trainable=False),
-    HFWeight("position_embeddings", Kind.EMBEDDING, "learned position embedding added to patch tokens "
-             "(ViT/DeiT/GroupViT/BEiT; timm's no_weight_decay 'pos_embed')"),
+    HFWeight(
+        "position_embeddings",
+        Kind.EMBEDDING,
+        "learned position embedding added to patch tokens (ViT/DeiT/GroupViT/BEiT; timm's no_weight_decay 'pos_embed')",
+    ),
     HFWeight("position_embedding", Kind.EMBEDDING, "learned position embedding (BLIP vision)"),
     HFWeight("positional_embedding", Kind.EMBEDDING, "SAM positional-encoding matrix"),
     HFWeight("positional_embeddings", Kind.EMBEDDING, "Swin absolute position embedding"),
@@ -148,7 +196,11 @@ the name of what they replace and need no entry.
 """
 
 _COMPILED = tuple(
-    (re.compile(rf"(?:{entry.leaf})\Z"), re.compile(rf"(?:{entry.scope})\Z", re.IGNORECASE) if entry.scope else None, entry)
+    (
+        re.compile(rf"(?:{entry.leaf})\Z"),
+        re.compile(rf"(?:{entry.scope})\Z", re.IGNORECASE) if entry.scope else None,
+        entry,
+    )
     for entry in sorted(HF_WEIGHTS, key=lambda e: e.scope is None)
 )
 

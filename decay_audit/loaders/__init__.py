@@ -20,7 +20,7 @@ from decay_audit.loaders.interface import DEFAULT_LIMITS, Limits, LoaderName
 ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-HF_WEIGHTS_FILE = "tf_model.h5"   # transformers' TF2_WEIGHTS_NAME (4.49)
+HF_WEIGHTS_FILE = "tf_model.h5"  # transformers' TF2_WEIGHTS_NAME (4.49)
 HF_CONFIG_FILE = "config.json"
 
 
@@ -48,7 +48,7 @@ def _is_zip(path: Path, head: bytes) -> bool:
 
 def _is_hdf5(path: Path, head: bytes) -> bool:
     # HDF5 allows a user block: the signature may sit at 0, 512, 1024, ... (checked up to 4 KiB).
-    return any(head[offset:offset + 8] == HDF5_MAGIC for offset in (0, 512, 1024, 2048))
+    return any(head[offset : offset + 8] == HDF5_MAGIC for offset in (0, 512, 1024, 2048))
 
 
 SNIFFERS: tuple[tuple[str, Callable[[Path, bytes], bool], Callable[[Path, Limits], Inventory]], ...] = (
@@ -60,8 +60,12 @@ SNIFFERS: tuple[tuple[str, Callable[[Path, bytes], bool], Callable[[Path, Limits
 
 HEAD_BYTES = 4096
 
-_SPECIAL_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
-                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 
 def special_kind(mode: int) -> str | None:
@@ -72,8 +76,11 @@ def special_kind(mode: int) -> str | None:
 
 
 def _refuse_special(subject: str, kind: str) -> ModelLoadError:
-    return ModelLoadError(subject, f"is {kind}, not a model file: give a regular file or a directory "
-                                   "(copy a piped or streamed model to a file first)")
+    return ModelLoadError(
+        subject,
+        f"is {kind}, not a model file: give a regular file or a directory "
+        "(copy a piped or streamed model to a file first)",
+    )
 
 
 def _stat(path: Path, subject: str) -> os.stat_result:

@@ -27,8 +27,9 @@ def optimizer_from_compile_config(compile_config: Any) -> OptimizerConfig | None
     if class_name == "LossScaleOptimizer" and isinstance(inner, Mapping):
         wrapped = optimizer_from_compile_config({"optimizer": inner})
         if wrapped is not None:
-            return OptimizerConfig(f"LossScaleOptimizer({wrapped.class_name})", wrapped.weight_decay,
-                                   wrapped.learning_rate, config)
+            return OptimizerConfig(
+                f"LossScaleOptimizer({wrapped.class_name})", wrapped.weight_decay, wrapped.learning_rate, config
+            )
     weight_decay = config.get("weight_decay")
     return OptimizerConfig(
         class_name=class_name,

@@ -87,7 +87,7 @@ def _headers(source: Any, image: bytes | None, base: int) -> HeaderReader | None
     from decay_audit.loaders._zipwindow import MemberWindow
 
     if image is not None:
-        return header_reader(lambda offset, size: image[base + offset:base + offset + size])
+        return header_reader(lambda offset, size: image[base + offset : base + offset + size])
     if isinstance(source, MemberWindow):
         descriptor, start, end = source.raw_fileno(), source.start, source.start + source.size
     elif hasattr(source, "fileno") and hasattr(source, "seekable"):

@@ -99,8 +99,9 @@ class HeaderReader:
         dtype = _dtype(messages[_DATATYPE][0])
         return None if shape is None or dtype is None else (shape, dtype)
 
-    def string_attribute(self, address: int, name: bytes,
-                         max_length: int = _MAX_HEADER_BYTES) -> tuple[bool, str | None]:
+    def string_attribute(
+        self, address: int, name: bytes, max_length: int = _MAX_HEADER_BYTES
+    ) -> tuple[bool, str | None]:
         """``(True, text)`` for the scalar string attribute ``name`` of the object at ``address``,
         ``(True, None)`` when the object has no such attribute or it is not a scalar string,
         ``(False, None)`` when this reader cannot tell (dense attribute storage, shared parts).
@@ -108,8 +109,9 @@ class HeaderReader:
         known, value = self._attribute(address, name, max_length)
         return known, value if isinstance(value, str) else None
 
-    def string_list_attribute(self, address: int, name: bytes,
-                              max_length: int = _MAX_HEADER_BYTES) -> tuple[bool, list[str] | None]:
+    def string_list_attribute(
+        self, address: int, name: bytes, max_length: int = _MAX_HEADER_BYTES
+    ) -> tuple[bool, list[str] | None]:
         """The same for a 1-D array of strings (legacy ``layer_names``, ``weight_names``)."""
         known, value = self._attribute(address, name, max_length)
         return known, list(value) if isinstance(value, tuple) else None
@@ -142,13 +144,13 @@ class HeaderReader:
                 return False, None
         else:
             return False, None
-        name = body[position:position + name_size].rstrip(b"\0")
+        name = body[position : position + name_size].rstrip(b"\0")
         if name != wanted:
             return _OTHER_NAME
         position += _padded(name_size, pad)
-        datatype = body[position:position + type_size]
+        datatype = body[position : position + type_size]
         position += _padded(type_size, pad)
-        shape = _shape(body[position:position + space_size])
+        shape = _shape(body[position : position + space_size])
         position += _padded(space_size, pad)
         if shape is None or len(shape) > 1:
             return True, None
@@ -160,7 +162,9 @@ class HeaderReader:
                 raise DeclaredTooLong(size)
             if len(data) < count * size:
                 return False, None
-            texts = tuple(data[i * size:(i + 1) * size].rstrip(b"\0").decode("utf-8", "replace") for i in range(count))
+            texts = tuple(
+                data[i * size : (i + 1) * size].rstrip(b"\0").decode("utf-8", "replace") for i in range(count)
+            )
         elif kind == 9 and bits & 0x0F == 1:  # variable-length strings: global heap ids
             if len(data) < count * 16:
                 return False, None
@@ -203,12 +207,13 @@ class HeaderReader:
             index, _, length = struct.unpack_from("<HH4xQ", data, position)
             if index == 0:  # free space: the end
                 break
-            objects[index] = data[position + 16:position + 16 + length]
+            objects[index] = data[position + 16 : position + 16 + length]
             position += 16 + _padded(length, 8)
         return objects
 
-    def _messages(self, address: int, wanted: frozenset[int],
-                  stop: Callable[[dict[int, list[bytes]]], bool]) -> dict[int, list[bytes]] | None:
+    def _messages(
+        self, address: int, wanted: frozenset[int], stop: Callable[[dict[int, list[bytes]]], bool]
+    ) -> dict[int, list[bytes]] | None:
         """The header's messages of the ``wanted`` types (None: not understood)."""
         block = self._read(address, _HEADER_PREFIX_READ)
         if block[:4] == b"OHDR":
@@ -217,7 +222,7 @@ class HeaderReader:
             flags = block[5]
             position = 6 + (16 if flags & 0x20 else 0) + (4 if flags & 0x10 else 0)
             width = 1 << (flags & 0x03)
-            size = int.from_bytes(block[position:position + width], "little")
+            size = int.from_bytes(block[position : position + width], "little")
             position += width
             prefix = _V2_PREFIX + (2 if flags & 0x04 else 0)
             return self._collect(address, block, position, size, prefix, b"OCHK", wanted, stop)
@@ -226,9 +231,17 @@ class HeaderReader:
         size = struct.unpack_from("<I", block, 8)[0]
         return self._collect(address, block, 16, size, _V1_PREFIX, b"", wanted, stop)
 
-    def _collect(self, address: int, block: bytes, position: int, size: int, prefix: int, signature: bytes,
-                 wanted: frozenset[int], stop: Callable[[dict[int, list[bytes]]], bool]
-                 ) -> dict[int, list[bytes]] | None:
+    def _collect(
+        self,
+        address: int,
+        block: bytes,
+        position: int,
+        size: int,
+        prefix: int,
+        signature: bytes,
+        wanted: frozenset[int],
+        stop: Callable[[dict[int, list[bytes]]], bool],
+    ) -> dict[int, list[bytes]] | None:
         """Messages of the first chunk and its continuation blocks, in order, within a byte budget.
         Version 2 blocks carry a signature (``OCHK``) and a checksum; version 1 blocks neither."""
         if size > _MAX_HEADER_BYTES:
@@ -246,7 +259,7 @@ class HeaderReader:
                 return None
             while position + prefix <= end:
                 kind, length, flags = struct.unpack_from("<BHB" if signature else "<HHB", data, position)
-                body = data[position + prefix:position + prefix + length]
+                body = data[position + prefix : position + prefix + length]
                 if len(body) != length:
                     return None
                 position += prefix + length
@@ -260,7 +273,7 @@ class HeaderReader:
                     if budget < 0 or span < len(signature) + 4 * bool(signature):
                         return None
                     chunk = self._read(offset, span)
-                    if chunk[:len(signature)] != signature:
+                    if chunk[: len(signature)] != signature:
                         return None
                     # a v2 block ends in a 4-byte checksum
                     chunks.append((chunk, len(signature), span - (4 if signature else 0)))
@@ -272,7 +285,7 @@ def _dense(info: bytes) -> bool:
     if info[0] != 0:
         return True
     position = 2 + (2 if info[1] & 0x01 else 0)
-    return info[position:position + 8] != b"\xff" * 8
+    return info[position : position + 8] != b"\xff" * 8
 
 
 def _padded(size: int, alignment: int) -> int:

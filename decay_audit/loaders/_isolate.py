@@ -35,13 +35,21 @@ _TUPLE_FIELDS = frozenset({"shape", "parent_classes", "graph_uses"})
 def encode_inventory(inventory: Inventory) -> bytes:
     """Records as rows of field values (``dataclasses.asdict`` deep-copies, 5x slower here)."""
     optimizer = inventory.optimizer
-    return json.dumps({"ok": {
-        "source": inventory.source, "loader": inventory.loader, "notes": list(inventory.notes),
-        "model_name": inventory.model_name,
-        "optimizer": None if optimizer is None else [optimizer.class_name, optimizer.weight_decay,
-                                                     optimizer.learning_rate, optimizer.config],
-        "records": [[getattr(record, name) for name in _RECORD_FIELDS] for record in inventory.records],
-    }}, default=str).encode()
+    return json.dumps(
+        {
+            "ok": {
+                "source": inventory.source,
+                "loader": inventory.loader,
+                "notes": list(inventory.notes),
+                "model_name": inventory.model_name,
+                "optimizer": None
+                if optimizer is None
+                else [optimizer.class_name, optimizer.weight_decay, optimizer.learning_rate, optimizer.config],
+                "records": [[getattr(record, name) for name in _RECORD_FIELDS] for record in inventory.records],
+            }
+        },
+        default=str,
+    ).encode()
 
 
 def _decode(payload: dict) -> Inventory:
@@ -57,8 +65,14 @@ def _decode(payload: dict) -> Inventory:
         records.append(VariableRecord(*row))
     records = tuple(records)
     optimizer = OptimizerConfig(*payload["optimizer"]) if payload.get("optimizer") else None
-    return Inventory(source=payload["source"], loader=payload["loader"], records=records,
-                     notes=tuple(payload["notes"]), model_name=payload.get("model_name"), optimizer=optimizer)
+    return Inventory(
+        source=payload["source"],
+        loader=payload["loader"],
+        records=records,
+        notes=tuple(payload["notes"]),
+        model_name=payload.get("model_name"),
+        optimizer=optimizer,
+    )
 
 
 def _child(loader: Callable[[Path, Limits], Inventory], path: Path, limits: Limits, write_fd: int) -> None:
@@ -75,12 +89,20 @@ def _child(loader: Callable[[Path, Limits], Inventory], path: Path, limits: Limi
     except DecayAuditError as exc:
         payload = json.dumps({"error": [type(exc).__name__, exc.subject, exc.problem]}).encode()
     except MemoryError:
-        payload = json.dumps({"error": ["LimitExceededError", str(path),
-                                        f"reading needed more than {limits.max_memory_mib} MiB "
-                                        "(raise it with --limit memory-mib=N)"]}).encode()
+        payload = json.dumps(
+            {
+                "error": [
+                    "LimitExceededError",
+                    str(path),
+                    f"reading needed more than {limits.max_memory_mib} MiB (raise it with --limit memory-mib=N)",
+                ]
+            }
+        ).encode()
     except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        payload = json.dumps({"error": ["ModelLoadError", str(path), f"unreadable ({type(exc).__name__}: {text})"]}).encode()
+        payload = json.dumps(
+            {"error": ["ModelLoadError", str(path), f"unreadable ({type(exc).__name__}: {text})"]}
+        ).encode()
         code = 1
     view = memoryview(payload)
     while view:
@@ -114,8 +136,14 @@ class PendingLoad:
     next stages while the child reads: on two cores that overlaps the two start-ups.
     """
 
-    def __init__(self, path: Path, limits: Limits, pid: int | None = None, read_fd: int | None = None,
-                 done: Callable[[], Inventory] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        limits: Limits,
+        pid: int | None = None,
+        read_fd: int | None = None,
+        done: Callable[[], Inventory] | None = None,
+    ):
         self.path, self.limits, self.pid, self.read_fd, self._done = path, limits, pid, read_fd, done
 
     def result(self) -> Inventory:
@@ -158,8 +186,11 @@ def _collect(pid: int, read_fd: int, path: Path, limits: Limits) -> Inventory:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 os.kill(pid, signal.SIGKILL)
-                raise LimitExceededError(str(path), f"reading took longer than {limits.read_seconds} s "
-                                                    "(a corrupt file?); raise it with --limit read-seconds=N")
+                raise LimitExceededError(
+                    str(path),
+                    f"reading took longer than {limits.read_seconds} s "
+                    "(a corrupt file?); raise it with --limit read-seconds=N",
+                )
             ready, _, _ = select.select([read_fd], [], [], min(remaining, 0.5))
             if ready:
                 chunk = os.read(read_fd, 1 << 20)
@@ -175,8 +206,11 @@ def _collect(pid: int, read_fd: int, path: Path, limits: Limits) -> Inventory:
 def inventory_from_reply(data: bytes, path: Path, limits: Limits) -> Inventory:
     """The inventory a reader sent back, or the error it reported, raised here in the parent."""
     if not data:
-        raise ModelLoadError(str(path), f"the reader died (memory over {limits.max_memory_mib} MiB, or a crash in "
-                                        "a C library); raise memory with --limit memory-mib=N")
+        raise ModelLoadError(
+            str(path),
+            f"the reader died (memory over {limits.max_memory_mib} MiB, or a crash in "
+            "a C library); raise memory with --limit memory-mib=N",
+        )
     message = json.loads(data)
     if "error" in message:
         kind, subject, problem = message["error"]
@@ -199,10 +233,22 @@ def _load_spawned(loader: Callable[[Path, Limits], Inventory], path: Path, limit
     import subprocess
 
     read_fd, write_fd = os.pipe()
-    code = ("import sys; from decay_audit.loaders._isolate import _spawned_entry; "
-            "_spawned_entry(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))")
-    process = subprocess.Popen([sys.executable, "-c", code, f"{loader.__module__}:{loader.__qualname__}", str(path),
-                                json.dumps(dataclasses.asdict(limits)), str(write_fd)], pass_fds=(write_fd,),
-                               stdin=subprocess.DEVNULL)
+    code = (
+        "import sys; from decay_audit.loaders._isolate import _spawned_entry; "
+        "_spawned_entry(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))"
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            f"{loader.__module__}:{loader.__qualname__}",
+            str(path),
+            json.dumps(dataclasses.asdict(limits)),
+            str(write_fd),
+        ],
+        pass_fds=(write_fd,),
+        stdin=subprocess.DEVNULL,
+    )
     os.close(write_fd)
     return _collect(process.pid, read_fd, path, limits)

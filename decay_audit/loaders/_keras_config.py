@@ -18,8 +18,10 @@ def is_builtin_entry(entry: Mapping[str, Any] | None) -> bool:
         return False
     module = entry.get("module") or ""
     registered = entry.get("registered_name")
-    return isinstance(module, str) and (module == "keras" or module.startswith("keras.")) and (
-        registered in (None, entry.get("class_name"))
+    return (
+        isinstance(module, str)
+        and (module == "keras" or module.startswith("keras."))
+        and (registered in (None, entry.get("class_name")))
     )
 
 

@@ -125,11 +125,17 @@ class KerasTreeWalker:
             guesses = [c for c in classes_for_key(_vars_name(root)) if hub_class(c)]
             hub = guesses[0] if len(guesses) == 1 else None
         model = _Layer(
-            group=root, key="", name=name or _vars_name(root) or "model",
-            class_name=class_name if isinstance(class_name, str) else (
-                hub_class(hub).name if hub else None),
-            builtin=is_builtin_entry(model_entry), config=config, entry=model_entry,
-            scope=(), parents=(), trainable=bool(config.get("trainable", True)), hub=hub,
+            group=root,
+            key="",
+            name=name or _vars_name(root) or "model",
+            class_name=class_name if isinstance(class_name, str) else (hub_class(hub).name if hub else None),
+            builtin=is_builtin_entry(model_entry),
+            config=config,
+            entry=model_entry,
+            scope=(),
+            parents=(),
+            trainable=bool(config.get("trainable", True)),
+            hub=hub,
             context=config if hub else None,
         )
         self._walk(model, is_root=True)
@@ -187,24 +193,37 @@ class KerasTreeWalker:
                         # (``self.encoder_position_embedding = PositionEmbedding(..., trainable=False)``).
                         candidates = [c for c in hub_parent.attribute_classes(name) if c in candidates] or candidates
                         constants = hub_parent.attribute_constants(name)
-                    self._walk_hub_child(parent, key, child, candidates, constants, scope, parents, name,
-                                         in_init=True)
+                    self._walk_hub_child(parent, key, child, candidates, constants, scope, parents, name, in_init=True)
                     continue
             self._walk_child(parent, key, child, entry, scope, parents, name)
 
-    def _walk_hub_child(self, parent: _Layer, key: str, group: Any, candidates: list[str] | tuple[str, ...],
-                        constants: Mapping[str, Any], scope: tuple[str, ...], parents: tuple[str, ...],
-                        vars_name: str | None, attribute: str | None = None, in_init: bool = False) -> None:
+    def _walk_hub_child(
+        self,
+        parent: _Layer,
+        key: str,
+        group: Any,
+        candidates: list[str] | tuple[str, ...],
+        constants: Mapping[str, Any],
+        scope: tuple[str, ...],
+        parents: tuple[str, ...],
+        vars_name: str | None,
+        attribute: str | None = None,
+        in_init: bool = False,
+    ) -> None:
         """A sublayer created by keras_hub code: its class comes from the generated table."""
         hub_parent = hub_class(parent.hub) if parent.hub else None
         construction = scope
         if hub_parent is not None and attribute is not None:
-            in_init = in_init or attribute in hub_parent.created_in_init or \
-                f"_{attribute}" in hub_parent.created_in_init
+            in_init = (
+                in_init or attribute in hub_parent.created_in_init or f"_{attribute}" in hub_parent.created_in_init
+            )
         if in_init:
             construction = parent.construction if parent.construction is not None else parent.scope
-            if hub_parent is not None and attribute is not None and (
-                    attribute in hub_parent.built_in_init or f"_{attribute}" in hub_parent.built_in_init):
+            if (
+                hub_parent is not None
+                and attribute is not None
+                and (attribute in hub_parent.built_in_init or f"_{attribute}" in hub_parent.built_in_init)
+            ):
                 scope = construction
         chosen = _fit(candidates, group)
         if chosen is None:
@@ -212,15 +231,35 @@ class KerasTreeWalker:
             return
         hub = chosen if hub_class(chosen) is not None else None
         class_name = hub_class(hub).name if hub else chosen
-        self._walk(_Layer(
-            group=group, key=key, name=vars_name or key, class_name=class_name, builtin=hub is None,
-            config=dict(constants), entry=None, scope=scope, parents=parents,
-            trainable=parent.trainable and constants.get("trainable", True) is not False,
-            nested=True, hub=hub, configless=hub is None, construction=construction, context=parent.context,
-        ))
+        self._walk(
+            _Layer(
+                group=group,
+                key=key,
+                name=vars_name or key,
+                class_name=class_name,
+                builtin=hub is None,
+                config=dict(constants),
+                entry=None,
+                scope=scope,
+                parents=parents,
+                trainable=parent.trainable and constants.get("trainable", True) is not False,
+                nested=True,
+                hub=hub,
+                configless=hub is None,
+                construction=construction,
+                context=parent.context,
+            )
+        )
 
-    def _walk_attribute(self, parent: _Layer, key: str, group: Any, scope: tuple[str, ...],
-                        parents: tuple[str, ...], members_of: str | None = None) -> None:
+    def _walk_attribute(
+        self,
+        parent: _Layer,
+        key: str,
+        group: Any,
+        scope: tuple[str, ...],
+        parents: tuple[str, ...],
+        members_of: str | None = None,
+    ) -> None:
         if "vars" not in group and not any(k == "layers" for k in group.keys()):
             # A Python list/dict attribute (``self.blocks = [...]``): its members are
             # layers of the parent, and lists open no name scope.
@@ -238,8 +277,17 @@ class KerasTreeWalker:
             else:
                 candidates = list(hub_parent.attribute_classes(key))
                 constants = hub_parent.attribute_constants(key)
-            self._walk_hub_child(parent, key, group, candidates, constants, scope, parents, _vars_name(group),
-                                 attribute=members_of or key)
+            self._walk_hub_child(
+                parent,
+                key,
+                group,
+                candidates,
+                constants,
+                scope,
+                parents,
+                _vars_name(group),
+                attribute=members_of or key,
+            )
             return
         entry = None
         fixed_class = None
@@ -248,8 +296,16 @@ class KerasTreeWalker:
         if hub_parent is not None and hub_parent.keras_base:
             parent_class = hub_parent.keras_base
             if (parent_class, key) in SUBLAYER_CLASS_BY_PARENT:
-                self._walk_hub_child(parent, key, group, [SUBLAYER_CLASS_BY_PARENT[(parent_class, key)]], {},
-                                     scope, parents, _vars_name(group))
+                self._walk_hub_child(
+                    parent,
+                    key,
+                    group,
+                    [SUBLAYER_CLASS_BY_PARENT[(parent_class, key)]],
+                    {},
+                    scope,
+                    parents,
+                    _vars_name(group),
+                )
                 return
         if (parent_class, key) in SUBLAYER_CLASS_BY_PARENT:
             fixed_class = SUBLAYER_CLASS_BY_PARENT[(parent_class, key)]
@@ -262,12 +318,22 @@ class KerasTreeWalker:
                 candidate = parent.config.get("layer")
             if isinstance(candidate, Mapping) and "class_name" in candidate:
                 entry = candidate
-        self._walk_child(parent, key, group, entry, scope, parents, _vars_name(group),
-                         fixed_class=fixed_class, fixed_config=config)
+        self._walk_child(
+            parent, key, group, entry, scope, parents, _vars_name(group), fixed_class=fixed_class, fixed_config=config
+        )
 
-    def _walk_child(self, parent: _Layer, key: str, group: Any, entry: Mapping[str, Any] | None,
-                    scope: tuple[str, ...], parents: tuple[str, ...], vars_name: str | None,
-                    fixed_class: str | None = None, fixed_config: Mapping[str, Any] | None = None) -> None:
+    def _walk_child(
+        self,
+        parent: _Layer,
+        key: str,
+        group: Any,
+        entry: Mapping[str, Any] | None,
+        scope: tuple[str, ...],
+        parents: tuple[str, ...],
+        vars_name: str | None,
+        fixed_class: str | None = None,
+        fixed_config: Mapping[str, Any] | None = None,
+    ) -> None:
         if fixed_class is not None and parent.builtin:
             class_name, builtin, config = fixed_class, True, fixed_config or {}
         elif fixed_class is not None:
@@ -287,12 +353,24 @@ class KerasTreeWalker:
             hint = candidates[0] if candidates else None
         name = vars_name or (entry_name(entry) if entry else None) or key
         trainable = parent.trainable and bool(config.get("trainable", True))
-        self._walk(_Layer(
-            group=group, key=key, name=name, class_name=class_name, builtin=builtin, config=config,
-            entry=entry, scope=scope, parents=parents, trainable=trainable, hint=hint, nested=True,
-            hub=class_for_entry(entry),
-            context=config if class_for_entry(entry) else parent.context,
-        ))
+        self._walk(
+            _Layer(
+                group=group,
+                key=key,
+                name=name,
+                class_name=class_name,
+                builtin=builtin,
+                config=config,
+                entry=entry,
+                scope=scope,
+                parents=parents,
+                trainable=trainable,
+                hint=hint,
+                nested=True,
+                hub=class_for_entry(entry),
+                context=config if class_for_entry(entry) else parent.context,
+            )
+        )
 
     # -- variables -------------------------------------------------------------------------
 
@@ -309,38 +387,44 @@ class KerasTreeWalker:
         self.limits.check("max_variables", len(self.records) + len(datasets), self.subject)
         slots = None
         if layer.hub is not None:
-            slots = hub_slots(layer.hub, len(datasets), layer.context,
-                                        tuple(len(d.shape) for _, _, d in datasets))
+            slots = hub_slots(layer.hub, len(datasets), layer.context, tuple(len(d.shape) for _, _, d in datasets))
         elif layer.configless and layer.class_name is not None:
             slots = builtin_slots(layer.class_name, layer.config, len(datasets))
         elif layer.class_name is not None:
             slots = slots_for(layer.class_name, layer.config)
         elif layer.hint is not None:
             slots = slots_for_count(layer.hint, len(datasets))
-        if slots is None and layer.builtin and layer.entry is not None and layer.class_name not in LAYER_VARIABLES \
-                and layer.entry.get("module") == "keras.layers":
+        if (
+            slots is None
+            and layer.builtin
+            and layer.entry is not None
+            and layer.class_name not in LAYER_VARIABLES
+            and layer.entry.get("module") == "keras.layers"
+        ):
             slots = self._built_slots(layer)
         if slots is not None and len(slots) != len(datasets):
             slots = None
         in_init = in_init_leaves(layer.hub) if layer.hub and slots else frozenset()
         construction_scope = (layer.construction if layer.construction is not None else layer.scope) + (layer.name,)
-        for position, (_, key, dataset) in enumerate(datasets):
+        for position, (_, _key, dataset) in enumerate(datasets):
             slot = slots[position] if slots else None
             leaf = slot.leaf if slot else f"var_{position}"
-            self.records.append(VariableRecord(
-                path="/".join((construction_scope if leaf in in_init else scope) + (leaf,)),
-                leaf=leaf,
-                layer=layer.name,
-                layer_class=layer.class_name,
-                shape=dataset.shape,
-                dtype=dataset.dtype,
-                trainable=layer.trainable and (slot.trainable if slot else True),
-                origin=dataset.path,
-                leaf_known=slot is not None,
-                parent_classes=tuple(c for c in layer.parents if c != "?"),
-                layer_builtin=layer.builtin or (layer.hub is not None and slot is not None),
-                class_hint=layer.hint if slot is not None else layer.hint,
-            ))
+            self.records.append(
+                VariableRecord(
+                    path="/".join((construction_scope if leaf in in_init else scope) + (leaf,)),
+                    leaf=leaf,
+                    layer=layer.name,
+                    layer_class=layer.class_name,
+                    shape=dataset.shape,
+                    dtype=dataset.dtype,
+                    trainable=layer.trainable and (slot.trainable if slot else True),
+                    origin=dataset.path,
+                    leaf_known=slot is not None,
+                    parent_classes=tuple(c for c in layer.parents if c != "?"),
+                    layer_builtin=layer.builtin or (layer.hub is not None and slot is not None),
+                    class_hint=layer.hint if slot is not None else layer.hint,
+                )
+            )
 
     def _built_slots(self, layer: _Layer) -> tuple[VariableSlot, ...] | None:
         """A public Keras layer class this table does not know (newer Keras): build it, alone,
@@ -357,7 +441,8 @@ class KerasTreeWalker:
             entry = dict(layer.entry)
             built = keras.saving.deserialize_keras_object(
                 {k: entry[k] for k in ("module", "class_name", "config", "registered_name") if k in entry},
-                safe_mode=True)
+                safe_mode=True,
+            )
             if type(built).__module__.split(".")[0] != "keras":
                 return None
             build_config = entry.get("build_config")
@@ -366,10 +451,16 @@ class KerasTreeWalker:
             variables = list(built._trainable_variables) + list(built._non_trainable_variables)
         except Exception:  # noqa: BLE001 - the fallback is evidence only; positions remain
             return None
-        self.notes.append(f"Keras class {layer.class_name} is not in decay-audit's table: built it from its "
-                          "config to learn its variable order")
-        return tuple(VariableSlot(v.name, Kind.OTHER, "variable of a Keras class built to learn its order",
-                                  trainable=bool(v.trainable)) for v in variables)
+        self.notes.append(
+            f"Keras class {layer.class_name} is not in decay-audit's table: built it from its "
+            "config to learn its variable order"
+        )
+        return tuple(
+            VariableSlot(
+                v.name, Kind.OTHER, "variable of a Keras class built to learn its order", trainable=bool(v.trainable)
+            )
+            for v in variables
+        )
 
     def _count(self) -> None:
         self.visited += 1
@@ -397,9 +488,13 @@ def _fit(candidates: list[str] | tuple[str, ...], group: Any) -> str | None:
     if children:
         # Two classes an attribute may hold (DINOv2's MLP or SwiGLU ``mlp``): the one whose
         # sublayer attributes are the saved children.
-        fitting = [c for c in candidates if hub_class(c) is not None and children <= {
-            k.lstrip("_") for k in hub_class(c).sublayers} | set(hub_class(c).sublayers)
-            | set(hub_class(c).lists)]
+        fitting = [
+            c
+            for c in candidates
+            if hub_class(c) is not None
+            and children
+            <= {k.lstrip("_") for k in hub_class(c).sublayers} | set(hub_class(c).sublayers) | set(hub_class(c).lists)
+        ]
         candidates = fitting or candidates
     for candidate in candidates:
         if hub_class(candidate) is not None:
@@ -412,11 +507,13 @@ def _fit(candidates: list[str] | tuple[str, ...], group: Any) -> str | None:
 
 def _list_order(group: Any) -> list[str]:
     """Members of a saved list in list order: Keras keys them ``name``, ``name_1``, ``name_2``, ..."""
+
     def order(key: str) -> tuple[str, int]:
         stem, _, number = key.rpartition("_")
         if stem and number.isdigit():
             return stem, int(number)
         return key, 0
+
     return sorted(group.keys(), key=order)
 
 
@@ -459,4 +556,3 @@ def _ordered_keys(group: Any, entries: list[Mapping[str, Any]], by_key: Mapping[
             placed.add(key)
     ordered.extend(sorted(k for k in keys if k not in placed))
     yield from ordered
-

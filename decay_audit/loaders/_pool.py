@@ -92,8 +92,13 @@ def _read_in_helper(paths: Sequence[Path], limits: Limits, jobs: int) -> Iterato
     request = json.dumps({"models": [str(p) for p in paths], "limits": dataclasses.asdict(limits), "jobs": jobs})
     package_root = str(Path(__file__).resolve().parents[2])  # importable however this process found it
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    process = subprocess.Popen([sys.executable, "-m", "decay_audit.loaders._pool"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "decay_audit.loaders._pool"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     try:
         assert process.stdin is not None and process.stdout is not None
         process.stdin.write(request.encode())

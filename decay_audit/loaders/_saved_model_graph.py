@@ -19,8 +19,9 @@ _PASS_THROUGH = frozenset({"Identity", "Cast", "IdentityN", "ReadVariableOp", "R
 _CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
 
 
-def graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids: set[int], limits: Limits,
-               subject: str) -> tuple[dict[int, tuple[str, ...]], dict[int, set[str]], int]:
+def graph_uses(
+    graph_def: Any, concrete: Mapping[str, list[int]], variable_ids: set[int], limits: Limits, subject: str
+) -> tuple[dict[int, tuple[str, ...]], dict[int, set[str]], int]:
     """Variable node id → sorted ``Op:input_position`` uses across the saved functions,
     variable node id → names of the ``ReadVariableOp`` nodes that read it (their name scopes are
     the layer scopes of the call, see ``saved_model._unique_paths``), and how many held arguments the
@@ -32,7 +33,7 @@ def graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids: 
         if fn is None or not bound:
             continue
         args = fn["args"]
-        captured = args[len(args) - len(bound):] if len(bound) <= len(args) else []
+        captured = args[len(args) - len(bound) :] if len(bound) <= len(args) else []
         for arg, node_id in zip(captured, bound):
             if node_id in variable_ids:
                 holds[(fn_name, arg)] = node_id
@@ -40,8 +41,11 @@ def graph_uses(graph_def: Any, concrete: Mapping[str, list[int]], variable_ids: 
     # held argument would be quadratic in the variables one function captures. The step
     # budget keeps a hostile fan-out (many arguments into one hub node) linear in the graph.
     queue: deque[tuple[str, str]] = deque(holds)
-    budget = 16 * sum(len(edges) for fn in functions.values() for edges in fn["consumers"].values()) \
-        + 4 * len(holds) + 10_000
+    budget = (
+        16 * sum(len(edges) for fn in functions.values() for edges in fn["consumers"].values())
+        + 4 * len(holds)
+        + 10_000
+    )
     uses: dict[int, set[str]] = {}
     reads: dict[int, set[str]] = {}
     while queue and budget > 0:

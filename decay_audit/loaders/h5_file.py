@@ -51,8 +51,10 @@ def load_h5(path: Path, limits: Limits) -> Inventory:
             raise ModelLoadError(subject, "HDF5 file holds no Keras model or weights layout")
     notes: tuple[str, ...] = () if model_entry is not None else (NO_CONFIG_NOTE,)
     if duplicates:
-        notes += (f"{duplicates} weight names listed under more than one layer (a shared variable, such as "
-                  f"a tied embedding, saved once per layer that uses it): each variable listed once",)
+        notes += (
+            f"{duplicates} weight names listed under more than one layer (a shared variable, such as "
+            f"a tied embedding, saved once per layer that uses it): each variable listed once",
+        )
     model_name = None
     if model_entry is None and legacy:
         hf = _hugging_face(path, records, limits)
@@ -62,7 +64,10 @@ def load_h5(path: Path, limits: Limits) -> Inventory:
     if isinstance(model_entry, Mapping) and isinstance(model_entry.get("config"), Mapping):
         model_name = model_entry["config"].get("name")
     return Inventory(
-        source=subject, loader=loader.value, records=tuple(records), notes=notes,
+        source=subject,
+        loader=loader.value,
+        records=tuple(records),
+        notes=notes,
         model_name=model_name if isinstance(model_name, str) else None,
         optimizer=optimizer_from_compile_config(training),
     )
@@ -100,8 +105,9 @@ def _config_index(model_entry: Any) -> dict[str, tuple[Mapping[str, Any], tuple[
     return index
 
 
-def _legacy_records(weights_root: Any, model_entry: Any, subject: str, limits: Limits,
-                    h5: Any = None) -> tuple[list[VariableRecord], int]:
+def _legacy_records(
+    weights_root: Any, model_entry: Any, subject: str, limits: Limits, h5: Any = None
+) -> tuple[list[VariableRecord], int]:
     """Records in file order, each weight name once, and how many repeated names were dropped.
 
     tf_keras ``save_weights`` writes a variable under every top-level layer that tracks it: HF T5's
@@ -134,13 +140,16 @@ def _legacy_records(weights_root: Any, model_entry: Any, subject: str, limits: L
                 raise ModelLoadError(subject, f"weight {weight_name!r} listed for layer {layer_name!r} is missing")
             dataset = group[weight_name]
             if not hasattr(dataset, "shape"):  # a group where a weight should be (found by fuzzing)
-                raise ModelLoadError(subject, f"weight {weight_name!r} listed for layer {layer_name!r} is not a dataset")
+                raise ModelLoadError(
+                    subject, f"weight {weight_name!r} listed for layer {layer_name!r} is not a dataset"
+                )
             records.append(_legacy_record(weight_name, layer_name, dataset, index))
     return records, duplicates
 
 
-def _hugging_face(path: Path, records: list[VariableRecord],
-                  limits: Limits) -> tuple[list[VariableRecord], tuple[str, ...], str | None] | None:
+def _hugging_face(
+    path: Path, records: list[VariableRecord], limits: Limits
+) -> tuple[list[VariableRecord], tuple[str, ...], str | None] | None:
     """Mark the records of a Hugging Face ``tf_model.h5`` (``save_pretrained``), or None if it is not one.
 
     Evidence, strongest first: a ``config.json`` beside the file naming a ``model_type`` (what
@@ -158,18 +167,26 @@ def _hugging_face(path: Path, records: list[VariableRecord],
         # Quoted in every variable's evidence: bounded, whatever the file claims.
         model_type = _short(config.get("model_type"))
         architectures = config.get("architectures")
-        names = ", ".join(_short(a) for a in architectures[:4] if isinstance(a, str)) \
-            if isinstance(architectures, list) else ""
+        names = (
+            ", ".join(_short(a) for a in architectures[:4] if isinstance(a, str))
+            if isinstance(architectures, list)
+            else ""
+        )
         raw_version = config.get("transformers_version")
         version = _short(raw_version) if isinstance(raw_version, str) else None
-        evidence = f"Hugging Face checkpoint (config.json model_type {model_type!r}" + \
-            (f", {names}" if names else "") + ")"
-        notes.append(f"Hugging Face {model_type} checkpoint ({names or 'no architectures listed'}, saved by "
-                     f"transformers {version or 'unknown'}): paths are the TF model's variable names")
+        evidence = (
+            f"Hugging Face checkpoint (config.json model_type {model_type!r}" + (f", {names}" if names else "") + ")"
+        )
+        notes.append(
+            f"Hugging Face {model_type} checkpoint ({names or 'no architectures listed'}, saved by "
+            f"transformers {version or 'unknown'}): paths are the TF model's variable names"
+        )
         if not hf_names.version_is_checked(raw_version if isinstance(raw_version, str) else None):
             naming = hf_names.HF_NAMING_NEWER
-            notes.append(f"saved by transformers {version}, newer than the {hf_names.TRANSFORMERS_VERSION} "
-                         f"whose TF layers decay-audit knows: HF-specific names judged with lower confidence")
+            notes.append(
+                f"saved by transformers {version}, newer than the {hf_names.TRANSFORMERS_VERSION} "
+                f"whose TF layers decay-audit knows: HF-specific names judged with lower confidence"
+            )
             evidence += f", transformers {version} newer than the checked {hf_names.TRANSFORMERS_VERSION}"
     else:
         evidence = f"Hugging Face TF naming (`{hf_names.NAME_SEPARATOR}` list layers; no config.json beside the file)"
@@ -178,8 +195,7 @@ def _hugging_face(path: Path, records: list[VariableRecord],
     for record in records:
         entry = hf_names.hf_weight_for(record.path, record.shape)
         trainable = record.trainable and (entry is None or entry.trainable)
-        marked.append(dataclasses.replace(record, naming=naming, naming_evidence=evidence,
-                                          trainable=trainable))
+        marked.append(dataclasses.replace(record, naming=naming, naming_evidence=evidence, trainable=trainable))
     model_name = records[0].path.split("/", 1)[0] if records and "/" in records[0].path else None
     return marked, tuple(notes), model_name
 
@@ -231,8 +247,11 @@ def _legacy_record(weight_name: str, top_layer: str, dataset: Any, index: Mappin
     config = entry.get("config") if entry else None
     if entry is None and parents and (parents[-1], "cell") in SUBLAYER_CLASS_BY_PARENT:
         class_name = SUBLAYER_CLASS_BY_PARENT[(parents[-1], "cell")]  # tf_keras ``lstm/lstm_cell/kernel``
-        entry = {"class_name": class_name, "module": "keras.layers", "config": index[parts[-3]][0].get("config")
-                 if len(parts) > 2 and parts[-3] in index else {}}
+        entry = {
+            "class_name": class_name,
+            "module": "keras.layers",
+            "config": index[parts[-3]][0].get("config") if len(parts) > 2 and parts[-3] in index else {},
+        }
         config = entry["config"]
     trainable = True
     if isinstance(config, Mapping):
@@ -244,12 +263,17 @@ def _legacy_record(weight_name: str, top_layer: str, dataset: Any, index: Mappin
         candidates = keras_class_name_candidates(owner)
         hint = candidates[0] if candidates else None
     return VariableRecord(
-        path=path, leaf=leaf, layer=owner,
+        path=path,
+        leaf=leaf,
+        layer=owner,
         layer_class=class_name if isinstance(class_name, str) else None,
-        shape=tuple(int(d) for d in dataset.shape), dtype=str(dataset.dtype), trainable=trainable,
-        origin=dataset.name.lstrip("/"), leaf_known=True,
+        shape=tuple(int(d) for d in dataset.shape),
+        dtype=str(dataset.dtype),
+        trainable=trainable,
+        origin=dataset.name.lstrip("/"),
+        leaf_known=True,
         parent_classes=tuple(p for p in parents if isinstance(p, str)),
-        layer_builtin=is_builtin_entry(entry) or (entry is not None and "module" not in entry
-                                                  and isinstance(class_name, str)),
+        layer_builtin=is_builtin_entry(entry)
+        or (entry is not None and "module" not in entry and isinstance(class_name, str)),
         class_hint=hint,
     )

@@ -21,7 +21,6 @@ class LoaderName(TextEnum):
     LIVE_MODULE = "live-tf-module"
 
 
-
 @dataclass(frozen=True)
 class Limits:
     """Bounds checked against sizes the input declares, before anything is read.
@@ -101,5 +100,3 @@ def _depth(text: bytes | str) -> int:
         return 1
     opening = (brackets == ord("[")) | (brackets == ord("{"))
     return max(1, int(np.cumsum(np.where(opening, 1, -1)).max()))
-
-

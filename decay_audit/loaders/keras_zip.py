@@ -78,8 +78,7 @@ def load_keras_zip(path: Path, limits: Limits) -> Inventory:
     )
 
 
-def _compressed_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, subject: str,
-                       notes: list[str]) -> Any:
+def _compressed_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, subject: str, notes: list[str]) -> Any:
     """A compressed ``model.weights.h5`` (re-zipped by hand), which cannot be seeked in place.
 
     Up to IMAGE_BYTES it is decompressed once into memory (reading at most one byte more than it
@@ -98,8 +97,11 @@ def _compressed_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, subject:
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, zlib.error) as exc:
             raise ModelLoadError(subject, f"cannot decompress {WEIGHTS_MEMBER} ({exc})") from None
     if len(data) != info.file_size:
-        raise ModelLoadError(subject, f"{WEIGHTS_MEMBER} declares {info.file_size} bytes but holds "
-                                      f"{'more' if len(data) > info.file_size else len(data)}")
+        raise ModelLoadError(
+            subject,
+            f"{WEIGHTS_MEMBER} declares {info.file_size} bytes but holds "
+            f"{'more' if len(data) > info.file_size else len(data)}",
+        )
     notes.append(f"{WEIGHTS_MEMBER} is compressed: decompressed into memory")
     return data
 
@@ -133,9 +135,13 @@ def _unknown_class_notes(model_entry: Mapping) -> list[str]:
             stack.extend(v for v in config.values() if type(v) is dict and "class_name" in v)
     notes = []
     if hub_unknown:
-        notes.append(f"keras_hub classes not in decay-audit's table (generated from keras_hub "
-                     f"{keras_hub_version()}; a newer keras_hub?), judged from names, shapes and positions: "
-                     f"{', '.join(sorted(hub_unknown))}")
+        notes.append(
+            f"keras_hub classes not in decay-audit's table (generated from keras_hub "
+            f"{keras_hub_version()}; a newer keras_hub?), judged from names, shapes and positions: "
+            f"{', '.join(sorted(hub_unknown))}"
+        )
     if not custom:
         return notes
-    return notes + [f"custom classes (not imported, judged from names, shapes and positions): {', '.join(sorted(custom))}"]
+    return notes + [
+        f"custom classes (not imported, judged from names, shapes and positions): {', '.join(sorted(custom))}"
+    ]

@@ -14,8 +14,10 @@ from decay_audit.loaders.interface import LoaderName
 
 
 def is_keras_object(obj: Any) -> bool:
-    return any(cls.__module__.startswith(("keras.", "tf_keras.")) and cls.__name__ in ("Layer", "Operation")
-               for cls in type(obj).__mro__)
+    return any(
+        cls.__module__.startswith(("keras.", "tf_keras.")) and cls.__name__ in ("Layer", "Operation")
+        for cls in type(obj).__mro__
+    )
 
 
 def is_tf_module(obj: Any) -> bool:
@@ -65,8 +67,12 @@ def _load_keras(model: Any, source: str | None) -> Inventory:
         layer, parents = owners.get(id(variable), (None, ()))
         records.append(_keras_record(variable, layer, parents))
     name = getattr(model, "name", None)
-    return Inventory(source=source or f"<live {type(model).__name__} {name!r}>", loader=LoaderName.LIVE_KERAS.value,
-                     records=tuple(records), model_name=name)
+    return Inventory(
+        source=source or f"<live {type(model).__name__} {name!r}>",
+        loader=LoaderName.LIVE_KERAS.value,
+        records=tuple(records),
+        model_name=name,
+    )
 
 
 def _sublayers(layer: Any) -> list[Any]:
@@ -85,11 +91,16 @@ def _keras_record(variable: Any, layer: Any, parents: tuple[str, ...]) -> Variab
     layer_class = type(layer).__name__ if layer is not None else None
     module = type(layer).__module__ if layer is not None else ""
     return VariableRecord(
-        path=path, leaf=leaf, layer=getattr(layer, "name", None), layer_class=layer_class,
+        path=path,
+        leaf=leaf,
+        layer=getattr(layer, "name", None),
+        layer_class=layer_class,
         shape=tuple(None if d is None else int(d) for d in variable.shape),
-        dtype=_dtype_name(variable.dtype), trainable=bool(variable.trainable),
+        dtype=_dtype_name(variable.dtype),
+        trainable=bool(variable.trainable),
         origin=f"{layer_class}.{leaf}" if layer_class else path,
-        leaf_known=True, parent_classes=tuple(p for p in parents if p not in ("Functional", "Sequential")),
+        leaf_known=True,
+        parent_classes=tuple(p for p in parents if p not in ("Functional", "Sequential")),
         layer_builtin=module.startswith(("keras.", "tf_keras.")),
     )
 
@@ -165,12 +176,23 @@ def _load_module(module: Any, source: str | None) -> Inventory:
         name = variable.name[:-2] if variable.name.endswith(":0") else variable.name
         path = name if "/" in name else object_path
         parts = path.split("/")
-        records.append(VariableRecord(
-            path=path, leaf=parts[-1], layer=parts[-2] if len(parts) > 1 else None, layer_class=None,
-            shape=tuple(None if d is None else int(d) for d in variable.shape),
-            dtype=variable.dtype.name, trainable=bool(variable.trainable), origin=object_path,
-            graph_uses=tuple(sorted(graph_uses.get(id(variable), ()))),
-        ))
+        records.append(
+            VariableRecord(
+                path=path,
+                leaf=parts[-1],
+                layer=parts[-2] if len(parts) > 1 else None,
+                layer_class=None,
+                shape=tuple(None if d is None else int(d) for d in variable.shape),
+                dtype=variable.dtype.name,
+                trainable=bool(variable.trainable),
+                origin=object_path,
+                graph_uses=tuple(sorted(graph_uses.get(id(variable), ()))),
+            )
+        )
     name = getattr(module, "name", None)
-    return Inventory(source=source or f"<live tf.Module {name!r}>", loader=LoaderName.LIVE_MODULE.value,
-                     records=tuple(records), model_name=name)
+    return Inventory(
+        source=source or f"<live tf.Module {name!r}>",
+        loader=LoaderName.LIVE_MODULE.value,
+        records=tuple(records),
+        model_name=name,
+    )

@@ -38,14 +38,42 @@ SAVED_MODEL_FILE = "saved_model.pb"
 SEED_STATE_LEAF = "seed_generator_state"
 
 # tensorflow/core/framework/types.proto DataType values that variables use.
-_DTYPES = {1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string",
-           9: "int64", 10: "bool", 14: "bfloat16", 17: "uint16", 19: "float16", 22: "uint32", 23: "uint64",
-           20: "resource", 21: "variant"}
+_DTYPES = {
+    1: "float32",
+    2: "float64",
+    3: "int32",
+    4: "uint8",
+    5: "int16",
+    6: "int8",
+    7: "string",
+    9: "int64",
+    10: "bool",
+    14: "bfloat16",
+    17: "uint16",
+    19: "float16",
+    22: "uint32",
+    23: "uint64",
+    20: "resource",
+    21: "variant",
+}
 
 # Edges that lead to functions, signatures and caches rather than to the model's state.
-_SKIP_EDGES = frozenset({"signatures", "_misc_assets", "keras_api", "__call__", "serve", "serving_default",
-                         "call_and_return_all_conditional_losses", "call_and_return_conditional_losses",
-                         "_default_save_signature", "_inbound_nodes", "_outbound_nodes", "_losses"})
+_SKIP_EDGES = frozenset(
+    {
+        "signatures",
+        "_misc_assets",
+        "keras_api",
+        "__call__",
+        "serve",
+        "serving_default",
+        "call_and_return_all_conditional_losses",
+        "call_and_return_conditional_losses",
+        "_default_save_signature",
+        "_inbound_nodes",
+        "_outbound_nodes",
+        "_losses",
+    }
+)
 
 
 @dataclass
@@ -72,24 +100,34 @@ def load_saved_model(directory: Path, limits: Limits) -> Inventory:
         limits.check("max_variables", len(variable_ids), str(pb_path))
         owners = _owners(nodes, variable_ids)
         layers = layer_info(nodes, metadata)
-        uses, reads, unfinished = graph_uses(graph_def, concrete, set(variable_ids), limits, str(pb_path)) \
-            if graph_def is not None else ({}, {}, 0)
+        uses, reads, unfinished = (
+            graph_uses(graph_def, concrete, set(variable_ids), limits, str(pb_path))
+            if graph_def is not None
+            else ({}, {}, 0)
+        )
     except ProtoDecodeError as exc:
         raise ModelLoadError(str(pb_path), f"corrupt protobuf ({exc})") from None
     frozen = frozen_layers(metadata, nodes)
-    records = [_record(node_id, nodes[node_id], paths[node_id], owners.get(node_id), layers,
-                       uses.get(node_id, ()), frozen) for node_id in variable_ids]
+    records = [
+        _record(node_id, nodes[node_id], paths[node_id], owners.get(node_id), layers, uses.get(node_id, ()), frozen)
+        for node_id in variable_ids
+    ]
     notes = []
     keras3_export = not metadata and all(
-        paths[n].startswith(("trainable_variables/", "non_trainable_variables/")) for n in variable_ids)
+        paths[n].startswith(("trainable_variables/", "non_trainable_variables/")) for n in variable_ids
+    )
     records, renamed, numbered = _unique_paths(records, variable_ids, reads if keras3_export else {})
     if renamed:
-        notes.append(f"{renamed} variables share their tf.Variable name with another (Keras 3 names a "
-                     f"variable by the layer scope it was created in): paths rebuilt from the layer scopes "
-                     f"the saved functions read them in")
+        notes.append(
+            f"{renamed} variables share their tf.Variable name with another (Keras 3 names a "
+            f"variable by the layer scope it was created in): paths rebuilt from the layer scopes "
+            f"the saved functions read them in"
+        )
     if numbered:
-        notes.append(f"{numbered} variables still share a path with another (as in the Keras model itself): "
-                     f"numbered `#2`, `#3`, ... in object-graph order")
+        notes.append(
+            f"{numbered} variables still share a path with another (as in the Keras model itself): "
+            f"numbered `#2`, `#3`, ... in object-graph order"
+        )
     seed_states = [r for r in records if r.leaf == SEED_STATE_LEAF and not r.trainable]
     if seed_states:
         # Keras 3 exports dropout/noise SeedGenerator states with the model's variables; they are
@@ -99,18 +137,26 @@ def load_saved_model(directory: Path, limits: Limits) -> Inventory:
     if not metadata:
         notes.append("no Keras layer classes in a SavedModel: judged from names, shapes and graph use")
     if unfinished:
-        notes.append(f"graph-use walk stopped at its step budget (linear in the graph's edges) with "
-                     f"{unfinished} function arguments holding variables not followed: graph evidence for "
-                     f"those variables may be missing, names and shapes still apply")
+        notes.append(
+            f"graph-use walk stopped at its step budget (linear in the graph's edges) with "
+            f"{unfinished} function arguments holding variables not followed: graph evidence for "
+            f"those variables may be missing, names and shapes still apply"
+        )
     model_name = None
     root_meta = layers.get(0)
     if root_meta:
         model_name = root_meta.get("name")
-    return Inventory(source=subject, loader=LoaderName.SAVED_MODEL.value, records=tuple(records),
-                     notes=tuple(notes), model_name=model_name)
+    return Inventory(
+        source=subject,
+        loader=LoaderName.SAVED_MODEL.value,
+        records=tuple(records),
+        notes=tuple(notes),
+        model_name=model_name,
+    )
 
 
 # -- protobuf structure ---------------------------------------------------------------------
+
 
 def _meta_graph_parts(data: bytes) -> tuple[Any, Any]:
     """(SavedObjectGraph bytes, GraphDef bytes) of the first MetaGraphDef."""
@@ -150,8 +196,9 @@ def _object_graph(data: Any, limits: Limits, subject: str) -> tuple[list[_Node],
     for index, node in enumerate(nodes):
         for child_id, _ in node.children:
             if child_id >= len(nodes):
-                raise ProtoDecodeError(f"object graph node {index} refers to node {child_id}, "
-                                       f"but the graph has {len(nodes)} nodes")
+                raise ProtoDecodeError(
+                    f"object graph node {index} refers to node {child_id}, but the graph has {len(nodes)} nodes"
+                )
     return nodes, concrete
 
 
@@ -209,6 +256,7 @@ def _shape(data: Any) -> tuple[int | None, ...] | None:
 
 # -- variables and their owners ---------------------------------------------------------------
 
+
 def _find_variables(nodes: list[_Node]) -> tuple[list[int], dict[int, str]]:
     """Variable node ids in a stable order, each once, with its object-graph path.
 
@@ -218,8 +266,11 @@ def _find_variables(nodes: list[_Node]) -> tuple[list[int], dict[int, str]]:
     """
     root_children = dict((name, node_id) for node_id, name in nodes[0].children)
     paths: dict[int, str] = {}
-    if "trainable_variables" in root_children and "non_trainable_variables" in root_children and \
-            nodes[0].identifier == "_generic_user_object":
+    if (
+        "trainable_variables" in root_children
+        and "non_trainable_variables" in root_children
+        and nodes[0].identifier == "_generic_user_object"
+    ):
         ordered = []
         for list_name in ("trainable_variables", "non_trainable_variables"):
             for node_id, name in nodes[root_children[list_name]].children:
@@ -278,9 +329,15 @@ def _owners(nodes: list[_Node], variable_ids: list[int]) -> dict[int, tuple[int,
     return owners
 
 
-def _record(node_id: int, node: _Node, object_path: str, owner: tuple[int, str] | None,
-            layers: Mapping[int, dict[str, Any]], uses: tuple[str, ...],
-            frozen: set[int] = frozenset()) -> VariableRecord:  # type: ignore[assignment]
+def _record(
+    node_id: int,
+    node: _Node,
+    object_path: str,
+    owner: tuple[int, str] | None,
+    layers: Mapping[int, dict[str, Any]],
+    uses: tuple[str, ...],
+    frozen: set[int] = frozenset(),
+) -> VariableRecord:  # type: ignore[assignment]
     variable = node.variable or {}
     name = variable.get("name") or ""
     name = name[:-2] if name.endswith(":0") else name
@@ -318,10 +375,19 @@ def _record(node_id: int, node: _Node, object_path: str, owner: tuple[int, str] 
     if owner is not None and owner[0] in frozen:
         trainable = False
     return VariableRecord(
-        path=path, leaf=leaf, layer=layer_name, layer_class=layer_class if isinstance(layer_class, str) else None,
-        shape=shape if shape is not None else (), dtype=variable.get("dtype", "float32"),
-        trainable=trainable, origin=origin, leaf_known=True, parent_classes=parents,
-        layer_builtin=builtin, graph_uses=uses, class_hint=hint,
+        path=path,
+        leaf=leaf,
+        layer=layer_name,
+        layer_class=layer_class if isinstance(layer_class, str) else None,
+        shape=shape if shape is not None else (),
+        dtype=variable.get("dtype", "float32"),
+        trainable=trainable,
+        origin=origin,
+        leaf_known=True,
+        parent_classes=parents,
+        layer_builtin=builtin,
+        graph_uses=uses,
+        class_hint=hint,
     )
 
 
@@ -331,8 +397,9 @@ _SCOPED = re.compile(r"^([a-z0-9_]*?)_(\d+)$")
 _KERAS_LEAVES = frozenset(slot.leaf for slots in LAYER_VARIABLES.values() for slot in slots)
 
 
-def _unique_paths(records: list[VariableRecord], variable_ids: list[int],
-                  reads: Mapping[int, set[str]]) -> tuple[list[VariableRecord], int, int]:
+def _unique_paths(
+    records: list[VariableRecord], variable_ids: list[int], reads: Mapping[int, set[str]]
+) -> tuple[list[VariableRecord], int, int]:
     """Give variables that share a ``tf.Variable`` name the path of their layer.
 
     Keras 3 (3.15, TF backend) names a ``tf.Variable`` by the name scope it was created in: layers
@@ -385,7 +452,7 @@ def _path_from_reads(name: str, read_nodes: Iterable[str]) -> str | None:
             match = _SCOPED.match(scope)
             if scope == first or (match and match.group(1) == first):
                 layers = [first]
-                for inner in scopes[position + 1:]:
+                for inner in scopes[position + 1 :]:
                     inner_match = _SCOPED.match(inner)
                     if not inner_match:
                         break

@@ -44,8 +44,18 @@ def describe_exception(exc: BaseException, limit: int = 300) -> str:
     if quoted and any(line.startswith("in user code") for line in lines):
         line = quoted[-1]  # carries its own type name
     else:
-        headings = ("Graph execution error", "Exception encountered when calling", "Detected at node", "File \"",
-                    "Traceback", "Arguments received by", "•", "Stack trace", "[[", "in user code")
+        headings = (
+            "Graph execution error",
+            "Exception encountered when calling",
+            "Detected at node",
+            'File "',
+            "Traceback",
+            "Arguments received by",
+            "•",
+            "Stack trace",
+            "[[",
+            "in user code",
+        )
         telling = [line for line in lines if not line.startswith(headings)]
         line = (telling or lines or [""])[0]
         name = type(exc).__name__
@@ -112,15 +122,17 @@ def setup_from_object(obj: Any, description: str) -> TrainingSetup:
         several = tuple(obj.get("optimizers") or ())
         optimizer = obj.get("optimizer") or (several[0] if several else optimizer_of(model))
         batch = obj.get("batch") if obj.get("batch") is not None else obj.get("dataset")
-        return TrainingSetup(model, optimizer, obj.get("train_step"), obj.get("data_loss"), description, several,
-                             batch)
+        return TrainingSetup(model, optimizer, obj.get("train_step"), obj.get("data_loss"), description, several, batch)
     if isinstance(obj, tuple) and len(obj) == 2:
         _check_model(obj[0], description)
         return TrainingSetup(obj[0], obj[1], description=description)
     if hasattr(obj, "trainable_variables") and hasattr(obj, "optimizer"):
         return TrainingSetup(obj, optimizer_of(obj), description=description)
-    raise SetupError(description, "make() must return a compiled keras.Model, a (model, optimizer) pair, "
-                                  f"or a mapping with 'model' and 'optimizer' (got {type(obj).__name__})")
+    raise SetupError(
+        description,
+        "make() must return a compiled keras.Model, a (model, optimizer) pair, "
+        f"or a mapping with 'model' and 'optimizer' (got {type(obj).__name__})",
+    )
 
 
 def _check_model(model: Any, description: str) -> None:
@@ -163,13 +175,30 @@ def load_setup(spec: str) -> TrainingSetup:
     return setup_from_object(made, spec)
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "adamax", "nadam", "rmsprop", "adagrad", "adadelta", "lion", "lamb",
-              "adafactor", "ftrl")
+OPTIMIZERS = (
+    "sgd",
+    "adam",
+    "adamw",
+    "adamax",
+    "nadam",
+    "rmsprop",
+    "adagrad",
+    "adadelta",
+    "lion",
+    "lamb",
+    "adafactor",
+    "ftrl",
+)
 
 
-def setup_from_model_file(path: Path, optimizer: str | None, learning_rate: float | None,
-                          weight_decay: float | None, exclude_var_names: tuple[str, ...] = (),
-                          custom_modules: tuple[str, ...] = ()) -> TrainingSetup:
+def setup_from_model_file(
+    path: Path,
+    optimizer: str | None,
+    learning_rate: float | None,
+    weight_decay: float | None,
+    exclude_var_names: tuple[str, ...] = (),
+    custom_modules: tuple[str, ...] = (),
+) -> TrainingSetup:
     """Rebuild a model file safely and pair it with the optimizer given on the command line,
     or, without ``--optimizer``, the one its compile config recreates (what load_model gives)."""
     import keras
@@ -183,8 +212,11 @@ def setup_from_model_file(path: Path, optimizer: str | None, learning_rate: floa
         model = keras.saving.load_model(path, compile=optimizer is None, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for unloadable files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(str(path), f"cannot rebuild the model safely ({first[:300]}); "
-                                        "name modules that define custom classes with --custom-module") from None
+        raise ModelLoadError(
+            str(path),
+            f"cannot rebuild the model safely ({first[:300]}); "
+            "name modules that define custom classes with --custom-module",
+        ) from None
     if optimizer is None:
         saved = getattr(model, "optimizer", None)
         if saved is None:

@@ -158,8 +158,14 @@ def _dtype_of(variable: Any) -> Any:
         return np.dtype("float32")
 
 
-def _coupled_amplification(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecaySource],
-                           penalties: dict[str, np.ndarray], before: list[np.ndarray], trainables: list[Any]) -> float:
+def _coupled_amplification(
+    backend: ProbeBackend,
+    setup: TrainingSetup,
+    sources: list[DecaySource],
+    penalties: dict[str, np.ndarray],
+    before: list[np.ndarray],
+    trainables: list[Any],
+) -> float:
     """A factor for the weight penalties when their effect is below float32's resolution, else 0.
 
     The smallest penalty's SGD-like relative change per step, lr * <g, w> / <w, w>
@@ -184,22 +190,46 @@ def _coupled_amplification(backend: ProbeBackend, setup: TrainingSetup, sources:
     return min(AMPLIFIED_RATE / smallest, 1e9) if 0.0 < smallest < AMPLIFY_BELOW else 0.0
 
 
-def run_probe(setup: TrainingSetup, steps: int = 3, batch_size: int = 4, seed: int = 0,
-              device: str | None = None, backend: ProbeBackend | str | None = None,
-              batches: BatchSource | None = None, on_step: Callable[[int, int], None] | None = None) -> ProbeRun:
+def run_probe(
+    setup: TrainingSetup,
+    steps: int = 3,
+    batch_size: int = 4,
+    seed: int = 0,
+    device: str | None = None,
+    backend: ProbeBackend | str | None = None,
+    batches: BatchSource | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> ProbeRun:
     """Measure per step and per variable; the model and optimizers are restored afterwards.
     ``on_step(done, total)`` reports each finished step (total may exceed ``steps``: see update_every)."""
     chosen = (load_backend(backend) if isinstance(backend, str) else backend) or backend_for(setup)
     device_name = chosen.device(device)
     steps = max(steps, 2 * chosen.update_every(setup))  # decay happens only on the steps that update
     with chosen.scope(setup, device_name), chosen.determinism(), chosen.switchable(setup) as sources:
-        return _run_probe(chosen, setup, list(sources), steps, batch_size, seed, device_name,
-                          batches or BatchSource(setup, batch_size, np.random.default_rng(seed)), on_step)
+        return _run_probe(
+            chosen,
+            setup,
+            list(sources),
+            steps,
+            batch_size,
+            seed,
+            device_name,
+            batches or BatchSource(setup, batch_size, np.random.default_rng(seed)),
+            on_step,
+        )
 
 
-def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecaySource], steps: int,
-               batch_size: int, seed: int, device: str, batches: BatchSource,
-               on_step: Callable[[int, int], None] | None = None) -> ProbeRun:
+def _run_probe(
+    backend: ProbeBackend,
+    setup: TrainingSetup,
+    sources: list[DecaySource],
+    steps: int,
+    batch_size: int,
+    seed: int,
+    device: str,
+    batches: BatchSource,
+    on_step: Callable[[int, int], None] | None = None,
+) -> ProbeRun:
     """``batches`` (the set-up's own data or synthetic, ``probe.data``) reads the model's input
     and target plan once, so a step's batch costs no extra forward pass."""
     model = setup.model
@@ -245,8 +275,10 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
             state = backend.state_variables(setup)
             # restored afterwards: what existed before, and the new optimizer state as the warm-up left it
             known = {id(v): value for v, value in zip(original_state, original)}
-            original_state, original = list(state), [known.get(id(v), value) for v, value in
-                                                     zip(state, backend.read(state))]
+            original_state, original = (
+                list(state),
+                [known.get(id(v), value) for v, value in zip(state, backend.read(state))],
+            )
         for index in range(steps):
             x, y = batches.next()
             before = [f64(a) for a in values()]
@@ -263,8 +295,13 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
                 plan.append(("no coupled", step, {i: 0.0 for i in coupled}))
             amplify_coupled = _coupled_amplification(backend, setup, sources, penalties, before, trainables)
             if amplify_coupled:
-                plan.append(("coupled amplified", step,
-                             {i: amplify_coupled for i in coupled if sources[i].variables is not None}))
+                plan.append(
+                    (
+                        "coupled amplified",
+                        step,
+                        {i: amplify_coupled for i in coupled if sources[i].variables is not None},
+                    )
+                )
             if reference is not None:
                 plan.append(("reference", reference, {i: 0.0 for i in coupled}))
             plan.append(("real", step, {}))
@@ -283,8 +320,10 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
                 results[name] = values()
             real = [f64(a) for a in results.pop("real")]
             if "repeat" in results:
-                calibrated = [max(c, float(np.max(np.abs(r - f64(p)), initial=0.0)))
-                              for c, r, p in zip(calibrated, real, results["repeat"])]
+                calibrated = [
+                    max(c, float(np.max(np.abs(r - f64(p)), initial=0.0)))
+                    for c, r, p in zip(calibrated, real, results["repeat"])
+                ]
                 reproducible = not any(calibrated)
             floors = [_floor(b, r, d, c) for b, r, d, c in zip(before, real, dtypes, calibrated)]
             effects: list[list[SourceEffect]] = [[] for _ in variables]
@@ -293,7 +332,8 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
                     difference = f64(t) - r
                     change = difference / (scales[i] - 1.0)
                     present = _above(difference, floors[j]) and (
-                        reproducible or _cosine_to_zero(change, before[j]) >= DECAY_SHAPED)
+                        reproducible or _cosine_to_zero(change, before[j]) >= DECAY_SHAPED
+                    )
                     effects[j].append(SourceEffect(i, change, present, rates[i], scales[i]))
             no_coupled = [f64(a) for a in results["no coupled"]] if "no coupled" in results else real
             hand = results.get("reference")
@@ -315,8 +355,19 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
                 if penalty is not None:
                     norm = float(np.sum(before[j] * before[j]))
                     relative = float(np.sum(penalty * before[j])) / norm if norm > 0 else None
-                deltas.append(StepDelta(decoupled_sum, coupled_part, before[j], rate, floors[j], tuple(effects[j]),
-                                        coupled_present, from_hand, relative))
+                deltas.append(
+                    StepDelta(
+                        decoupled_sum,
+                        coupled_part,
+                        before[j],
+                        rate,
+                        floors[j],
+                        tuple(effects[j]),
+                        coupled_present,
+                        from_hand,
+                        relative,
+                    )
+                )
             measured.append(tuple(deltas))
             if on_step is not None:
                 on_step(index + 1, steps)
@@ -342,8 +393,14 @@ def _run_probe(backend: ProbeBackend, setup: TrainingSetup, sources: list[DecayS
         sources=tuple(sources),
         backend=backend.name,
         noise_calibration=max(calibrated, default=0.0),
-        notes=tuple(backend.notes(setup)) + (() if reproducible else (
-            f"the step is not reproducible (a repeat from the same state differed by up to "
-            f"{max(calibrated):.3g}): the noise floor was measured at every step, and a decoupled "
-            f"difference counted only when shaped like decay (cosine >= {DECAY_SHAPED} with -w)",)),
+        notes=tuple(backend.notes(setup))
+        + (
+            ()
+            if reproducible
+            else (
+                f"the step is not reproducible (a repeat from the same state differed by up to "
+                f"{max(calibrated):.3g}): the noise floor was measured at every step, and a decoupled "
+                f"difference counted only when shaped like decay (cosine >= {DECAY_SHAPED} with -w)",
+            )
+        ),
     )

@@ -29,8 +29,9 @@ def _rate_tolerance(effect: SourceEffect) -> float:
 
 
 def _coupled_sources(run: ProbeRun, path: str, deltas: list[StepDelta]) -> tuple[str, ...]:
-    labels = [s.label for s in run.sources
-              if s.kind.value == "coupled" and (s.variables is None or path in s.variables)]
+    labels = [
+        s.label for s in run.sources if s.kind.value == "coupled" and (s.variables is None or path in s.variables)
+    ]
     if any(d.hand_written for d in deltas):
         labels.append("hand-written step")
     return tuple(labels)
@@ -65,22 +66,61 @@ def judge(run: ProbeRun, expected: dict[str, tuple[bool, str]]) -> list[Measurem
         rate = sum(e.rate for e in first) if first else None
         amplified = max((e.scale for e in first if e.scale > 1.0), default=None)
         scale = max(float(np.max(np.abs(d.weight), initial=0.0)) for d in deltas) or 1.0 if deltas else 1.0
-        coupled_relative = max((float(np.max(np.abs(d.coupled), initial=0.0)) for d in deltas if d.coupled_present),
-                               default=0.0) / scale
+        coupled_relative = (
+            max((float(np.max(np.abs(d.coupled), initial=0.0)) for d in deltas if d.coupled_present), default=0.0)
+            / scale
+        )
         penalties = [d.penalty_gradient for d in deltas if d.penalty_gradient is not None]
         penalty = float(np.mean(penalties)) if penalties else None
         coupled_by = _coupled_sources(run, path, deltas) if coupled_step_count else ()
-        outcome, detail = _outcome(expect, decoupled_by, bool(coupled_step_count), rate_off, len(deltas), ratio,
-                                   rate, amplified, coupled_relative, penalty, coupled_by)
-        results.append(Measurement(path, expect, intent, len(deltas), decoupled_step_count, coupled_step_count,
-                                   ratio, coupled_relative, outcome, detail, decoupled_by, rate, amplified,
-                                   coupled_by, penalty))
+        outcome, detail = _outcome(
+            expect,
+            decoupled_by,
+            bool(coupled_step_count),
+            rate_off,
+            len(deltas),
+            ratio,
+            rate,
+            amplified,
+            coupled_relative,
+            penalty,
+            coupled_by,
+        )
+        results.append(
+            Measurement(
+                path,
+                expect,
+                intent,
+                len(deltas),
+                decoupled_step_count,
+                coupled_step_count,
+                ratio,
+                coupled_relative,
+                outcome,
+                detail,
+                decoupled_by,
+                rate,
+                amplified,
+                coupled_by,
+                penalty,
+            )
+        )
     return results
 
 
-def _outcome(expect: bool, decoupled_by: tuple[str, ...], coupled: bool, rate_off: list[float], steps: int,
-             ratio: float | None, rate: float | None, amplified: float | None, coupled_relative: float,
-             penalty: float | None, coupled_by: tuple[str, ...]) -> tuple[Outcome, str]:
+def _outcome(
+    expect: bool,
+    decoupled_by: tuple[str, ...],
+    coupled: bool,
+    rate_off: list[float],
+    steps: int,
+    ratio: float | None,
+    rate: float | None,
+    amplified: float | None,
+    coupled_relative: float,
+    penalty: float | None,
+    coupled_by: tuple[str, ...],
+) -> tuple[Outcome, str]:
     decoupled = bool(decoupled_by)
     figures = []
     if decoupled:

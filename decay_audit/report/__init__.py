@@ -83,8 +83,9 @@ def render(subject: Subject | str, fmt: OutputFormat | str, report: Any, **conte
     if key not in _FORMATTERS:
         from decay_audit.errors import OptionError
 
-        raise OptionError("format", f"{key[1].value} is not available for {key[0].value} "
-                                     f"(one of {', '.join(formats_for(key[0]))})")
+        raise OptionError(
+            "format", f"{key[1].value} is not available for {key[0].value} (one of {', '.join(formats_for(key[0]))})"
+        )
     module_name, function_name, takes_context = _FORMATTERS[key]
     function: Callable[..., str] = getattr(importlib.import_module(module_name), function_name)
     return function(report, **context) if takes_context else function(report)

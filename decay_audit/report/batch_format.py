@@ -17,8 +17,18 @@ def batch_rows(batch: BatchReport) -> list[tuple]:
             rows.append((safe_text(item.path), "-", "", "", "", "", "", f"error: {safe_text(item.error)}"))
             continue
         c = ModelCounts.of(item.report)
-        rows.append((safe_text(item.path), item.report.loader, c.variables, c.decayed, c.excluded,
-                     c.low_confidence, c.findings, "ok" if not c.strict_problems else "check"))
+        rows.append(
+            (
+                safe_text(item.path),
+                item.report.loader,
+                c.variables,
+                c.decayed,
+                c.excluded,
+                c.low_confidence,
+                c.findings,
+                "ok" if not c.strict_problems else "check",
+            )
+        )
     return rows
 
 
@@ -27,15 +37,32 @@ def format_batch_table(batch: BatchReport) -> str:
 
     totals = batch.totals()
     rows = batch_rows(batch)
-    rows.append((f"total ({totals.models} models)", "", totals.variables, totals.decayed, totals.excluded,
-                 totals.low_confidence, totals.findings,
-                 f"{totals.unreadable} unreadable" if totals.unreadable else ""))
-    table = tabulate(rows, headers=HEADERS, tablefmt="simple", disable_numparse=True,
-                     colalign=("left", "left", "right", "right", "right", "right", "right", "left"))
+    rows.append(
+        (
+            f"total ({totals.models} models)",
+            "",
+            totals.variables,
+            totals.decayed,
+            totals.excluded,
+            totals.low_confidence,
+            totals.findings,
+            f"{totals.unreadable} unreadable" if totals.unreadable else "",
+        )
+    )
+    table = tabulate(
+        rows,
+        headers=HEADERS,
+        tablefmt="simple",
+        disable_numparse=True,
+        colalign=("left", "left", "right", "right", "right", "right", "right", "left"),
+    )
     lines = [table, ""]
-    lines.append("status 'check': low-confidence or conflicting verdicts or a dead override "
-                 "(scan MODEL shows which; --strict exits 1)" if totals.strict_problems else
-                 "no low-confidence or conflicting verdicts, no dead overrides")
+    lines.append(
+        "status 'check': low-confidence or conflicting verdicts or a dead override "
+        "(scan MODEL shows which; --strict exits 1)"
+        if totals.strict_problems
+        else "no low-confidence or conflicting verdicts, no dead overrides"
+    )
     return "\n".join(lines) + "\n"
 
 

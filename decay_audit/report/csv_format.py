@@ -8,8 +8,21 @@ import io
 from decay_audit.report.sanitize import safe_cell
 from decay_audit.results import ScanReport
 
-COLUMNS = ("path", "layer", "layer_class", "leaf", "shape", "dtype", "trainable", "parameters",
-           "kind", "decay", "confidence", "evidence", "conflicts")
+COLUMNS = (
+    "path",
+    "layer",
+    "layer_class",
+    "leaf",
+    "shape",
+    "dtype",
+    "trainable",
+    "parameters",
+    "kind",
+    "decay",
+    "confidence",
+    "evidence",
+    "conflicts",
+)
 
 
 def format_csv(report: ScanReport) -> str:

@@ -91,30 +91,33 @@ def _attr(value: object) -> str:
 
 def _page(title: str, header: str, controls: str, table: str, after: str = "") -> str:
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_CSP}\">"
-        f"<meta name=\"viewport\" content=\"width=device-width\"><title>{escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body>\n{header}\n<div class=\"controls\">{controls}"
-        "<input id=\"search\" type=\"search\" placeholder=\"filter by path\" aria-label=\"filter by path\">"
-        "<button id=\"reset\" type=\"button\">reset</button><span id=\"status\" role=\"status\"></span></div>\n"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        f'<meta name="viewport" content="width=device-width"><title>{escape(title)}</title>'
+        f'<style>{_STYLE}</style></head><body>\n{header}\n<div class="controls">{controls}'
+        '<input id="search" type="search" placeholder="filter by path" aria-label="filter by path">'
+        '<button id="reset" type="button">reset</button><span id="status" role="status"></span></div>\n'
         f"{table}\n{after}\n<script>{_SCRIPT}</script></body></html>\n"
     )
 
 
 def _select(name: str, label: str, values: Iterable[str]) -> str:
-    options = "".join(f"<option value=\"{_attr(v)}\">{escape(v)}</option>" for v in values)
-    return (f"<label>{escape(label)} <select data-filter=\"{_attr(name)}\">"
-            f"<option value=\"\">all</option>{options}</select></label>")
+    options = "".join(f'<option value="{_attr(v)}">{escape(v)}</option>' for v in values)
+    return (
+        f'<label>{escape(label)} <select data-filter="{_attr(name)}">'
+        f'<option value="">all</option>{options}</select></label>'
+    )
 
 
 def _head(columns: Sequence[tuple[str, str, str]]) -> str:
-    cells = "".join(f"<th data-key=\"{key}\" data-type=\"{kind}\" scope=\"col\">{escape(label)}</th>"
-                    for label, key, kind in columns)
+    cells = "".join(
+        f'<th data-key="{key}" data-type="{kind}" scope="col">{escape(label)}</th>' for label, key, kind in columns
+    )
     return f"<thead><tr>{cells}</tr></thead>"
 
 
 def _data(**values: object) -> str:
-    return " ".join(f"data-{key}=\"{_attr(value)}\"" for key, value in values.items())
+    return " ".join(f'data-{key}="{_attr(value)}"' for key, value in values.items())
 
 
 def _evidence(first: str, rest: Sequence[str], conflicts: Sequence[str]) -> str:
@@ -127,9 +130,15 @@ def _evidence(first: str, rest: Sequence[str], conflicts: Sequence[str]) -> str:
 
 # --- scan --------------------------------------------------------------------------------
 
-SCAN_COLUMNS = (("variable", "path", "text"), ("shape", "size", "num"), ("parameters", "size", "num"),
-                ("kind", "kind", "text"), ("decay", "decision", "text"), ("confidence", "confidence", "text"),
-                ("evidence", "evidence", "text"))
+SCAN_COLUMNS = (
+    ("variable", "path", "text"),
+    ("shape", "size", "num"),
+    ("parameters", "size", "num"),
+    ("kind", "kind", "text"),
+    ("decay", "decision", "text"),
+    ("confidence", "confidence", "text"),
+    ("evidence", "evidence", "text"),
+)
 
 
 def scan_html(report: Any) -> str:
@@ -141,53 +150,73 @@ def scan_html(report: Any) -> str:
         groups.setdefault((variable.record.layer or "-", variable.record.layer_class or ""), []).append(variable)
     body = []
     for index, ((layer, layer_class), members) in enumerate(groups.items()):
-        label = escape(layer) + (f" <span class=\"no\">({escape(layer_class)})</span>" if layer_class else "")
-        body.append(f"<tr class=\"group\" data-group=\"{index}\"><td colspan=\"{len(SCAN_COLUMNS)}\">{label}"
-                    f" <span class=\"no\">{len(members)} variable{'s' if len(members) != 1 else ''}</span></td></tr>")
+        label = escape(layer) + (f' <span class="no">({escape(layer_class)})</span>' if layer_class else "")
+        body.append(
+            f'<tr class="group" data-group="{index}"><td colspan="{len(SCAN_COLUMNS)}">{label}'
+            f' <span class="no">{len(members)} variable{"s" if len(members) != 1 else ""}</span></td></tr>'
+        )
         for variable in members:
             record, classification, decision = variable.record, variable.classification, variable.decision
             evidence = list(classification.evidence) or [""]
             decided = "decayed" if decision.decay else "excluded"
             shape = "(" + ", ".join("?" if d is None else str(d) for d in record.shape) + ")"
             body.append(
-                f"<tr class=\"var\" {_data(group=index, path=record.path, size=record.size, kind=classification.kind.value, decision=decided, confidence=classification.confidence.value, evidence=evidence[0])}>"
-                f"<td><code>{escape(record.path)}</code></td><td class=\"shape\">{escape(shape)}</td>"
-                f"<td class=\"num\">{record.size:,}</td><td>{escape(classification.kind.value)}</td>"
-                f"<td class=\"{'yes' if decision.decay else 'no'}\" title=\"{_attr(decision.reason)}\">"
+                f'<tr class="var" {_data(group=index, path=record.path, size=record.size, kind=classification.kind.value, decision=decided, confidence=classification.confidence.value, evidence=evidence[0])}>'
+                f'<td><code>{escape(record.path)}</code></td><td class="shape">{escape(shape)}</td>'
+                f'<td class="num">{record.size:,}</td><td>{escape(classification.kind.value)}</td>'
+                f'<td class="{"yes" if decision.decay else "no"}" title="{_attr(decision.reason)}">'
                 f"{'yes' if decision.decay else 'no'}</td>"
-                f"<td class=\"{'low' if classification.confidence is Confidence.LOW else ''}\">"
+                f'<td class="{"low" if classification.confidence is Confidence.LOW else ""}">'
                 f"{escape(classification.confidence.value)}</td>"
-                f"<td>{_evidence(evidence[0], evidence[1:], classification.conflicts)}</td></tr>")
-    table = f"<table id=\"variables\">{_head(SCAN_COLUMNS)}<tbody>{''.join(body)}</tbody></table>"
+                f"<td>{_evidence(evidence[0], evidence[1:], classification.conflicts)}</td></tr>"
+            )
+    table = f'<table id="variables">{_head(SCAN_COLUMNS)}<tbody>{"".join(body)}</tbody></table>'
     notes = [escape(n) for n in report.notes]
     notes += [f"override {escape(d)} matches no variable" for d in report.policy_findings.dead_overrides]
     notes += [escape(c) for c in report.policy_findings.conflicts]
     optimizer = report.inventory.optimizer
     if optimizer is not None and optimizer.weight_decay:
-        notes.append(f"saved optimizer {escape(optimizer.class_name)} with weight_decay={optimizer.weight_decay}: "
-                     "exclusions are not saved, so after load_model it decays every variable")
-    header = (f"<h1>decay-audit scan: <code>{escape(report.source)}</code></h1>"
-              f"<p class=\"meta\">{escape(report.loader)} · policy {escape(report.policy.describe())} · "
-              f"{summary.variables} variables, {summary.parameters:,} parameters · decayed "
-              f"{summary.decayed_variables} ({summary.decayed_parameters:,} parameters) · excluded "
-              f"{summary.excluded_variables} ({summary.excluded_parameters:,}) · low confidence "
-              f"{summary.low_confidence} · conflicting {summary.conflicting}</p>"
-              + (f"<ul class=\"notes\">{''.join(f'<li>{n}</li>' for n in notes)}</ul>" if notes else ""))
+        notes.append(
+            f"saved optimizer {escape(optimizer.class_name)} with weight_decay={optimizer.weight_decay}: "
+            "exclusions are not saved, so after load_model it decays every variable"
+        )
+    header = (
+        f"<h1>decay-audit scan: <code>{escape(report.source)}</code></h1>"
+        f'<p class="meta">{escape(report.loader)} · policy {escape(report.policy.describe())} · '
+        f"{summary.variables} variables, {summary.parameters:,} parameters · decayed "
+        f"{summary.decayed_variables} ({summary.decayed_parameters:,} parameters) · excluded "
+        f"{summary.excluded_variables} ({summary.excluded_parameters:,}) · low confidence "
+        f"{summary.low_confidence} · conflicting {summary.conflicting}</p>"
+        + (f'<ul class="notes">{"".join(f"<li>{n}</li>" for n in notes)}</ul>' if notes else "")
+    )
     kinds = [k.value for k in Kind if any(v.classification.kind is k for v in report.variables)]
-    controls = (_select("kind", "kind", kinds) + _select("decision", "decay", ["decayed", "excluded"])
-                + _select("confidence", "confidence", [c.value for c in Confidence]))
-    per_kind = "".join(f"<tr><td>{escape(k.kind.value)}</td><td class=\"num\">{k.variables}</td>"
-                       f"<td class=\"num\">{k.parameters:,}</td><td class=\"num\">{k.decayed}</td></tr>"
-                       for k in summary.per_kind)
-    after = ("<table class=\"summary\"><thead><tr><th>kind</th><th>variables</th><th>parameters</th>"
-             f"<th>decayed</th></tr></thead><tbody>{per_kind}</tbody></table>")
+    controls = (
+        _select("kind", "kind", kinds)
+        + _select("decision", "decay", ["decayed", "excluded"])
+        + _select("confidence", "confidence", [c.value for c in Confidence])
+    )
+    per_kind = "".join(
+        f'<tr><td>{escape(k.kind.value)}</td><td class="num">{k.variables}</td>'
+        f'<td class="num">{k.parameters:,}</td><td class="num">{k.decayed}</td></tr>'
+        for k in summary.per_kind
+    )
+    after = (
+        '<table class="summary"><thead><tr><th>kind</th><th>variables</th><th>parameters</th>'
+        f"<th>decayed</th></tr></thead><tbody>{per_kind}</tbody></table>"
+    )
     return _page(f"decay-audit scan {report.source}", header, controls, table, after)
 
 
 # --- verify ------------------------------------------------------------------------------
 
-VERIFY_COLUMNS = (("variable", "path", "text"), ("expected", "expected", "text"), ("measured", "measured", "text"),
-                  ("ratio", "ratio", "num"), ("verdict", "verdict", "text"), ("detail", "detail", "text"))
+VERIFY_COLUMNS = (
+    ("variable", "path", "text"),
+    ("expected", "expected", "text"),
+    ("measured", "measured", "text"),
+    ("ratio", "ratio", "num"),
+    ("verdict", "verdict", "text"),
+    ("detail", "detail", "text"),
+)
 
 
 def verify_html(report: Any) -> str:
@@ -196,24 +225,30 @@ def verify_html(report: Any) -> str:
         groups.setdefault(measurement.path.rpartition("/")[0] or "-", []).append(measurement)
     body = []
     for index, (layer, members) in enumerate(groups.items()):
-        body.append(f"<tr class=\"group\" data-group=\"{index}\"><td colspan=\"{len(VERIFY_COLUMNS)}\">"
-                    f"{escape(layer)}</td></tr>")
+        body.append(
+            f'<tr class="group" data-group="{index}"><td colspan="{len(VERIFY_COLUMNS)}">{escape(layer)}</td></tr>'
+        )
         for m in members:
             expected = "decay" if m.expected_decay else "no decay"
             ratio = "" if m.decoupled_ratio is None else f"{m.decoupled_ratio:.4g}"
             body.append(
-                f"<tr class=\"var {'ok' if m.ok else 'fail'}\" {_data(group=index, path=m.path, expected=expected, measured=m.measured, ratio=ratio, verdict=m.outcome.value, detail=m.detail)}>"
+                f'<tr class="var {"ok" if m.ok else "fail"}" {_data(group=index, path=m.path, expected=expected, measured=m.measured, ratio=ratio, verdict=m.outcome.value, detail=m.detail)}>'
                 f"<td><code>{escape(m.path)}</code></td><td>{escape(expected)}</td><td>{escape(m.measured)}</td>"
-                f"<td class=\"num\">{escape(ratio)}</td><td class=\"verdict\">{escape(m.outcome.value)}</td>"
-                f"<td>{_evidence(m.detail, [f'intent: {m.intent}', f'decoupled in {m.decoupled_steps} of {m.steps} steps, coupled in {m.coupled_steps}'], [])}</td></tr>")
-    table = f"<table id=\"variables\">{_head(VERIFY_COLUMNS)}<tbody>{''.join(body)}</tbody></table>"
-    verdict = ("all variables get the intended decay" if report.ok else
-               f"{len(report.mismatches)} of {len(report.measurements)} variables get the wrong decay")
-    header = (f"<h1>decay-audit verify: <code>{escape(report.setup)}</code></h1>"
-              f"<p class=\"meta\">{escape(report.optimizer)}, weight_decay={escape(str(report.weight_decay))}, "
-              f"{report.steps} steps on {escape(report.device)} · <strong>{escape(verdict)}</strong></p>"
-              + (f"<ul class=\"notes\">{''.join(f'<li>{escape(n)}</li>' for n in report.notes)}</ul>"
-                 if report.notes else ""))
+                f'<td class="num">{escape(ratio)}</td><td class="verdict">{escape(m.outcome.value)}</td>'
+                f"<td>{_evidence(m.detail, [f'intent: {m.intent}', f'decoupled in {m.decoupled_steps} of {m.steps} steps, coupled in {m.coupled_steps}'], [])}</td></tr>"
+            )
+    table = f'<table id="variables">{_head(VERIFY_COLUMNS)}<tbody>{"".join(body)}</tbody></table>'
+    verdict = (
+        "all variables get the intended decay"
+        if report.ok
+        else f"{len(report.mismatches)} of {len(report.measurements)} variables get the wrong decay"
+    )
+    header = (
+        f"<h1>decay-audit verify: <code>{escape(report.setup)}</code></h1>"
+        f'<p class="meta">{escape(report.optimizer)}, weight_decay={escape(str(report.weight_decay))}, '
+        f"{report.steps} steps on {escape(report.device)} · <strong>{escape(verdict)}</strong></p>"
+        + (f'<ul class="notes">{"".join(f"<li>{escape(n)}</li>" for n in report.notes)}</ul>' if report.notes else "")
+    )
     verdicts = sorted({m.outcome.value for m in report.measurements})
     controls = _select("verdict", "verdict", verdicts) + _select("expected", "expected", ["decay", "no decay"])
     return _page(f"decay-audit verify {report.setup}", header, controls, table)

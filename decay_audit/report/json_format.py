@@ -22,8 +22,11 @@ def report_dict(report: ScanReport) -> dict:
         "model_name": report.inventory.model_name,
         "preset": report.preset.value,
         "notes": list(report.notes),
-        "saved_optimizer": None if optimizer is None else {
-            "class_name": optimizer.class_name, "weight_decay": optimizer.weight_decay,
+        "saved_optimizer": None
+        if optimizer is None
+        else {
+            "class_name": optimizer.class_name,
+            "weight_decay": optimizer.weight_decay,
         },
         "variables": [v.row() for v in report.variables],
         "summary": summary_dict,

@@ -58,6 +58,7 @@ def _save(figure: Any, path: str | os.PathLike) -> None:
 
 # --- scan --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ScanBars:
     """What the scan picture shows."""
@@ -85,16 +86,19 @@ def scan_figure(report: Any) -> Any:
     axes = figure.add_subplot()
     positions = range(len(bars.kinds))
     width = 0.4
-    for offset, values, label, colour in ((-width / 2, bars.decayed, "decayed", "#1a7f37"),
-                                          (width / 2, bars.excluded, "excluded", "#8c959f")):
+    for offset, values, label, colour in (
+        (-width / 2, bars.decayed, "decayed", "#1a7f37"),
+        (width / 2, bars.excluded, "excluded", "#8c959f"),
+    ):
         drawn = axes.bar([p + offset for p in positions], values, width, label=label, color=colour, gid=label)
         axes.bar_label(drawn, labels=[f"{v:,}" if v else "" for v in values], fontsize=7, padding=2)
     axes.set_xticks(list(positions), bars.kinds)
     axes.set_ylabel("parameters (log scale)")
     axes.set_yscale("symlog", linthresh=1)
     axes.set_ylim(0, max(bars.decayed + bars.excluded + (1,)) * 4)
-    axes.set_title(f"{Path(report.source).name}: parameters decayed vs excluded per kind "
-                   f"({report.policy.describe()})", fontsize=10)
+    axes.set_title(
+        f"{Path(report.source).name}: parameters decayed vs excluded per kind ({report.policy.describe()})", fontsize=10
+    )
     axes.legend()
     return figure
 
@@ -105,6 +109,7 @@ def plot_scan(report: Any, path: str | os.PathLike) -> ScanBars:
 
 
 # --- verify ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class VerifyPoints:
@@ -132,9 +137,13 @@ def verify_points(report: Any) -> VerifyPoints:
 
     order = {k.value: i for i, k in enumerate(Kind)}
     measured = sorted(report.measurements, key=lambda m: order.get(_kind(m.intent), len(order)))
-    return VerifyPoints(tuple(m.path for m in measured), tuple(_kind(m.intent) for m in measured),
-                        tuple(m.decoupled_ratio for m in measured), tuple(not m.ok for m in measured),
-                        tuple(m.coupled_steps > 0 for m in measured))
+    return VerifyPoints(
+        tuple(m.path for m in measured),
+        tuple(_kind(m.intent) for m in measured),
+        tuple(m.decoupled_ratio for m in measured),
+        tuple(not m.ok for m in measured),
+        tuple(m.coupled_steps > 0 for m in measured),
+    )
 
 
 def verify_figure(report: Any) -> Any:
@@ -146,25 +155,53 @@ def verify_figure(report: Any) -> Any:
     for wrong, colour, label in ((False, "#1a7f37", "as intended"), (True, "#cf222e", "mismatch")):
         chosen = [i for i in xs if points.mismatches[i] == wrong]
         if chosen:
-            axes.scatter([xs[i] for i in chosen], [ys[i] for i in chosen], color=colour, label=label,
-                         marker="x" if wrong else "o", zorder=3, gid=label)
+            axes.scatter(
+                [xs[i] for i in chosen],
+                [ys[i] for i in chosen],
+                color=colour,
+                label=label,
+                marker="x" if wrong else "o",
+                zorder=3,
+                gid=label,
+            )
     axes.axhline(1.0, color="#57606a", linestyle="--", linewidth=1, label="lr_t * wd (configured)")
     axes.set_yscale("log")
     low = min([y for y in ys] + [NONE_FLOOR])
     axes.set_ylim(low / 2, max(ys + [1.0]) * 2)
     for i, ratio in enumerate(points.ratios):
         if ratio is None:
-            axes.annotate("none", (i, NONE_FLOOR), textcoords="offset points", xytext=(0, 6), ha="center",
-                          fontsize=7, color="#57606a")
+            axes.annotate(
+                "none",
+                (i, NONE_FLOOR),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=7,
+                color="#57606a",
+            )
         if points.coupled[i]:
-            axes.annotate("+ coupled", (i, ys[i]), textcoords="offset points", xytext=(0, -12), ha="center",
-                          fontsize=7, color="#cf222e" if points.mismatches[i] else "#57606a")
+            axes.annotate(
+                "+ coupled",
+                (i, ys[i]),
+                textcoords="offset points",
+                xytext=(0, -12),
+                ha="center",
+                fontsize=7,
+                color="#cf222e" if points.mismatches[i] else "#57606a",
+            )
     axes.set_xlim(-0.5, len(xs) - 0.5)
     start = 0
     for i in range(1, len(xs) + 1):  # kind groups: a separator and a label
         if i == len(xs) or points.kinds[i] != points.kinds[start]:
-            axes.text((start + i - 1) / 2, 1.01, points.kinds[start], transform=axes.get_xaxis_transform(),
-                      ha="center", va="bottom", fontsize=9)
+            axes.text(
+                (start + i - 1) / 2,
+                1.01,
+                points.kinds[start],
+                transform=axes.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=9,
+            )
             if i < len(xs):
                 axes.axvline(i - 0.5, color="#d0d7de", linewidth=1)
             start = i
@@ -174,8 +211,11 @@ def verify_figure(report: Any) -> Any:
         axes.set_xticks([])
         axes.set_xlabel(f"{len(xs)} variables")
     axes.set_ylabel("measured decay per step / (lr_t * wd * w)")
-    axes.set_title(f"{report.setup}: {report.optimizer}, weight_decay={report.weight_decay}, {report.steps} steps",
-                   fontsize=10, pad=16)
+    axes.set_title(
+        f"{report.setup}: {report.optimizer}, weight_decay={report.weight_decay}, {report.steps} steps",
+        fontsize=10,
+        pad=16,
+    )
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return figure
 

@@ -33,6 +33,7 @@ INFORMATION_URI = "https://pypi.org/project/decay-audit/"
 
 # --- locations ---------------------------------------------------------------------------
 
+
 def _uri(path: str | os.PathLike) -> tuple[str, str | None]:
     """A path under the working directory as a relative URI against %SRCROOT% (what code
     scanning resolves against the checkout), anything else as an absolute file URI."""
@@ -88,39 +89,60 @@ def _result(result: Result) -> dict:
     rule = rule_for(result.rule)
     location: dict[str, Any] = {"physicalLocation": result.location}
     if result.subject is not None:
-        location["logicalLocations"] = [{"name": result.subject, "fullyQualifiedName": result.subject,
-                                         "kind": result.subject_kind}]
-    fingerprint = hashlib.sha256("\0".join(
-        (rule.id, result.location["artifactLocation"]["uri"], result.subject or "")).encode()).hexdigest()
+        location["logicalLocations"] = [
+            {"name": result.subject, "fullyQualifiedName": result.subject, "kind": result.subject_kind}
+        ]
+    fingerprint = hashlib.sha256(
+        "\0".join((rule.id, result.location["artifactLocation"]["uri"], result.subject or "")).encode()
+    ).hexdigest()
     document = {
-        "ruleId": rule.id, "ruleIndex": RULE_INDEX[rule.id], "level": rule.level,
-        "message": {"text": result.message}, "locations": [location],
+        "ruleId": rule.id,
+        "ruleIndex": RULE_INDEX[rule.id],
+        "level": rule.level,
+        "message": {"text": result.message},
+        "locations": [location],
         "partialFingerprints": {"decayAudit/v1": fingerprint},
     }
     if result.related:
-        document["relatedLocations"] = [{"id": index + 1, "physicalLocation": related}
-                                        for index, related in enumerate(result.related)]
+        document["relatedLocations"] = [
+            {"id": index + 1, "physicalLocation": related} for index, related in enumerate(result.related)
+        ]
     return document
 
 
 def sarif_log(results: Iterable[Result], analysed: Sequence[dict] = (), command: str = "") -> str:
     """The SARIF document: one run, every rule listed, one result per finding."""
     from decay_audit import __version__ as tool_version
-    rules = [{
-        "id": rule.id, "name": rule.name, "shortDescription": {"text": rule.short},
-        "fullDescription": {"text": rule.help}, "help": {"text": rule.help},
-        "defaultConfiguration": {"level": rule.level},
-    } for rule in RULES]
+
+    rules = [
+        {
+            "id": rule.id,
+            "name": rule.name,
+            "shortDescription": {"text": rule.short},
+            "fullDescription": {"text": rule.help},
+            "help": {"text": rule.help},
+            "defaultConfiguration": {"level": rule.level},
+        }
+        for rule in RULES
+    ]
     run: dict[str, Any] = {
-        "tool": {"driver": {"name": "decay-audit", "version": tool_version, "semanticVersion": tool_version,
-                            "informationUri": INFORMATION_URI, "rules": rules}},
+        "tool": {
+            "driver": {
+                "name": "decay-audit",
+                "version": tool_version,
+                "semanticVersion": tool_version,
+                "informationUri": INFORMATION_URI,
+                "rules": rules,
+            }
+        },
         "results": [_result(r) for r in results],
         "columnKind": "unicodeCodePoints",
         "originalUriBaseIds": {"%SRCROOT%": {"uri": Path.cwd().resolve().as_uri() + "/"}},
     }
     if analysed:
-        run["artifacts"] = [{"location": location["artifactLocation"], "roles": ["analysisTarget"]}
-                            for location in analysed]
+        run["artifacts"] = [
+            {"location": location["artifactLocation"], "roles": ["analysisTarget"]} for location in analysed
+        ]
     if command:
         run["automationDetails"] = {"id": f"decay-audit/{command}/"}
     log = {"$schema": SARIF_SCHEMA_URI, "version": SARIF_VERSION, "runs": [run]}
@@ -135,9 +157,16 @@ _VARIABLE_FINDINGS = frozenset({FindingKind.LOW_CONFIDENCE, FindingKind.CONFLICT
 def scan_results(report: ScanReport) -> list[Result]:
     """The problems ``scan --strict`` fails on, plus a saved optimizer that decays everything."""
     location = physical(report.source)
-    return [Result(f.kind, f"{f.subject}: {f.detail}", location, f.subject,
-                   "variable" if f.kind in _VARIABLE_FINDINGS else "value")
-            for f in report.findings()]
+    return [
+        Result(
+            f.kind,
+            f"{f.subject}: {f.detail}",
+            location,
+            f.subject,
+            "variable" if f.kind in _VARIABLE_FINDINGS else "value",
+        )
+        for f in report.findings()
+    ]
 
 
 def scan_sarif(report: ScanReport, **_: Any) -> str:
@@ -159,8 +188,9 @@ def batch_sarif(batch: BatchReport, **_: Any) -> str:
 _PATTERN_KINDS = frozenset({FindingKind.DEAD_PATTERN, FindingKind.OVER_BROAD})
 
 
-def check_sarif(result: CheckReport, model: str | os.PathLike | None = None, rules: str | os.PathLike | None = None,
-                **_: Any) -> str:
+def check_sarif(
+    result: CheckReport, model: str | os.PathLike | None = None, rules: str | os.PathLike | None = None, **_: Any
+) -> str:
     """Pattern findings sit in the rule file when there is one (that is what a reviewer edits),
     with the model as a related location; variable findings sit in the model file."""
     model_location = physical(model if model is not None else result.source)
@@ -169,19 +199,22 @@ def check_sarif(result: CheckReport, model: str | os.PathLike | None = None, rul
     for finding in result.findings:
         kind = finding.kind
         on_rule_file = rules_location is not None and kind in _PATTERN_KINDS
-        results.append(Result(
-            kind,
-            f"{finding.subject}: {finding.detail} ({result.target} rule)",
-            rules_location if on_rule_file else model_location,
-            finding.subject,
-            "value" if kind in _PATTERN_KINDS or kind is FindingKind.POLICY else "variable",
-            (model_location,) if on_rule_file else (),
-        ))
+        results.append(
+            Result(
+                kind,
+                f"{finding.subject}: {finding.detail} ({result.target} rule)",
+                rules_location if on_rule_file else model_location,
+                finding.subject,
+                "value" if kind in _PATTERN_KINDS or kind is FindingKind.POLICY else "variable",
+                (model_location,) if on_rule_file else (),
+            )
+        )
     analysed = [model_location] + ([rules_location] if rules_location else [])
     return sarif_log(results, analysed, "check")
 
 
 # --- verify ------------------------------------------------------------------------------
+
 
 def verify_location(setup: str | None = None, model: str | os.PathLike | None = None) -> dict | None:
     """The set-up file at the line of its function (``train.py:make``), or the model file."""
@@ -193,14 +226,22 @@ def verify_location(setup: str | None = None, model: str | os.PathLike | None = 
     return None
 
 
-def verify_sarif(report: VerifyReport, setup: str | None = None, model: str | os.PathLike | None = None, **_: Any) -> str:
+def verify_sarif(
+    report: VerifyReport, setup: str | None = None, model: str | os.PathLike | None = None, **_: Any
+) -> str:
     location = verify_location(setup, model)
     if location is None:  # a live model from the Python API: the report's own description
         spec = report.setup if ":" in report.setup and report.setup.split(":")[0].endswith(".py") else None
         location = verify_location(spec) if spec else physical(report.setup.split(" ")[0] or ".")
-    results = [Result(m.outcome,
-                      f"{m.path}: {m.detail} [intent: {m.intent}] ({report.optimizer}, "
-                      f"weight_decay={report.weight_decay}, {report.steps} steps)",
-                      location, m.path)
-               for m in report.measurements if not m.ok]
+    results = [
+        Result(
+            m.outcome,
+            f"{m.path}: {m.detail} [intent: {m.intent}] ({report.optimizer}, "
+            f"weight_decay={report.weight_decay}, {report.steps} steps)",
+            location,
+            m.path,
+        )
+        for m in report.measurements
+        if not m.ok
+    ]
     return sarif_log(results, [location], "verify")

@@ -31,15 +31,17 @@ def _rows(report: ScanReport, cell: Callable[[object], str]) -> list[tuple[str, 
             evidence = classification.evidence[0] if classification.evidence else ""
             if classification.conflicts:
                 evidence += f" [conflict: {classification.conflicts[0]}]"
-            rows.append((
-                label if index == 0 else "",
-                cell(variable.record.path),
-                _shape(variable),
-                classification.kind.value,
-                "yes" if variable.decision.decay else "no",
-                classification.confidence.value,
-                cell(evidence),
-            ))
+            rows.append(
+                (
+                    label if index == 0 else "",
+                    cell(variable.record.path),
+                    _shape(variable),
+                    classification.kind.value,
+                    "yes" if variable.decision.decay else "no",
+                    classification.confidence.value,
+                    cell(evidence),
+                )
+            )
     return rows
 
 
@@ -47,8 +49,12 @@ def _summary(report: ScanReport, style: str, cell: Callable[[object], str]) -> s
     summary = report.summary()
     rows = [(k.kind.value, k.variables, f"{k.parameters:,}", k.decayed) for k in summary.per_kind]
     rows.append(("total", summary.variables, f"{summary.parameters:,}", summary.decayed_variables))
-    kinds = tabulate(rows, headers=("kind", "variables", "parameters", "decayed"), tablefmt=style,
-                     colalign=("left", "right", "right", "right"))
+    kinds = tabulate(
+        rows,
+        headers=("kind", "variables", "parameters", "decayed"),
+        tablefmt=style,
+        colalign=("left", "right", "right", "right"),
+    )
     lines = [
         kinds,
         "",
@@ -58,12 +64,15 @@ def _summary(report: ScanReport, style: str, cell: Callable[[object], str]) -> s
     ]
     for variable in report.variables:
         if variable.classification.conflicts:
-            lines.append(f"  conflict {cell(variable.record.path)}: "
-                         f"{cell('; '.join(variable.classification.conflicts))}")
+            lines.append(
+                f"  conflict {cell(variable.record.path)}: {cell('; '.join(variable.classification.conflicts))}"
+            )
     optimizer = report.inventory.optimizer
     if optimizer is not None and optimizer.weight_decay:
-        lines.append(f"saved optimizer: {cell(optimizer.class_name)} with weight_decay={optimizer.weight_decay}; "
-                     "exclusions are not saved, so after load_model it decays every variable")
+        lines.append(
+            f"saved optimizer: {cell(optimizer.class_name)} with weight_decay={optimizer.weight_decay}; "
+            "exclusions are not saved, so after load_model it decays every variable"
+        )
     return "\n".join(lines)
 
 
@@ -92,5 +101,9 @@ def _markdown_cell(value: object) -> str:
 
 
 def format_markdown(report: ScanReport) -> str:
-    return _render(report, "github", f"## decay-audit scan: `{_markdown_cell(report.source)}` ({report.loader})",
-                   cell=_markdown_cell)
+    return _render(
+        report,
+        "github",
+        f"## decay-audit scan: `{_markdown_cell(report.source)}` ({report.loader})",
+        cell=_markdown_cell,
+    )

@@ -39,11 +39,14 @@ def get_target(name: str | TargetName, keras_backend: str | None = None) -> Targ
     try:
         target = TargetName(name)
     except ValueError:
-        raise OptionError("target", f"unknown target {name!r} (one of {', '.join(t.value for t in TargetName)})") from None
+        raise OptionError(
+            "target", f"unknown target {name!r} (one of {', '.join(t.value for t in TargetName)})"
+        ) from None
     if target is TargetName.KERAS:
         backend = keras_backend or os.environ.get("KERAS_BACKEND") or KerasBackend.TENSORFLOW.value
         if backend not in {b.value for b in KerasBackend}:
-            raise OptionError("keras_backend", f"unknown backend {backend!r} "
-                                               f"(one of {', '.join(b.value for b in KerasBackend)})")
+            raise OptionError(
+                "keras_backend", f"unknown backend {backend!r} (one of {', '.join(b.value for b in KerasBackend)})"
+            )
         return Keras3Target(str(backend))
     return TARGETS[target]()

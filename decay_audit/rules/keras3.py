@@ -53,7 +53,7 @@ from decay_audit.rules.interface import (
     trainable,
 )
 
-SNIPPET = '''import json
+SNIPPET = """import json
 
 rules = json.load(open(RULES_PATH))
 owned = {}  # layer path -> the variables it owns, in model.weights order
@@ -68,7 +68,7 @@ optimizer.exclude_from_weight_decay(  # call once, before the optimizer is built
 )
 # Under mixed_float16, call this on the inner optimizer BEFORE compile() wraps it in a
 # LossScaleOptimizer: calling it on the wrapper has no effect.
-'''
+"""
 
 
 _AUTO_NAMED = re.compile(r"^variable(_\d+)?$")
@@ -104,16 +104,28 @@ class Keras3Target:
             else:
                 paths.append(exclusion.record.path)
         layers, positions, unexpressible = _by_layer(records, decay, set(positional))
-        return Emitted({"exclude_var_names": names, "exclude_paths": paths, "exclude_layers": layers,
-                        "exclude_positions": positions}, snippet=SNIPPET, unexpressible=tuple(unexpressible))
+        return Emitted(
+            {
+                "exclude_var_names": names,
+                "exclude_paths": paths,
+                "exclude_layers": layers,
+                "exclude_positions": positions,
+            },
+            snippet=SNIPPET,
+            unexpressible=tuple(unexpressible),
+        )
 
     def parse(self, document: Any, subject: str) -> dict[str, list[str]]:
         if not isinstance(document, dict):
             raise UsageError(subject, "rule file must be a JSON/YAML object")
-        rule = {"exclude_var_names": require_list_of_strings(document.get("exclude_var_names"), "exclude_var_names", subject),
-                "exclude_paths": require_list_of_strings(document.get("exclude_paths"), "exclude_paths", subject),
-                "exclude_layers": require_list_of_strings(document.get("exclude_layers"), "exclude_layers", subject),
-                "exclude_positions": _positions(document.get("exclude_positions"), subject)}
+        rule = {
+            "exclude_var_names": require_list_of_strings(
+                document.get("exclude_var_names"), "exclude_var_names", subject
+            ),
+            "exclude_paths": require_list_of_strings(document.get("exclude_paths"), "exclude_paths", subject),
+            "exclude_layers": require_list_of_strings(document.get("exclude_layers"), "exclude_layers", subject),
+            "exclude_positions": _positions(document.get("exclude_positions"), subject),
+        }
         self._joined(rule["exclude_var_names"], subject)
         return rule
 
@@ -136,18 +148,32 @@ class Keras3Target:
         place = _owned_positions(records)
         candidates = trainable(records)
         backend = self.backend
-        excluded = frozenset(r.path for r in candidates if r.path in listed or place[id(r)][0] in layers
-                             or place[id(r)] in positions or (
-            joined is not None and user_regex.search(joined, searched_name(r, backend))))
-        matches = [Match(name, tuple(r.path for r in candidates if user_regex.search(name, searched_name(r, backend))))
-                   for name in rule["exclude_var_names"]]
-        matches += [Match(f"path {path}", tuple(r.path for r in candidates if r.path == path))
-                    for path in rule["exclude_paths"]]
-        matches += [Match(f"layer {layer}", tuple(r.path for r in candidates if place[id(r)][0] == layer))
-                    for layer in rule.get("exclude_layers", ())]
-        matches += [Match(f"layer {p['layer']} variable {p['index']}",
-                          tuple(r.path for r in candidates if place[id(r)] == (p["layer"], p["index"])))
-                    for p in rule.get("exclude_positions", ())]
+        excluded = frozenset(
+            r.path
+            for r in candidates
+            if r.path in listed
+            or place[id(r)][0] in layers
+            or place[id(r)] in positions
+            or (joined is not None and user_regex.search(joined, searched_name(r, backend)))
+        )
+        matches = [
+            Match(name, tuple(r.path for r in candidates if user_regex.search(name, searched_name(r, backend))))
+            for name in rule["exclude_var_names"]
+        ]
+        matches += [
+            Match(f"path {path}", tuple(r.path for r in candidates if r.path == path)) for path in rule["exclude_paths"]
+        ]
+        matches += [
+            Match(f"layer {layer}", tuple(r.path for r in candidates if place[id(r)][0] == layer))
+            for layer in rule.get("exclude_layers", ())
+        ]
+        matches += [
+            Match(
+                f"layer {p['layer']} variable {p['index']}",
+                tuple(r.path for r in candidates if place[id(r)] == (p["layer"], p["index"])),
+            )
+            for p in rule.get("exclude_positions", ())
+        ]
         return Applied(excluded, tuple(matches))
 
 
@@ -167,8 +193,9 @@ def _owned_positions(records: Sequence[VariableRecord]) -> dict[int, tuple[str, 
     return place
 
 
-def _by_layer(records: Sequence[VariableRecord], decay: Sequence[bool],
-              positional: set[str]) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+def _by_layer(
+    records: Sequence[VariableRecord], decay: Sequence[bool], positional: set[str]
+) -> tuple[list[str], list[dict[str, Any]], list[str]]:
     """Exclusions for variables whose leaf is unknown: the whole layer where all it owns is
     excluded, else positions; nothing where two layers share the path (T5 has two
     ``self_attention`` layers at top level), since the snippet could not tell them apart."""
@@ -201,8 +228,11 @@ def _positions(value: Any, subject: str) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(
-            isinstance(v, dict) and isinstance(v.get("layer"), str) and isinstance(v.get("index"), int)
-            and not isinstance(v.get("index"), bool) for v in value):
+        isinstance(v, dict)
+        and isinstance(v.get("layer"), str)
+        and isinstance(v.get("index"), int)
+        and not isinstance(v.get("index"), bool)
+        for v in value
+    ):
         raise UsageError(subject, "'exclude_positions' must be a list of {layer: str, index: int}")
     return [{"layer": v["layer"], "index": v["index"]} for v in value]
-

@@ -61,8 +61,10 @@ class TfKerasTarget:
 
     def emit(self, report: ScanReport) -> Emitted:
         patterns, unexpressible = _exclusion_patterns(*decisions(report))
-        snippet = ("import json\noptimizer.exclude_from_weight_decay(var_names=json.load(open(RULES_PATH))"
-                   "[\"exclude_var_names\"])\n")
+        snippet = (
+            "import json\noptimizer.exclude_from_weight_decay(var_names=json.load(open(RULES_PATH))"
+            '["exclude_var_names"])\n'
+        )
         return Emitted({"exclude_var_names": patterns}, snippet=snippet, unexpressible=tuple(unexpressible))
 
     def parse(self, document: Any, subject: str) -> list[str]:
@@ -89,16 +91,23 @@ class ModelGardenTarget:
 
     def emit(self, report: ScanReport) -> Emitted:
         patterns, unexpressible = _exclusion_patterns(*decisions(report))
-        snippet = ("# optimizer config (YAML), e.g. in an experiment config:\n"
-                   "# optimizer:\n#   type: adamw\n#   adamw:\n#     exclude_from_weight_decay: [...see file...]\n")
-        return Emitted({"exclude_from_weight_decay": patterns, "include_in_weight_decay": []}, snippet=snippet,
-                       unexpressible=tuple(unexpressible))
+        snippet = (
+            "# optimizer config (YAML), e.g. in an experiment config:\n"
+            "# optimizer:\n#   type: adamw\n#   adamw:\n#     exclude_from_weight_decay: [...see file...]\n"
+        )
+        return Emitted(
+            {"exclude_from_weight_decay": patterns, "include_in_weight_decay": []},
+            snippet=snippet,
+            unexpressible=tuple(unexpressible),
+        )
 
     def parse(self, document: Any, subject: str) -> dict[str, list[str]]:
         if not isinstance(document, dict):
             raise UsageError(subject, "rule file must be a JSON/YAML object")
-        rule = {key: require_list_of_strings(document.get(key), key, subject)
-                for key in ("exclude_from_weight_decay", "include_in_weight_decay")}
+        rule = {
+            key: require_list_of_strings(document.get(key), key, subject)
+            for key in ("exclude_from_weight_decay", "include_in_weight_decay")
+        }
         for pattern in rule["exclude_from_weight_decay"] + rule["include_in_weight_decay"]:
             compile_pattern(pattern, subject)
         return rule

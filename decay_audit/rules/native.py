@@ -34,10 +34,23 @@ class NativeTarget:
 
     def emit(self, report: ScanReport) -> Emitted:
         records = [v.record for v in report.variables]
-        variables = [{"path": v.record.path, "decay": bool(v.decision.decay), "trainable": v.record.trainable,
-                      "kind": v.classification.kind.value} for v in report.variables]
-        return Emitted({"schema_version": SCHEMA_VERSION, "fingerprint": fingerprint(records),
-                        "policy": report.policy.to_dict(), "variables": variables})
+        variables = [
+            {
+                "path": v.record.path,
+                "decay": bool(v.decision.decay),
+                "trainable": v.record.trainable,
+                "kind": v.classification.kind.value,
+            }
+            for v in report.variables
+        ]
+        return Emitted(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "fingerprint": fingerprint(records),
+                "policy": report.policy.to_dict(),
+                "variables": variables,
+            }
+        )
 
     def parse(self, document: Any, subject: str) -> dict[str, Any]:
         validate(document, "native-rules", subject)

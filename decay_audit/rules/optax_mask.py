@@ -18,12 +18,12 @@ from decay_audit.inventory import VariableRecord
 from decay_audit.results import Emitted, ScanReport
 from decay_audit.rules.interface import Applied, Match, decisions, trainable
 
-SNIPPET = '''import json, optax
+SNIPPET = """import json, optax
 
 rules = json.load(open(RULES_PATH))
 assert [v.path for v in model.trainable_variables] == rules["paths"], "mask was made for another model"
 tx = optax.adamw(learning_rate, weight_decay=wd, mask=rules["mask"])
-'''
+"""
 
 
 class OptaxTarget:
@@ -36,8 +36,11 @@ class OptaxTarget:
         return Emitted({"paths": [r.path for r, _ in pairs], "mask": [bool(d) for _, d in pairs]}, snippet=SNIPPET)
 
     def parse(self, document: Any, subject: str) -> dict[str, list]:
-        if not isinstance(document, dict) or not isinstance(document.get("mask"), list) or \
-                not all(isinstance(m, bool) for m in document["mask"]):
+        if (
+            not isinstance(document, dict)
+            or not isinstance(document.get("mask"), list)
+            or not all(isinstance(m, bool) for m in document["mask"])
+        ):
             raise UsageError(subject, "an optax rule file needs 'mask': a list of booleans")
         paths = document.get("paths")
         if paths is not None and (not isinstance(paths, list) or len(paths) != len(document["mask"])):
@@ -50,9 +53,14 @@ class OptaxTarget:
     def apply(self, rule: dict[str, list], records: Sequence[VariableRecord]) -> Applied:
         candidates = trainable(records)
         if len(rule["mask"]) != len(candidates):
-            raise UsageError("rules", f"mask has {len(rule['mask'])} entries, the model {len(candidates)} "
-                                      "trainable variables: made for another model")
+            raise UsageError(
+                "rules",
+                f"mask has {len(rule['mask'])} entries, the model {len(candidates)} "
+                "trainable variables: made for another model",
+            )
         if rule["paths"] is not None and rule["paths"] != [r.path for r in candidates]:
             raise UsageError("rules", "mask paths differ from the model's trainable variables: made for another model")
         excluded = frozenset(r.path for r, keep in zip(candidates, rule["mask"]) if not keep)
-        return Applied(excluded, (Match("mask=True", tuple(r.path for r, k in zip(candidates, rule["mask"]) if k), True),))
+        return Applied(
+            excluded, (Match("mask=True", tuple(r.path for r, k in zip(candidates, rule["mask"]) if k), True),)
+        )

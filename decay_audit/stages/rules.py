@@ -48,11 +48,15 @@ def serialise_rules(document: dict[str, Any], path: Path | None) -> str:
 _DEAD_HINTS = {
     TargetName.KERAS: "Keras 3 matches the leaf (kernel, bias, gamma) on JAX/torch and 'path:0' on TensorFlow",
     TargetName.TF_KERAS: "tf_keras matches the full name with ':0' (dense/bias:0), case-sensitively",
-    TargetName.MODEL_GARDEN: "Model Garden matches the full name with ':0' (encoder/LayerNorm/gamma:0), case-sensitively",
+    TargetName.MODEL_GARDEN: (
+        "Model Garden matches the full name with ':0' (encoder/LayerNorm/gamma:0), case-sensitively"
+    ),
 }
 
 
-def check_rules(report: ScanReport, target: str | TargetName, rule: Any, keras_backend: str | None = None) -> CheckReport:
+def check_rules(
+    report: ScanReport, target: str | TargetName, rule: Any, keras_backend: str | None = None
+) -> CheckReport:
     """Apply a user's ``rule`` with ``target``'s semantics and report every disagreement with the policy."""
     target = TargetName(target)
     tool = get_target(target, keras_backend)
@@ -63,26 +67,46 @@ def check_rules(report: ScanReport, target: str | TargetName, rule: Any, keras_b
     decided = report.by_path()
     for match in applied.matches:
         if not match.paths:
-            findings.append(Finding(FindingKind.DEAD_PATTERN, match.pattern,
-                                    f"matches no trainable variable ({_DEAD_HINTS.get(target, 'check the names')})"))
+            findings.append(
+                Finding(
+                    FindingKind.DEAD_PATTERN,
+                    match.pattern,
+                    f"matches no trainable variable ({_DEAD_HINTS.get(target, 'check the names')})",
+                )
+            )
             continue
         wrong = [p for p in match.paths if decided[p].decision.decay != match.decays]
         if wrong:
             verb = "decays" if match.decays else "excludes"
             kinds = sorted({decided[p].classification.kind.value for p in wrong})
-            findings.append(Finding(FindingKind.OVER_BROAD, match.pattern,
-                                    f"{verb} {len(wrong)} variable(s) the policy {'excludes' if match.decays else 'decays'} "
-                                    f"({', '.join(kinds)}): {sample(wrong)}"))
+            findings.append(
+                Finding(
+                    FindingKind.OVER_BROAD,
+                    match.pattern,
+                    f"{verb} {len(wrong)} variable(s) the policy {'excludes' if match.decays else 'decays'} "
+                    f"({', '.join(kinds)}): {sample(wrong)}",
+                )
+            )
     for variable in report.variables:
         record, decision = variable.record, variable.decision
         if not record.trainable:
             continue
         if not decision.decay and record.path not in applied.excluded:
-            findings.append(Finding(FindingKind.DECAYED_AGAINST_POLICY, record.path,
-                                    f"{variable.classification.kind.value}: the rule lets the optimizer decay it"))
+            findings.append(
+                Finding(
+                    FindingKind.DECAYED_AGAINST_POLICY,
+                    record.path,
+                    f"{variable.classification.kind.value}: the rule lets the optimizer decay it",
+                )
+            )
         elif decision.decay and record.path in applied.excluded:
-            findings.append(Finding(FindingKind.EXCLUDED_AGAINST_POLICY, record.path,
-                                    f"{variable.classification.kind.value}: the rule excludes it"))
+            findings.append(
+                Finding(
+                    FindingKind.EXCLUDED_AGAINST_POLICY,
+                    record.path,
+                    f"{variable.classification.kind.value}: the rule excludes it",
+                )
+            )
     findings.extend(report.saved_optimizer_findings())
     findings.extend(report.policy_override_findings())
     patterns = tuple(PatternReport(m.pattern, m.decays, m.paths) for m in applied.matches)
@@ -90,8 +114,9 @@ def check_rules(report: ScanReport, target: str | TargetName, rule: Any, keras_b
     return CheckReport(report.source, label, patterns, tuple(findings), tuple(sorted(applied.excluded)))
 
 
-def read_rule(target: str | TargetName, rules_file: Path | None, var_names: tuple[str, ...],
-              keras_backend: str | None = None) -> Any:
+def read_rule(
+    target: str | TargetName, rules_file: Path | None, var_names: tuple[str, ...], keras_backend: str | None = None
+) -> Any:
     """A user's rule, from a rule file or from the patterns as passed to the tool, parsed by the target."""
     from decay_audit.errors import UsageError
     from decay_audit.files import read_structured

@@ -24,7 +24,9 @@ def scan_inventory(inventory: Inventory, policy: Policy | Preset | str = Preset.
     return ScanReport(inventory=inventory, variables=scanned, policy=policy, policy_findings=result.findings)
 
 
-def scan(source: Any, preset: Policy | Preset | str = Preset.KERNELS_ONLY, limits: Limits = DEFAULT_LIMITS) -> ScanReport:
+def scan(
+    source: Any, preset: Policy | Preset | str = Preset.KERNELS_ONLY, limits: Limits = DEFAULT_LIMITS
+) -> ScanReport:
     """Scan a model file, SavedModel directory, directory with one model, or a live Keras model / tf.Module.
 
     ``preset`` is a preset name or a full :class:`~decay_audit.policy.Policy` with overrides.

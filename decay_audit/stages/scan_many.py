@@ -20,9 +20,13 @@ from decay_audit.results import BatchItem, BatchReport
 from decay_audit.stages.scan import scan_inventory
 
 
-def scan_many(models: Sequence[str | os.PathLike], policy: Policy | Preset | str = Preset.KERNELS_ONLY,
-              limits: Limits = DEFAULT_LIMITS, jobs: int | None = None,
-              on_done: Callable[[BatchItem], None] | None = None) -> BatchReport:
+def scan_many(
+    models: Sequence[str | os.PathLike],
+    policy: Policy | Preset | str = Preset.KERNELS_ONLY,
+    limits: Limits = DEFAULT_LIMITS,
+    jobs: int | None = None,
+    on_done: Callable[[BatchItem], None] | None = None,
+) -> BatchReport:
     """Scan every model in ``models`` (paths as :func:`~decay_audit.loaders.discover.discover`
     returns them), up to ``jobs`` readers at a time. A model that cannot be read becomes an item
     with an ``error``; the others are scanned regardless. ``on_done`` is called once per model, in order."""

@@ -55,9 +55,16 @@ class VerifyOptions:
     """Called as ``on_step(done, total)`` after each probe step (the CLI's progress bar)."""
 
 
-def verify(setup: Any, options: VerifyOptions | None = None, *, preset: Policy | Preset | str | None = None,
-           expect_decay: Sequence[str] = (), expect_no_decay: Sequence[str] = (),
-           ordered_expectations: Sequence[tuple[bool, str]] = (), **option_values: Any) -> VerifyReport:
+def verify(
+    setup: Any,
+    options: VerifyOptions | None = None,
+    *,
+    preset: Policy | Preset | str | None = None,
+    expect_decay: Sequence[str] = (),
+    expect_no_decay: Sequence[str] = (),
+    ordered_expectations: Sequence[tuple[bool, str]] = (),
+    **option_values: Any,
+) -> VerifyReport:
     """Measure what the set-up's optimizer and loss do to every trainable variable.
 
     ``setup``: a compiled keras.Model, a (model, optimizer) pair, a mapping with ``model``,
@@ -76,8 +83,11 @@ def verify(setup: Any, options: VerifyOptions | None = None, *, preset: Policy |
     if preset is not None:
         options = replace(options, policy=preset)
     if ordered_expectations or expect_decay or expect_no_decay:
-        options = replace(options, expectations=tuple(ordered_expectations) or tuple(
-            [(True, g) for g in expect_decay] + [(False, g) for g in expect_no_decay]))
+        options = replace(
+            options,
+            expectations=tuple(ordered_expectations)
+            or tuple([(True, g) for g in expect_decay] + [(False, g) for g in expect_no_decay]),
+        )
     if _is_setup_spec(setup):
         if options.backend is not None:  # else Keras stays on whatever backend this process already runs
             _select_backend(options)
@@ -102,8 +112,14 @@ def verify_model_file(path: Path, options: VerifyOptions) -> VerifyReport:
     from decay_audit.probe.setup import setup_from_model_file
 
     load_inventory(path)  # a corrupt or hostile file fails here, before Keras sees it
-    training = setup_from_model_file(path, options.optimizer, options.learning_rate, options.weight_decay,
-                                     options.exclude_var_names, options.custom_modules)
+    training = setup_from_model_file(
+        path,
+        options.optimizer,
+        options.learning_rate,
+        options.weight_decay,
+        options.exclude_var_names,
+        options.custom_modules,
+    )
     return _verify(training, options)
 
 
@@ -129,8 +145,9 @@ class Intent:
     """Rules that matched no variable."""
 
 
-def _intent(setup: TrainingSetup, policy: Policy, rules: Path | None,
-            expectations: Sequence[tuple[bool, str]]) -> Intent:
+def _intent(
+    setup: TrainingSetup, policy: Policy, rules: Path | None, expectations: Sequence[tuple[bool, str]]
+) -> Intent:
     from decay_audit.loaders.live import load_live
     from decay_audit.stages.scan import scan_inventory
 
@@ -182,8 +199,15 @@ def _verify(training: TrainingSetup, options: VerifyOptions) -> VerifyReport:
             training.model(x, training=False)
     with at_stage(Stage.MEASUREMENT, subject):
         intent = _intent(training, policy, Path(options.rules) if options.rules else None, options.expectations)
-        run = run_probe(training, steps=options.steps, batch_size=options.batch_size, seed=options.seed,
-                        device=device_name, batches=batches, on_step=options.on_step)
+        run = run_probe(
+            training,
+            steps=options.steps,
+            batch_size=options.batch_size,
+            seed=options.seed,
+            device=device_name,
+            batches=batches,
+            on_step=options.on_step,
+        )
         measurements = judge(run, intent.expected)
     notes = []
     if not run.sources and not any(m.coupled_steps for m in measurements):
@@ -192,16 +216,21 @@ def _verify(training: TrainingSetup, options: VerifyOptions) -> VerifyReport:
     if training.batch is not None:
         notes.append("batches: the set-up's own")
     return VerifyReport(
-        setup=subject, optimizer=run.optimizer_name, weight_decay=run.weight_decay, steps=len(run.steps),
-        device=run.device, measurements=tuple(measurements), notes=tuple(notes),
-        dead_selectors=intent.dead_selectors, backend=run.backend,
+        setup=subject,
+        optimizer=run.optimizer_name,
+        weight_decay=run.weight_decay,
+        steps=len(run.steps),
+        device=run.device,
+        measurements=tuple(measurements),
+        notes=tuple(notes),
+        dead_selectors=intent.dead_selectors,
+        backend=run.backend,
         decay_sources=tuple(s.label for s in run.sources),
     )
 
 
 def _describe(setup: Any) -> str:
-    model = setup.get("model") if isinstance(setup, dict) else setup[0] if isinstance(setup, tuple) and setup \
-        else setup
+    model = setup.get("model") if isinstance(setup, dict) else setup[0] if isinstance(setup, tuple) and setup else setup
     return str(getattr(model, "name", None) or type(setup).__name__)
 
 

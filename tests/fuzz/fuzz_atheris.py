@@ -40,17 +40,82 @@ for _path in (str(REPO), str(HERE)):
 import atheris  # noqa: E402
 
 DICTIONARIES: dict[str, list[bytes]] = {
-    "config-walker": [b'"class_name"', b'"config"', b'"layers"', b'"module"', b'"keras.layers"', b'"name"',
-                      b'"registered_name"', b'"Functional"', b'"Sequential"', b'"Dense"', b'"MultiHeadAttention"',
-                      b'"LSTM"', b'"Bidirectional"', b'"layer"', b'"cell"', b'"trainable"', b'"build_config"',
-                      b'"inbound_nodes"', b'"keras"', b'"Model"', b'"InputLayer"', b"null", b"true", b"[]", b"{}"],
-    "rule-file": [b'"exclude"', b'"mask"', b'"preset"', b'"overrides"', b'"action"', b'"select"', b'"no-decay"',
-                  b'"decay"', b'"kernels-only"', b'"layer:"', b'"class:"', b'"leaf:"', b'"path:"', b'"bias"',
-                  b"(a+)+", b".*", b"^", b"$", b"- ", b": ", b"!!python/object", b"&a", b"*a"],
-    "zip-window": [b"PK\x01\x02", b"PK\x03\x04", b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x07",
-                   b"config.json", b"model.weights.h5", b"\x89HDF\r\n\x1a\n"],
-    "h5-index": [b"\x89HDF\r\n\x1a\n", b"TREE", b"HEAP", b"SNOD", b"OHDR", b"GCOL", b"model_weights",
-                 b"layer_names", b"weight_names", b"model_config", b"vars", b"layers"],
+    "config-walker": [
+        b'"class_name"',
+        b'"config"',
+        b'"layers"',
+        b'"module"',
+        b'"keras.layers"',
+        b'"name"',
+        b'"registered_name"',
+        b'"Functional"',
+        b'"Sequential"',
+        b'"Dense"',
+        b'"MultiHeadAttention"',
+        b'"LSTM"',
+        b'"Bidirectional"',
+        b'"layer"',
+        b'"cell"',
+        b'"trainable"',
+        b'"build_config"',
+        b'"inbound_nodes"',
+        b'"keras"',
+        b'"Model"',
+        b'"InputLayer"',
+        b"null",
+        b"true",
+        b"[]",
+        b"{}",
+    ],
+    "rule-file": [
+        b'"exclude"',
+        b'"mask"',
+        b'"preset"',
+        b'"overrides"',
+        b'"action"',
+        b'"select"',
+        b'"no-decay"',
+        b'"decay"',
+        b'"kernels-only"',
+        b'"layer:"',
+        b'"class:"',
+        b'"leaf:"',
+        b'"path:"',
+        b'"bias"',
+        b"(a+)+",
+        b".*",
+        b"^",
+        b"$",
+        b"- ",
+        b": ",
+        b"!!python/object",
+        b"&a",
+        b"*a",
+    ],
+    "zip-window": [
+        b"PK\x01\x02",
+        b"PK\x03\x04",
+        b"PK\x05\x06",
+        b"PK\x06\x06",
+        b"PK\x06\x07",
+        b"config.json",
+        b"model.weights.h5",
+        b"\x89HDF\r\n\x1a\n",
+    ],
+    "h5-index": [
+        b"\x89HDF\r\n\x1a\n",
+        b"TREE",
+        b"HEAP",
+        b"SNOD",
+        b"OHDR",
+        b"GCOL",
+        b"model_weights",
+        b"layer_names",
+        b"weight_names",
+        b"model_config",
+        b"vars",
+        b"layers",
+    ],
 }
 DICTIONARIES["zip-window-raw"] = DICTIONARIES["zip-window"]
 
@@ -80,11 +145,22 @@ def main() -> None:
 
     with atheris.instrument_imports(include=["decay_audit"]):
         from targets import run_one, seeds
-        for module in ("decay_audit.loaders", "decay_audit.loaders.keras_zip", "decay_audit.loaders.h5_file",
-                       "decay_audit.loaders.saved_model", "decay_audit.loaders._protowire",
-                       "decay_audit.loaders._keras_tree", "decay_audit.loaders._zipwindow", "decay_audit.loaders._h5",
-                       "decay_audit.loaders.interface", "decay_audit.rules",
-                       "decay_audit.stages.rules", "decay_audit.policy", "decay_audit.stages.scan"):
+
+        for module in (
+            "decay_audit.loaders",
+            "decay_audit.loaders.keras_zip",
+            "decay_audit.loaders.h5_file",
+            "decay_audit.loaders.saved_model",
+            "decay_audit.loaders._protowire",
+            "decay_audit.loaders._keras_tree",
+            "decay_audit.loaders._zipwindow",
+            "decay_audit.loaders._h5",
+            "decay_audit.loaders.interface",
+            "decay_audit.rules",
+            "decay_audit.stages.rules",
+            "decay_audit.policy",
+            "decay_audit.stages.scan",
+        ):
             __import__(module)
     # FUZZ_STATE / FUZZ_CORPUS: set by long_run.py, which restarts this process after a
     # libhdf5 hang (a timeout kills it) and sums executions and crashes across restarts.
@@ -97,8 +173,11 @@ def main() -> None:
     def save_state() -> None:
         if state_path is not None:
             state_path.write_text(json.dumps({"executions": base_executions + executions[0], "crashes": crashes}))
-    prefix = next((f.split("=", 1)[1] for f in flags if f.startswith("-artifact_prefix=")),
-                  f"{REPO / 'tests' / 'fixtures' / 'fuzz' / name}-")
+
+    prefix = next(
+        (f.split("=", 1)[1] for f in flags if f.startswith("-artifact_prefix=")),
+        f"{REPO / 'tests' / 'fixtures' / 'fuzz' / name}-",
+    )
     stop = "--stop-on-crash" in flags
     if stop:
         flags.remove("--stop-on-crash")
@@ -147,9 +226,20 @@ def main() -> None:
     arguments.extend(flags)
 
     atexit.register(save_state)
-    atexit.register(lambda: print(json.dumps({"target": name, "executions": executions[0],
-                                              "distinct_crashes": len(crashes), "crashing_inputs": sum(crashes.values()),
-                                              "crashes": crashes}), flush=True))
+    atexit.register(
+        lambda: print(
+            json.dumps(
+                {
+                    "target": name,
+                    "executions": executions[0],
+                    "distinct_crashes": len(crashes),
+                    "crashing_inputs": sum(crashes.values()),
+                    "crashes": crashes,
+                }
+            ),
+            flush=True,
+        )
+    )
     atheris.Setup(arguments, one_input)
     atheris.Fuzz()
 

@@ -73,10 +73,21 @@ def main() -> None:
         before = set(args.artifacts.glob(f"{args.target}-timeout-*"))
         before_deaths = set(args.artifacts.glob(f"{args.target}-crash-*"))
         before_ooms = set(args.artifacts.glob(f"{args.target}-oom-*"))
-        result = _run_watched([sys.executable, str(HERE / "fuzz_atheris.py"), args.target,
-                               f"-runs={args.executions - done}", f"-max_total_time={int(left_seconds)}",
-                               f"-timeout={args.timeout}", f"-artifact_prefix={args.artifacts}/{args.target}-",
-                               "-print_final_stats=0", *extra], env, state)
+        result = _run_watched(
+            [
+                sys.executable,
+                str(HERE / "fuzz_atheris.py"),
+                args.target,
+                f"-runs={args.executions - done}",
+                f"-max_total_time={int(left_seconds)}",
+                f"-timeout={args.timeout}",
+                f"-artifact_prefix={args.artifacts}/{args.target}-",
+                "-print_final_stats=0",
+                *extra,
+            ],
+            env,
+            state,
+        )
         if result is None:
             stuck += 1
             restarts += 1
@@ -102,12 +113,24 @@ def main() -> None:
     final = json.loads(state.read_text()) if state.exists() else {"executions": 0, "crashes": {}}
     shutil.rmtree(work, ignore_errors=True)  # the corpus: artifacts worth keeping are in --artifacts
     wall = time.monotonic() - start
-    print(json.dumps({"target": args.target, "executions": final["executions"], "wall_seconds": round(wall),
-                      "exec_per_second": round(final["executions"] / max(wall, 1)), "processes": restarts,
-                      "hangs": hangs, "hang_inputs": hang_files, "c_library_crashes": deaths,
-                      "c_crash_inputs": death_files, "stuck_processes_killed": stuck,
-                      "distinct_crashes": len(final["crashes"]),
-                      "crashes": final["crashes"]}))
+    print(
+        json.dumps(
+            {
+                "target": args.target,
+                "executions": final["executions"],
+                "wall_seconds": round(wall),
+                "exec_per_second": round(final["executions"] / max(wall, 1)),
+                "processes": restarts,
+                "hangs": hangs,
+                "hang_inputs": hang_files,
+                "c_library_crashes": deaths,
+                "c_crash_inputs": death_files,
+                "stuck_processes_killed": stuck,
+                "distinct_crashes": len(final["crashes"]),
+                "crashes": final["crashes"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

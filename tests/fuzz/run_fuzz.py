@@ -90,8 +90,12 @@ def run_case(arguments: list[str], timeout: float) -> dict:
     err.seek(0)
     stderr = err.read().decode("utf-8", "replace")
     code = os.waitstatus_to_exitcode(status)
-    return {"code": code, "stderr": stderr, "seconds": time.perf_counter() - start,
-            "rss_mib": usage.ru_maxrss / 1024 if usage else 0}
+    return {
+        "code": code,
+        "stderr": stderr,
+        "seconds": time.perf_counter() - start,
+        "rss_mib": usage.ru_maxrss / 1024 if usage else 0,
+    }
 
 
 def judge(result: dict, subject: str) -> str | None:
@@ -146,12 +150,26 @@ def mutate_keras_config(data: bytes, edit: tuple[str, object]) -> bytes:
     return output.getvalue()
 
 
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                         max_size=3),
-                           max_leaves=6)
-CONFIG_KEYS = st.sampled_from(["class_name", "layers", "config", "name", "use_bias", "module", "units",
-                               "trainable", "compile_config", "build_config", "registered_name"])
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+CONFIG_KEYS = st.sampled_from(
+    [
+        "class_name",
+        "layers",
+        "config",
+        "name",
+        "use_bias",
+        "module",
+        "units",
+        "trainable",
+        "compile_config",
+        "build_config",
+        "registered_name",
+    ]
+)
 
 
 def main() -> int:
@@ -178,13 +196,20 @@ def fuzz_format(name: str, sample: Path, work: Path, stats: dict, args: argparse
     counter = {"n": 0}
 
     @seed(args.seed)
-    @settings(max_examples=args.cases, deadline=None, database=None, derandomize=False,
-              suppress_health_check=list(HealthCheck))
-    @given(flips=st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 255)), max_size=16),
-           truncate=st.none() | st.integers(0, 1 << 30),
-           junk=st.none() | st.tuples(st.integers(0, 1 << 30), st.binary(min_size=1, max_size=64)),
-           config_edit=st.none() | st.tuples(CONFIG_KEYS, JSON_VALUES),
-           command=st.sampled_from(COMMANDS))
+    @settings(
+        max_examples=args.cases,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        flips=st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 255)), max_size=16),
+        truncate=st.none() | st.integers(0, 1 << 30),
+        junk=st.none() | st.tuples(st.integers(0, 1 << 30), st.binary(min_size=1, max_size=64)),
+        config_edit=st.none() | st.tuples(CONFIG_KEYS, JSON_VALUES),
+        command=st.sampled_from(COMMANDS),
+    )
     def case(flips, truncate, junk, config_edit, command):
         counter["n"] += 1
         case_dir = work / f"{name}-{counter['n']}"
@@ -213,8 +238,7 @@ def fuzz_format(name: str, sample: Path, work: Path, stats: dict, args: argparse
         if problem:
             kept = work.parent / f"decay-audit-fuzz-failure-{name}-{counter['n']}"
             shutil.copytree(case_dir, kept, dirs_exist_ok=True)
-            stats["failures"].append({"format": name, "args": arguments, "problem": problem,
-                                      "kept": str(kept)})
+            stats["failures"].append({"format": name, "args": arguments, "problem": problem, "kept": str(kept)})
         shutil.rmtree(case_dir, ignore_errors=True)
 
     case()

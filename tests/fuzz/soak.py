@@ -43,14 +43,30 @@ LIMITS = Limits(read_seconds=3, max_memory_mib=512)
 
 def hostile_files(directory: Path) -> list[Path]:
     """Real models in every format plus hostile inputs, written under ``directory``."""
-    files = [SAMPLES / n for n in ("seed.keras", "zoo.keras", "subclassed.keras", "seed.h5", "tf_keras.h5",
-                                   "seed.weights.h5", "seed_export", "tf_keras_savedmodel", "tf_module_savedmodel",
-                                   "zoo_export")]
+    files = [
+        SAMPLES / n
+        for n in (
+            "seed.keras",
+            "zoo.keras",
+            "subclassed.keras",
+            "seed.h5",
+            "tf_keras.h5",
+            "seed.weights.h5",
+            "seed_export",
+            "tf_keras_savedmodel",
+            "tf_module_savedmodel",
+            "zoo_export",
+        )
+    ]
     files += sorted(FIXTURES.iterdir())
     seed = (SAMPLES / "seed.keras").read_bytes()
-    for name, data in (("truncated.keras", seed[: len(seed) // 2]), ("flipped.keras", _flip(seed)),
-                       ("truncated.h5", (SAMPLES / "seed.h5").read_bytes()[:3000]), ("empty.keras", b""),
-                       ("text.keras", b"not a model\n" * 100)):
+    for name, data in (
+        ("truncated.keras", seed[: len(seed) // 2]),
+        ("flipped.keras", _flip(seed)),
+        ("truncated.h5", (SAMPLES / "seed.h5").read_bytes()[:3000]),
+        ("empty.keras", b""),
+        ("text.keras", b"not a model\n" * 100),
+    ):
         (directory / name).write_bytes(data)
         files.append(directory / name)
     deep = directory / "deep.keras"
@@ -133,11 +149,18 @@ def soak(scans: int, workers: int, warmup: int) -> dict:
         resident, descriptors, children = parent_state()
         after_warmup = next(s for s in samples if s[0] >= warmup)
         return {
-            "scans": scans, "workers": workers, "files": len(files), "wall_seconds": round(wall, 1),
-            "outcomes": dict(counts), "changed_outcomes": changed[:5],
-            "rss_mib_after_warmup": round(after_warmup[1], 1), "rss_mib_end": round(resident, 1),
+            "scans": scans,
+            "workers": workers,
+            "files": len(files),
+            "wall_seconds": round(wall, 1),
+            "outcomes": dict(counts),
+            "changed_outcomes": changed[:5],
+            "rss_mib_after_warmup": round(after_warmup[1], 1),
+            "rss_mib_end": round(resident, 1),
             "rss_growth_mib": round(resident - after_warmup[1], 1),
-            "fds_after_warmup": after_warmup[2], "fds_end": descriptors, "children_left": children,
+            "fds_after_warmup": after_warmup[2],
+            "fds_end": descriptors,
+            "children_left": children,
             "samples": [(n, round(r, 1), d) for n, r, d in samples],
         }
     finally:
@@ -153,8 +176,12 @@ def main() -> None:
     args = parser.parse_args()
     result = soak(args.scans, args.workers, min(args.warmup, args.scans))
     print(json.dumps(result))
-    bad = (result["changed_outcomes"] or result["fds_end"] > result["fds_after_warmup"]
-           or result["children_left"] or result["rss_growth_mib"] > args.max_rss_growth_mib)
+    bad = (
+        result["changed_outcomes"]
+        or result["fds_end"] > result["fds_after_warmup"]
+        or result["children_left"]
+        or result["rss_growth_mib"] > args.max_rss_growth_mib
+    )
     sys.exit(1 if bad else 0)
 
 

@@ -80,8 +80,9 @@ def saved_object(node: Node) -> bytes:
     out = b"".join(f_bytes(1, f_varint(1, child) + f_bytes(2, name)) for child, name in node.children)
     if node.kind == "variable":
         shape = b"".join(f_bytes(2, f_varint(1, d)) for d in node.shape)
-        out += f_bytes(7, f_varint(1, node.dtype) + f_bytes(2, shape) + f_varint(3, int(node.trainable))
-                       + f_bytes(6, node.name))
+        out += f_bytes(
+            7, f_varint(1, node.dtype) + f_bytes(2, shape) + f_varint(3, int(node.trainable)) + f_bytes(6, node.name)
+        )
     elif node.kind == "function":
         out += f_bytes(6, b"")
     else:
@@ -100,8 +101,9 @@ def function_def(function: Function) -> bytes:
     return body
 
 
-def saved_model(nodes: list[Node], functions: list[Function] = (),
-                concrete: dict[str, list[int]] | None = None) -> bytes:
+def saved_model(
+    nodes: list[Node], functions: list[Function] = (), concrete: dict[str, list[int]] | None = None
+) -> bytes:
     """saved_model.pb bytes: one MetaGraphDef with an object graph and a function library."""
     graph = b"".join(f_bytes(1, saved_object(node)) for node in nodes)
     for name, bound in (concrete or {}).items():
@@ -128,8 +130,11 @@ def wide_saved_model(variables: int) -> tuple[bytes, bytes]:
         nodes[0].children.append((layer_id, f"layer-{index}"))
         nodes.append(Node(identifier="_tf_keras_layer", children=[(layer_id + 1, "kernel")]))
         nodes.append(Node(kind="variable", name=f"dense_{index}/kernel:0"))
-        fn = Function(f"fn_{index}", ["x", "w"], [("read", "ReadVariableOp", ["w"], None),
-                                                  ("mm", "MatMul", ["x", "read:value:0"], None)])
+        fn = Function(
+            f"fn_{index}",
+            ["x", "w"],
+            [("read", "ReadVariableOp", ["w"], None), ("mm", "MatMul", ["x", "read:value:0"], None)],
+        )
         functions.append(fn)
         concrete[fn.name] = [layer_id + 1]
         metadata.append((f"root.layer-{index}", f'{{"class_name": "Dense", "name": "dense_{index}"}}'))
@@ -140,23 +145,49 @@ def wide_saved_model(variables: int) -> tuple[bytes, bytes]:
 def hostile_object_graphs(draw) -> bytes:
     """SavedModel bytes whose object graph is well-formed protobuf but hostile in structure."""
     count = draw(st.integers(1, 40))
-    names = st.sampled_from(["layer-0", "kernel", "bias", "variables", "trainable_variables",
-                             "non_trainable_variables", "0", "1", "cell", "_all_variables", "signatures", ""])
+    names = st.sampled_from(
+        [
+            "layer-0",
+            "kernel",
+            "bias",
+            "variables",
+            "trainable_variables",
+            "non_trainable_variables",
+            "0",
+            "1",
+            "cell",
+            "_all_variables",
+            "signatures",
+            "",
+        ]
+    )
     nodes = []
     for index in range(count):
         kind = draw(st.sampled_from(["user", "user", "variable", "function"]))
-        children = draw(st.lists(st.tuples(
-            st.one_of(st.integers(0, count - 1), st.integers(count, 1 << 40), st.just(index), st.just(0)),
-            names), max_size=6))
-        nodes.append(Node(
-            children=children, kind=kind,
-            identifier=draw(st.sampled_from(["_generic_user_object", "trackable_list_wrapper",
-                                             "_tf_keras_layer", "_tf_keras_network", ""])),
-            name=draw(st.sampled_from(["", "dense/kernel:0", "w", "a/b/c:0", "x" * 300])),
-            shape=tuple(draw(st.lists(st.one_of(st.integers(0, 8), st.just((1 << 64) - 1),
-                                                st.just(1 << 63)), max_size=4))),
-            dtype=draw(st.sampled_from([1, 2, 14, 19, 0, 999, (1 << 64) - 1])),
-        ))
+        children = draw(
+            st.lists(
+                st.tuples(
+                    st.one_of(st.integers(0, count - 1), st.integers(count, 1 << 40), st.just(index), st.just(0)), names
+                ),
+                max_size=6,
+            )
+        )
+        nodes.append(
+            Node(
+                children=children,
+                kind=kind,
+                identifier=draw(
+                    st.sampled_from(
+                        ["_generic_user_object", "trackable_list_wrapper", "_tf_keras_layer", "_tf_keras_network", ""]
+                    )
+                ),
+                name=draw(st.sampled_from(["", "dense/kernel:0", "w", "a/b/c:0", "x" * 300])),
+                shape=tuple(
+                    draw(st.lists(st.one_of(st.integers(0, 8), st.just((1 << 64) - 1), st.just(1 << 63)), max_size=4))
+                ),
+                dtype=draw(st.sampled_from([1, 2, 14, 19, 0, 999, (1 << 64) - 1])),
+            )
+        )
     if draw(st.booleans()):  # a long chain: deep nesting by reference, not by protobuf nesting
         depth = draw(st.integers(10, 3000))
         base = len(nodes)
@@ -168,10 +199,20 @@ def hostile_object_graphs(draw) -> bytes:
         args = [f"a{i}" for i in range(draw(st.integers(0, 5)))]
         fn_nodes = []
         for node_index in range(draw(st.integers(0, 8))):
-            op = draw(st.sampled_from(["ReadVariableOp", "Identity", "MatMul", "StatefulPartitionedCall",
-                                       "PartitionedCall", "Conv2D"]))
-            inputs = draw(st.lists(st.sampled_from(args + [f"n{j}" for j in range(node_index)] + ["^a0", "n0:out:0"]),
-                                   max_size=4)) if args or node_index else []
+            op = draw(
+                st.sampled_from(
+                    ["ReadVariableOp", "Identity", "MatMul", "StatefulPartitionedCall", "PartitionedCall", "Conv2D"]
+                )
+            )
+            inputs = (
+                draw(
+                    st.lists(
+                        st.sampled_from(args + [f"n{j}" for j in range(node_index)] + ["^a0", "n0:out:0"]), max_size=4
+                    )
+                )
+                if args or node_index
+                else []
+            )
             callee = f"fn{draw(st.integers(0, 6))}" if "Call" in op else None
             fn_nodes.append((f"n{node_index}", op, inputs, callee))
         functions.append(Function(f"fn{index}", args, fn_nodes))
@@ -179,8 +220,15 @@ def hostile_object_graphs(draw) -> bytes:
     data = saved_model(nodes, functions, concrete)
     if draw(st.booleans()):  # a field that claims far more than it carries, somewhere
         cut = draw(st.integers(0, len(data)))
-        data = data[:cut] + f_lying(draw(st.integers(1, 12)), b"x" * draw(st.integers(0, 8)),
-                                    draw(st.sampled_from([1 << 31, 1 << 40, (1 << 63) - 1, 100]))) + data[cut:]
+        data = (
+            data[:cut]
+            + f_lying(
+                draw(st.integers(1, 12)),
+                b"x" * draw(st.integers(0, 8)),
+                draw(st.sampled_from([1 << 31, 1 << 40, (1 << 63) - 1, 100])),
+            )
+            + data[cut:]
+        )
     return data
 
 
@@ -213,20 +261,53 @@ def zip_bytes(members: list[Member], comment: bytes = b"", declared_entries: int
         name = member.name.encode("utf-8", "surrogatepass")
         payload = zlib.compress(member.data)[2:-4] if member.method == 8 else member.data
         crc = zlib.crc32(member.data)
-        out += _LOCAL.pack(b"PK\x03\x04", 20, member.flags, member.method, 0, 0, crc, len(payload),
-                           len(member.data), len(name), 0) + name + payload
+        out += (
+            _LOCAL.pack(
+                b"PK\x03\x04", 20, member.flags, member.method, 0, 0, crc, len(payload), len(member.data), len(name), 0
+            )
+            + name
+            + payload
+        )
     directory_start = len(out)
     for member, real_offset in zip(members, offsets):
         name = member.name.encode("utf-8", "surrogatepass")
         payload_size = len(zlib.compress(member.data)[2:-4]) if member.method == 8 else len(member.data)
-        out += _CENTRAL.pack(
-            b"PK\x01\x02", 20, 20, member.flags, member.method, 0, 0, zlib.crc32(member.data),
-            _u32(member.declared_compressed if member.declared_compressed is not None else payload_size),
-            _u32(member.declared_size if member.declared_size is not None else len(member.data)),
-            len(name), 0, 0, 0, 0, 0, _u32(member.offset if member.offset is not None else real_offset)) + name
+        out += (
+            _CENTRAL.pack(
+                b"PK\x01\x02",
+                20,
+                20,
+                member.flags,
+                member.method,
+                0,
+                0,
+                zlib.crc32(member.data),
+                _u32(member.declared_compressed if member.declared_compressed is not None else payload_size),
+                _u32(member.declared_size if member.declared_size is not None else len(member.data)),
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                0,
+                _u32(member.offset if member.offset is not None else real_offset),
+            )
+            + name
+        )
     entries = len(members) if declared_entries is None else declared_entries
-    out += _END.pack(b"PK\x05\x06", 0, 0, entries & 0xFFFF, entries & 0xFFFF, len(out) - directory_start,
-                     directory_start, len(comment)) + comment
+    out += (
+        _END.pack(
+            b"PK\x05\x06",
+            0,
+            0,
+            entries & 0xFFFF,
+            entries & 0xFFFF,
+            len(out) - directory_start,
+            directory_start,
+            len(comment),
+        )
+        + comment
+    )
     return bytes(out)
 
 
@@ -239,8 +320,14 @@ def hostile_zips(draw, config: bytes, weights: bytes) -> bytes:
     """A .keras-shaped archive (config.json + model.weights.h5) with a hostile directory."""
     members = [Member("config.json", config), Member("model.weights.h5", weights)]
     for index in range(draw(st.integers(0, 3))):
-        members.append(Member(draw(st.sampled_from(["metadata.json", "model.weights.h5", "config.json",
-                                                    "../x", "a" * 300, "\udcff"])), b"junk" * index))
+        members.append(
+            Member(
+                draw(
+                    st.sampled_from(["metadata.json", "model.weights.h5", "config.json", "../x", "a" * 300, "\udcff"])
+                ),
+                b"junk" * index,
+            )
+        )
     if draw(st.booleans()):  # many members
         members.extend(Member(f"m{i}", b"") for i in range(draw(st.integers(10, 3000))))
     for member in members[:4]:
@@ -258,5 +345,6 @@ def hostile_zips(draw, config: bytes, weights: bytes) -> bytes:
         elif choice == "encrypt":
             member.flags = 1
     declared = draw(st.one_of(st.none(), st.sampled_from([0, 1, 0xFFFF])))
-    return zip_bytes(members, comment=draw(st.sampled_from([b"", b"PK\x05\x06" + b"\0" * 18])),
-                     declared_entries=declared)
+    return zip_bytes(
+        members, comment=draw(st.sampled_from([b"", b"PK\x05\x06" + b"\0" * 18])), declared_entries=declared
+    )

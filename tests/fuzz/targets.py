@@ -34,8 +34,9 @@ from decay_audit.errors import DecayAuditError  # noqa: E402
 from decay_audit.loaders.interface import Limits  # noqa: E402
 
 # Small bounds: a fuzzer must not spend its time on legitimately huge declarations.
-FUZZ_LIMITS = Limits(max_config_bytes=1 << 20, max_objects=20_000, max_variables=5_000, max_functions=5_000,
-                     read_seconds=0)
+FUZZ_LIMITS = Limits(
+    max_config_bytes=1 << 20, max_objects=20_000, max_variables=5_000, max_functions=5_000, read_seconds=0
+)
 EXPECTED: tuple[type[BaseException], ...] = (DecayAuditError, MemoryError)
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="decay-audit-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
@@ -49,6 +50,7 @@ def _scratch_file(name: str, data: bytes) -> Path:
 
 
 # -- zip window: the .keras reader up to and including the member window ------------------------
+
 
 def zip_window(data: bytes) -> None:
     """The whole .keras loader: zip directory, config.json, the window on model.weights.h5
@@ -83,6 +85,7 @@ def zip_window_raw(data: bytes) -> None:
 
 # -- h5 index walk -----------------------------------------------------------------------------
 
+
 def h5_index(data: bytes) -> None:
     """Legacy .h5 and .weights.h5: open, read model_config, walk the index."""
     from decay_audit.loaders.h5_file import load_h5
@@ -91,6 +94,7 @@ def h5_index(data: bytes) -> None:
 
 
 # -- protobuf wire decoder ------------------------------------------------------------------------
+
 
 def protowire(data: bytes) -> None:
     """The wire decoder alone, recursing into every length-delimited field (as a scan may)."""
@@ -218,7 +222,10 @@ def seeds(name: str) -> list[bytes]:
     if name == "protowire":  # real messages of 64 B to 4 KiB cut out of the samples' graphs
         from decay_audit.loaders._protowire import iter_fields
 
-        pieces, stack = [], [(SAMPLES / d / "saved_model.pb").read_bytes() for d in ("seed_export", "tf_module_savedmodel")]
+        pieces, stack = (
+            [],
+            [(SAMPLES / d / "saved_model.pb").read_bytes() for d in ("seed_export", "tf_module_savedmodel")],
+        )
         while stack and len(pieces) < 64:
             message = stack.pop()
             try:
@@ -232,26 +239,39 @@ def seeds(name: str) -> list[bytes]:
                     stack.append(value)
         return pieces
     if name in ("protowire", "saved-model"):
-        return [(SAMPLES / d / "saved_model.pb").read_bytes()
-                for d in ("seed_export", "tf_module_savedmodel")]
+        return [(SAMPLES / d / "saved_model.pb").read_bytes() for d in ("seed_export", "tf_module_savedmodel")]
     if name == "keras-metadata":
         from structures import wide_saved_model
 
         return [wide_saved_model(6)[1], (SAMPLES / "tf_keras_savedmodel" / "keras_metadata.pb").read_bytes()]
     if name == "config-walker":
-        return [zipfile.ZipFile(SAMPLES / n).read("config.json") for n in ("seed.keras", "zoo.keras", "subclassed.keras")]
+        return [
+            zipfile.ZipFile(SAMPLES / n).read("config.json") for n in ("seed.keras", "zoo.keras", "subclassed.keras")
+        ]
     if name == "rule-file":
         from decay_audit.loaders import load
         from decay_audit.rules import TargetName, get_target
         from decay_audit.stages.scan import scan_inventory
 
         report = scan_inventory(load(SAMPLES / "zoo.keras", FUZZ_LIMITS))
-        emitted = [json.dumps(get_target(t, "tensorflow" if t is TargetName.KERAS else None)
-                              .emit(report).document).encode() for t in TargetName]
-        return emitted + [json.dumps(x).encode() for x in (
-            {"exclude": ["bias", "norm"]}, ["bias", "LayerNorm", "layer_norm"], {"mask": {"dense1/kernel": True}},
-            {"preset": "kernels-only", "overrides": [{"action": "no-decay", "select": "layer:dense1"}]},
-            {"exclude_from_weight_decay": {"var_names": ["bias"]}})] + [b"exclude:\n  - bias\n  - '.*norm.*'\n"]
+        emitted = [
+            json.dumps(get_target(t, "tensorflow" if t is TargetName.KERAS else None).emit(report).document).encode()
+            for t in TargetName
+        ]
+        return (
+            emitted
+            + [
+                json.dumps(x).encode()
+                for x in (
+                    {"exclude": ["bias", "norm"]},
+                    ["bias", "LayerNorm", "layer_norm"],
+                    {"mask": {"dense1/kernel": True}},
+                    {"preset": "kernels-only", "overrides": [{"action": "no-decay", "select": "layer:dense1"}]},
+                    {"exclude_from_weight_decay": {"var_names": ["bias"]}},
+                )
+            ]
+            + [b"exclude:\n  - bias\n  - '.*norm.*'\n"]
+        )
     raise KeyError(name)
 
 

@@ -77,8 +77,11 @@ def _bindings(classes) -> dict[str, dict[str, list]]:
             if not (inspect.isclass(target) and issubclass(target, keras.layers.Layer)):
                 continue
             for keyword in call.keywords:
-                values = [keyword.value.body, keyword.value.orelse] if isinstance(keyword.value, ast.IfExp) \
+                values = (
+                    [keyword.value.body, keyword.value.orelse]
+                    if isinstance(keyword.value, ast.IfExp)
                     else [keyword.value]
+                )
                 for value in values:
                     resolved = _resolve(value, module) if isinstance(value, (ast.Name, ast.Attribute)) else None
                     if inspect.isclass(resolved) and issubclass(resolved, keras.layers.Layer):
@@ -129,7 +132,7 @@ class ClassReader:
         init = self.method(self.cls, "__init__")[1]
         if init is not None:
             # Constructor parameters whose default is a layer class (Swin's ``norm_layer``).
-            arguments = init.args.args[-len(init.args.defaults):] if init.args.defaults else []
+            arguments = init.args.args[-len(init.args.defaults) :] if init.args.defaults else []
             module = sys.modules[self.cls.__module__]
             for argument, default in zip(arguments, init.args.defaults):
                 resolved = _resolve(default, module)
@@ -152,8 +155,11 @@ class ClassReader:
     def record_constants(self, attr, call):
         constants = {}
         for keyword in call.keywords:
-            if keyword.arg and isinstance(keyword.value, ast.Constant) and \
-                    isinstance(keyword.value.value, (bool, int, float, str, type(None))):
+            if (
+                keyword.arg
+                and isinstance(keyword.value, ast.Constant)
+                and isinstance(keyword.value.value, (bool, int, float, str, type(None)))
+            ):
                 constants[keyword.arg] = keyword.value.value
         if constants:
             previous = self.constants.get(attr)
@@ -183,8 +189,9 @@ class _MethodBody:
             # ``guarded`` is the condition text under which the code runs ("?" when not expressible).
             test = ast.unparse(node.test)
             body = f"({guarded}) and ({test})" if guarded and guarded != "?" else ("?" if guarded else test)
-            orelse = f"({guarded}) and not ({test})" if guarded and guarded != "?" else (
-                "?" if guarded else f"not ({test})")
+            orelse = (
+                f"({guarded}) and not ({test})" if guarded and guarded != "?" else ("?" if guarded else f"not ({test})")
+            )
             self.body(node.body, body)
             self.body(node.orelse, orelse)
             return
@@ -243,7 +250,8 @@ class _MethodBody:
             members = reader.lists.setdefault(attr, [])
             for element in elements:
                 element_class = self.layer_class_of(element) or (
-                    reader.locals.get(element.id) if isinstance(element, ast.Name) else None)
+                    reader.locals.get(element.id) if isinstance(element, ast.Name) else None
+                )
                 if element_class and element_class not in members:
                     members.append(element_class)
 
@@ -252,25 +260,44 @@ class _MethodBody:
         func = call.func
         for keyword in call.keywords:
             # ``name=f"{prefix}embedding"`` with ``prefix = str(name) + "_" if name ...`` (CLIP, SigLIP).
-            if keyword.arg == "name" and isinstance(keyword.value, ast.JoinedStr) and keyword.value.values \
-                    and isinstance(keyword.value.values[0], ast.FormattedValue) \
-                    and isinstance(keyword.value.values[0].value, ast.Name) \
-                    and keyword.value.values[0].value.id == "prefix" and reader.root == "__init__" \
-                    and reader.prefix_from_name:
+            if (
+                keyword.arg == "name"
+                and isinstance(keyword.value, ast.JoinedStr)
+                and keyword.value.values
+                and isinstance(keyword.value.values[0], ast.FormattedValue)
+                and isinstance(keyword.value.values[0].value, ast.Name)
+                and keyword.value.values[0].value.id == "prefix"
+                and reader.root == "__init__"
+                and reader.prefix_from_name
+            ):
                 reader.prefixes = True
         if isinstance(func, ast.Attribute) and func.attr in ("add_weight", "add_variable") and _is_self(func.value):
             leaf = _constant_kwarg(call, "name")
             trainable = _constant_kwarg(call, "trainable", default=True)
             shape = next((k.value for k in call.keywords if k.arg == "shape"), call.args[0] if call.args else None)
             rank = len(shape.elts) if isinstance(shape, (ast.Tuple, ast.List)) else None
-            reader.variables.append((leaf if isinstance(leaf, str) else None,
-                                     trainable is not False, guarded or None, attr, reader.root == "__init__", rank))
+            reader.variables.append(
+                (
+                    leaf if isinstance(leaf, str) else None,
+                    trainable is not False,
+                    guarded or None,
+                    attr,
+                    reader.root == "__init__",
+                    rank,
+                )
+            )
             return
-        if isinstance(func, ast.Attribute) and func.attr == "append" and isinstance(func.value, ast.Attribute) \
-                and _is_self(func.value.value) and call.args:
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "append"
+            and isinstance(func.value, ast.Attribute)
+            and _is_self(func.value.value)
+            and call.args
+        ):
             element = call.args[0]
             element_class = self.layer_class_of(element) or (
-                reader.locals.get(element.id) if isinstance(element, ast.Name) else None)
+                reader.locals.get(element.id) if isinstance(element, ast.Name) else None
+            )
             if element_class:
                 if reader.root == "__init__":
                     reader.created_in_init.add(func.value.attr)
@@ -278,24 +305,37 @@ class _MethodBody:
                 if element_class not in members:
                     members.append(element_class)
             return
-        if isinstance(func, ast.Attribute) and func.attr == "build" and isinstance(func.value, ast.Attribute) \
-                and _is_self(func.value.value) and self.method == "__init__":
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "build"
+            and isinstance(func.value, ast.Attribute)
+            and _is_self(func.value.value)
+            and self.method == "__init__"
+        ):
             reader.built_outside_scope.add(func.value.attr)
             return
         if isinstance(func, ast.Attribute) and _is_self(func.value):
             reader.run(reader.cls, func.attr, guarded, self.depth + 1, self.stack)
             return
-        if isinstance(func, ast.Attribute) and func.attr == "__init__" and isinstance(func.value, ast.Name) \
-                and (len(call.args) >= 2 or any(k.arg == "inputs" for k in call.keywords)):
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "__init__"
+            and isinstance(func.value, ast.Name)
+            and (len(call.args) >= 2 or any(k.arg == "inputs" for k in call.keywords))
+        ):
             reader.functional = True  # ``Task.__init__(self, inputs=..., outputs=...)`` (ViTImageClassifier)
             return
-        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call) \
-                and isinstance(func.value.func, ast.Name) and func.value.func.id == "super":
+        if (
+            isinstance(func, ast.Attribute)
+            and isinstance(func.value, ast.Call)
+            and isinstance(func.value.func, ast.Name)
+            and func.value.func.id == "super"
+        ):
             if func.attr == "__init__" and (call.args or any(k.arg == "inputs" for k in call.keywords)):
                 reader.functional = True
             klass = self.klass
             position = klass.__mro__.index(klass)
-            for base in klass.__mro__[position + 1:]:
+            for base in klass.__mro__[position + 1 :]:
                 if func.attr in base.__dict__:
                     if base.__module__.startswith("keras_hub"):
                         reader.run(base, func.attr, guarded, self.depth + 1, self.stack)
@@ -308,10 +348,18 @@ class _MethodBody:
         if not isinstance(value, ast.Call):
             return []
         func = value.func
-        parameter = func.id if isinstance(func, ast.Name) else (
-            self.reader.aliases.get(func.attr) if isinstance(func, ast.Attribute) and _is_self(func.value) else None)
-        return [class_id(c) for c in self.reader.defaults.get(parameter, ())
-                if inspect.isclass(c) and issubclass(c, keras.layers.Layer)]
+        parameter = (
+            func.id
+            if isinstance(func, ast.Name)
+            else (
+                self.reader.aliases.get(func.attr) if isinstance(func, ast.Attribute) and _is_self(func.value) else None
+            )
+        )
+        return [
+            class_id(c)
+            for c in self.reader.defaults.get(parameter, ())
+            if inspect.isclass(c) and issubclass(c, keras.layers.Layer)
+        ]
 
     def layer_class_of(self, value):
         if not isinstance(value, ast.Call):

@@ -41,10 +41,22 @@ def backend_for(setup: Any) -> ProbeBackend:
             continue
         if backend.accepts(setup):
             return backend
-    raise NoBackendError(str(getattr(setup, "description", "") or "verify"),
-                         f"no probe backend accepts a {type(setup.model).__module__}.{type(setup.model).__name__} "
-                         f"model (known: {', '.join(n for n, _ in BACKENDS)})")
+    raise NoBackendError(
+        str(getattr(setup, "description", "") or "verify"),
+        f"no probe backend accepts a {type(setup.model).__module__}.{type(setup.model).__name__} "
+        f"model (known: {', '.join(n for n, _ in BACKENDS)})",
+    )
 
 
-__all__ = ["BACKENDS", "DecaySource", "KerasBackend", "NoBackendError", "ProbeBackend", "SourceKind", "Step",
-           "Trainable", "backend_for", "load_backend"]
+__all__ = [
+    "BACKENDS",
+    "DecaySource",
+    "KerasBackend",
+    "NoBackendError",
+    "ProbeBackend",
+    "SourceKind",
+    "Step",
+    "Trainable",
+    "backend_for",
+    "load_backend",
+]

@@ -107,8 +107,10 @@ def unique_by_id(items: Any) -> list[Any]:
 
 def positional_labels(optimizers: Sequence[Any]) -> dict[int, str]:
     """``AdamW`` alone, ``optimizers[1] AdamW`` when there are several (by ``id``)."""
-    return {id(o): (type(o).__name__ if len(optimizers) == 1 else f"optimizers[{i}] {type(o).__name__}")
-            for i, o in enumerate(optimizers)}
+    return {
+        id(o): (type(o).__name__ if len(optimizers) == 1 else f"optimizers[{i}] {type(o).__name__}")
+        for i, o in enumerate(optimizers)
+    }
 
 
 def regularizer_text(regularizer: Any) -> tuple[str, float]:
@@ -122,8 +124,10 @@ def regularizer_text(regularizer: Any) -> tuple[str, float]:
     return f"{type(regularizer).__name__}({text})", max(numbers.values(), default=float("nan"))
 
 
-NO_DATA_LOSS_NOTE = ("hand-written train_step without data_loss: penalties written into the step itself "
-                     "are not measured (give data_loss); optimizer decay and regularizers are")
+NO_DATA_LOSS_NOTE = (
+    "hand-written train_step without data_loss: penalties written into the step itself "
+    "are not measured (give data_loss); optimizer decay and regularizers are"
+)
 """What verify says when a hand-written step has no data loss to build its reference from (every backend)."""
 
 
@@ -134,8 +138,9 @@ def call_hand_written(step: Any, model: Any, optimizer: Any) -> Step:
 
     try:
         parameters = inspect.signature(getattr(step, "python_function", step)).parameters.values()
-        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                      and p.default is p.empty]
+        positional = [
+            p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
         count = None if any(p.kind is p.VAR_POSITIONAL for p in parameters) else len(positional)
     except (TypeError, ValueError):
         count = None
@@ -196,8 +201,17 @@ class Keras3Backend(ProbeBackend):
                 variable.regularizer = wrapper
                 self._knobs.append(handle)
                 text, value = regularizer_text(regularizer)
-                sources.append(DecaySource(SourceKind.COUPLED, "model", f"regularizer {text}", value,
-                                           (variable_path(variable),), None, handle))
+                sources.append(
+                    DecaySource(
+                        SourceKind.COUPLED,
+                        "model",
+                        f"regularizer {text}",
+                        value,
+                        (variable_path(variable),),
+                        None,
+                        handle,
+                    )
+                )
             yield sources
         finally:
             self._knobs = []

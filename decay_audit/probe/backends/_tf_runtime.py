@@ -28,8 +28,10 @@ def fresh_trace(step: Any, notes: list[str]) -> Any:
         import tensorflow as tf
 
         step = tf.function(step.python_function)
-        notes.append("the hand-written train_step had been traced before verify: probed through a "
-                     "fresh trace of its Python function")
+        notes.append(
+            "the hand-written train_step had been traced before verify: probed through a "
+            "fresh trace of its Python function"
+        )
     return step
 
 
@@ -56,4 +58,3 @@ class TensorFlowRuntime:
             tf.config.experimental.enable_op_determinism()
             self._notes.append("TensorFlow op determinism switched on for the probe (GPU)")
         yield
-

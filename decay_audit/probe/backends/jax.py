@@ -56,6 +56,7 @@ class JaxBackend(Keras3EagerBackend):
             if function is None:
                 function = compiled[key] = jax.jit(make())
             return function(*args)
+
         return call
 
     def _trainer_step(self, setup: Any) -> Step:
@@ -74,6 +75,7 @@ class JaxBackend(Keras3EagerBackend):
             _assign(model.non_trainable_variables, non_trainable)
             _assign(model.optimizer.variables, optimizer_values)
             _assign(model.metrics_variables, metrics)
+
         return step
 
     def _loss_step(self, setup: Any, with_penalties: bool) -> Step:
@@ -104,11 +106,16 @@ class JaxBackend(Keras3EagerBackend):
 
         def step(x: Any, y: Any) -> None:
             trainable, non_trainable, optimizer_values = compiled(
-                [v.value for v in trainable_refs], [v.value for v in non_trainable_refs],
-                [v.value for v in optimizer.variables], x, y)
+                [v.value for v in trainable_refs],
+                [v.value for v in non_trainable_refs],
+                [v.value for v in optimizer.variables],
+                x,
+                y,
+            )
             _assign(trainable_refs, trainable)
             _assign(non_trainable_refs, non_trainable)
             _assign(optimizer.variables, optimizer_values)
+
         return step
 
     def penalty_gradients(self, setup: Any, sources: Sequence[DecaySource]) -> dict[str, np.ndarray]:
@@ -143,7 +150,9 @@ class JaxBackend(Keras3EagerBackend):
             if "xla_gpu_deterministic_ops=true" in os.environ.get("XLA_FLAGS", ""):
                 self._notes.append("XLA deterministic GPU ops on for the probe (XLA_FLAGS)")
             else:
-                self._notes.append("JAX started without --xla_gpu_deterministic_ops (it must be in XLA_FLAGS before "
-                                   "JAX starts; verify --backend jax sets it): the repeated real step sets the noise "
-                                   "floor")
+                self._notes.append(
+                    "JAX started without --xla_gpu_deterministic_ops (it must be in XLA_FLAGS before "
+                    "JAX starts; verify --backend jax sets it): the repeated real step sets the noise "
+                    "floor"
+                )
         yield

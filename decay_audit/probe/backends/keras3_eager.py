@@ -96,8 +96,12 @@ class Keras3EagerBackend(Keras3Backend):
     # ---- steps ----------------------------------------------------------------------
     def _keras_own_step(self, setup: Any) -> bool:
         model = setup.model
-        return (getattr(model, "compiled", False) and setup.optimizer is getattr(model, "optimizer", None)
-                and setup.data_loss is None and getattr(model, "loss", None) is not None)
+        return (
+            getattr(model, "compiled", False)
+            and setup.optimizer is getattr(model, "optimizer", None)
+            and setup.data_loss is None
+            and getattr(model, "loss", None) is not None
+        )
 
     def make_step(self, setup: Any) -> Step:
         model, optimizer = setup.model, setup.optimizer
@@ -120,6 +124,7 @@ class Keras3EagerBackend(Keras3Backend):
         if setup.data_loss is not None:
             base = setup.data_loss
         elif getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
+
             def base(y, y_pred):
                 return model._compile_loss(y, y_pred)
         else:
@@ -130,6 +135,7 @@ class Keras3EagerBackend(Keras3Backend):
             if with_penalties and model.losses:
                 value = value + sum(model.losses)
             return value
+
         return loss
 
     def _regularized(self, setup: Any, sources: Sequence[DecaySource]) -> list[tuple[Any, Any]]:

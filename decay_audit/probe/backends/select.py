@@ -26,12 +26,17 @@ def choose_backend(requested: str | None) -> KerasBackend:
         raise OptionError("backend", f"unknown backend {name!r} (one of {', '.join(BACKEND_MODULES)})")
     backend = KerasBackend(name)
     if importlib.util.find_spec(BACKEND_MODULES[backend]) is None:
-        raise OptionError("backend", f"{name} is not installed: cannot probe on it "
-                                      f"(pip install {'jax[cpu]' if backend is KerasBackend.JAX else name})")
+        raise OptionError(
+            "backend",
+            f"{name} is not installed: cannot probe on it "
+            f"(pip install {'jax[cpu]' if backend is KerasBackend.JAX else name})",
+        )
     keras = sys.modules.get("keras")
     if keras is not None and hasattr(keras, "backend") and keras.backend.backend() != name:
-        raise OptionError("backend", f"Keras is already running on {keras.backend.backend()}; "
-                                      f"the backend is fixed when Keras is first imported")
+        raise OptionError(
+            "backend",
+            f"Keras is already running on {keras.backend.backend()}; the backend is fixed when Keras is first imported",
+        )
     os.environ["KERAS_BACKEND"] = name
     if backend is KerasBackend.JAX:
         from decay_audit.probe.backends.jax import request_xla_determinism

@@ -83,13 +83,19 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
 
     # ---- knobs: tf.Variables the compiled step reads ----------------------------------
     def _check_knobs(self, optimizer: Any, label: str) -> None:
-        unknown = sorted(name for name, value in vars(optimizer).items()
-                         if ("decay" in name.lower() or "regulariz" in name.lower())
-                         and not name.startswith("_") and name not in DECOUPLED_KNOBS + COUPLED_KNOBS + NOT_DECAY
-                         and nonzero_float(value) is not None)
+        unknown = sorted(
+            name
+            for name, value in vars(optimizer).items()
+            if ("decay" in name.lower() or "regulariz" in name.lower())
+            and not name.startswith("_")
+            and name not in DECOUPLED_KNOBS + COUPLED_KNOBS + NOT_DECAY
+            and nonzero_float(value) is not None
+        )
         if unknown:
-            self._notes.append(f"{label} has {', '.join(unknown)}, which verify does not know "
-                               "how to switch: whatever decay it applies is not measured")
+            self._notes.append(
+                f"{label} has {', '.join(unknown)}, which verify does not know "
+                "how to switch: whatever decay it applies is not measured"
+            )
 
     def _optimizer_knob(self, optimizer: Any, knob: str, value: float) -> Any:
         import tensorflow as tf
@@ -123,17 +129,21 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
         if cached is not None:
             return cached
         handles = [getattr(v, "value", v) for v in variables]
-        distributed = any(hasattr(h, "_distributed_container") or type(h).__name__.startswith(("Mirrored", "Sync"))
-                          for h in handles)
+        distributed = any(
+            hasattr(h, "_distributed_container") or type(h).__name__.startswith(("Mirrored", "Sync")) for h in handles
+        )
         if distributed:  # cross-replica assign of a host value, as before (tests: MirroredStrategy)
+
             def read_all() -> list[Any]:
                 return [np.array(v.numpy(), copy=True) for v in variables]
 
             def assign_all(values: Sequence[Any]) -> None:
                 for variable, value in zip(variables, values):
                     variable.assign(value)
+
             pair = (read_all, assign_all)
         else:
+
             @tf.function(autograph=False)
             def read_graph() -> list[Any]:
                 return [tf.identity(h.read_value() if hasattr(h, "read_value") else h) for h in handles]
@@ -148,6 +158,7 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
 
             def assign_all(values: Sequence[Any]) -> None:
                 assign_graph(list(values))
+
             pair = (read_all, assign_all)
         self._copiers = {**getattr(self, "_copiers", {}), key: pair}
         return pair
@@ -182,14 +193,21 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
         if setup.train_step is not None:
             return call_hand_written(fresh_trace(setup.train_step, self._notes), model, setup.optimizer)
         custom_train_step = type(model).train_step is not keras.Model.train_step
-        keras_own = (getattr(model, "compiled", False) and setup.optimizer is getattr(model, "optimizer", None)
-                     and setup.data_loss is None and (getattr(model, "loss", None) is not None or custom_train_step))
+        keras_own = (
+            getattr(model, "compiled", False)
+            and setup.optimizer is getattr(model, "optimizer", None)
+            and setup.data_loss is None
+            and (getattr(model, "loss", None) is not None or custom_train_step)
+        )
         if keras_own:
             return self._compile(setup, lambda x, y: model.train_step((x, y)), self._jit(setup))
         loss = _loss_function(setup, with_penalties=True)
         optimizer = setup.optimizer
-        return self._compile(setup, lambda x, y: _keras_step(model, [optimizer], loss, x, y),
-                             self._jit(setup) if getattr(model, "compiled", False) else False)
+        return self._compile(
+            setup,
+            lambda x, y: _keras_step(model, [optimizer], loss, x, y),
+            self._jit(setup) if getattr(model, "compiled", False) else False,
+        )
 
     def _data_loss_step(self, setup: Any) -> Step:
         model = setup.model
@@ -201,8 +219,11 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
         import tensorflow as tf
 
         by_path = {variable_path(v): v for v in setup.model.trainable_variables}
-        regularized = [(s.variables[0], by_path[s.variables[0]]) for s in sources
-                       if s.owner == "model" and s.variables and s.variables[0] in by_path]
+        regularized = [
+            (s.variables[0], by_path[s.variables[0]])
+            for s in sources
+            if s.owner == "model" and s.variables and s.variables[0] in by_path
+        ]
         if not regularized:
             return {}
         gradients = {}
@@ -233,11 +254,13 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
 def _loss_function(setup: Any, with_penalties: bool) -> Any:
     model = setup.model
     if setup.data_loss is not None:
+
         def loss(x, y, y_pred):
             value = setup.data_loss(y, y_pred)
             if with_penalties and model.losses:
                 value = value + sum(model.losses)
             return value
+
         return loss
     if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
         if with_penalties:
@@ -251,6 +274,7 @@ def _loss_function(setup: Any, with_penalties: bool) -> Any:
         # A backbone's outputs are a dict (keras_hub: sequence_output, pooled_output): one MSE per output.
         value = sum(mse(t, p) for t, p in zip(keras.tree.flatten(y), keras.tree.flatten(y_pred)))
         return value + sum(model.losses) if with_penalties and model.losses else value
+
     return default_loss
 
 

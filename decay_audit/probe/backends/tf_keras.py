@@ -175,22 +175,43 @@ class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
                         restore.append((optimizer, "_prepare_local", vars(optimizer).get("_prepare_local"), had_own))
                         optimizer._prepare_local = _scaled_prepare_local(optimizer, scale)
                         for knob, value in knobs.items():
-                            sources.append(DecaySource(SourceKind.DECOUPLED, labels[id(optimizer)], knob, value,
-                                                       None, optimizer, VariableKnob(scale, 1.0)))
+                            sources.append(
+                                DecaySource(
+                                    SourceKind.DECOUPLED,
+                                    labels[id(optimizer)],
+                                    knob,
+                                    value,
+                                    None,
+                                    optimizer,
+                                    VariableKnob(scale, 1.0),
+                                )
+                            )
                         if len(knobs) > 1:
                             self._notes.append(f"{type(optimizer).__name__}: {', '.join(knobs)} switched together")
                         if not hasattr(type(optimizer), "_decay_weights_op"):
-                            self._notes.append(f"{type(optimizer).__name__} keeps {', '.join(knobs)}: measured only "
-                                               "where it reaches _prepare_local's coefficients")
+                            self._notes.append(
+                                f"{type(optimizer).__name__} keeps {', '.join(knobs)}: measured only "
+                                "where it reaches _prepare_local's coefficients"
+                            )
                 else:
                     value = nonzero_float(getattr(optimizer, "weight_decay", None))
                     if value is not None:
-                        variable = tf.Variable(value, dtype=tf.float32, trainable=False,
-                                               name="decay_audit_weight_decay")
+                        variable = tf.Variable(
+                            value, dtype=tf.float32, trainable=False, name="decay_audit_weight_decay"
+                        )
                         restore.append((optimizer, "weight_decay", optimizer.weight_decay, True))
                         optimizer.weight_decay = variable
-                        sources.append(DecaySource(SourceKind.DECOUPLED, labels[id(optimizer)], "weight_decay", value,
-                                                   None, optimizer, VariableKnob(variable, value)))
+                        sources.append(
+                            DecaySource(
+                                SourceKind.DECOUPLED,
+                                labels[id(optimizer)],
+                                "weight_decay",
+                                value,
+                                None,
+                                optimizer,
+                                VariableKnob(variable, value),
+                            )
+                        )
             for generator in _random_generators(setup.model):
                 if generator._rng_type == generator.RNG_LEGACY_STATEFUL:
                     # tf.nn.dropout's stateful kernels (tf_keras' default: the tf.random.Generator
@@ -200,8 +221,10 @@ class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
                     for attribute in ("_rng_type", "_built", "_seed", "_generator"):
                         restore.append((generator, attribute, getattr(generator, attribute, None), True))
                     generator._rng_type, generator._built = generator.RNG_STATELESS, False
-                    self._notes.append("tf_keras dropout drew from a fixed stateless seed during the probe, so the "
-                                       "twins share their masks")
+                    self._notes.append(
+                        "tf_keras dropout drew from a fixed stateless seed during the probe, so the "
+                        "twins share their masks"
+                    )
             for layer in setup.model._flatten_layers(include_self=True, recursive=True):
                 losses = getattr(layer, "_callable_losses", None)
                 if not losses:
@@ -215,9 +238,17 @@ class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
                     scale = tf.Variable(1.0, dtype=tf.float32, trainable=False, name="decay_audit_regularizer")
                     replaced[index] = functools.partial(_scaled_loss, callable_loss, scale)
                     text, value = regularizer_text(regularizer) if regularizer is not None else ("regularizer", 1.0)
-                    sources.append(DecaySource(SourceKind.COUPLED, "model", f"regularizer {text}", value,
-                                               (variable_path(variable),), None,
-                                               _RegularizerKnob(scale, variable, regularizer)))
+                    sources.append(
+                        DecaySource(
+                            SourceKind.COUPLED,
+                            "model",
+                            f"regularizer {text}",
+                            value,
+                            (variable_path(variable),),
+                            None,
+                            _RegularizerKnob(scale, variable, regularizer),
+                        )
+                    )
                 restore.append((layer, "_callable_losses", losses, True))
                 layer._callable_losses = replaced
             yield sources
@@ -300,8 +331,9 @@ class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
             # (model, optimizer, x, y), (x, y) or (batch)
             call = call_hand_written(fresh_trace(setup.train_step, self._notes), model, setup.optimizer)
             return lambda x, y: call(_tensors(x), _tensors(y))
-        if getattr(model, "optimizer", None) is not None and (model.optimizer is setup.optimizer
-                                                              or setup.optimizer is None):
+        if getattr(model, "optimizer", None) is not None and (
+            model.optimizer is setup.optimizer or setup.optimizer is None
+        ):
             jit = bool(getattr(model, "_jit_compile", False))
             compiled = tf.function(lambda x, y: model.train_step((x, y)), jit_compile=jit)
             return lambda x, y: compiled(_tensors(x), _tensors(y))
@@ -324,6 +356,7 @@ class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
         if setup.data_loss is not None:
             data_loss = setup.data_loss
         elif getattr(model, "compiled_loss", None) is not None:
+
             def data_loss(y, prediction):  # the compiled loss without regularization_losses
                 return model.compiled_loss(y, prediction)
         else:

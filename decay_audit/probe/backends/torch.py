@@ -51,6 +51,7 @@ class TorchBackend(Keras3EagerBackend):
             loss.backward()
             variables = model.trainable_weights
             optimizer.apply([v.value.grad for v in variables], variables)
+
         return step
 
     def penalty_gradients(self, setup: Any, sources: Sequence[DecaySource]) -> dict[str, np.ndarray]:

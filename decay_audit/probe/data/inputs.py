@@ -205,8 +205,15 @@ def input_structure(model: Any) -> Any:
         import keras
 
         return keras.tree.map_structure(
-            lambda t: InputSpec(str(getattr(t, "name", "")), _shape_tuple(t.shape), _dtype_name(t),
-                                vocabularies.get(id(t)), id(t) in vocabularies), structure)
+            lambda t: InputSpec(
+                str(getattr(t, "name", "")),
+                _shape_tuple(t.shape),
+                _dtype_name(t),
+                vocabularies.get(id(t)),
+                id(t) in vocabularies,
+            ),
+            structure,
+        )
     return _built_structure(model)
 
 
@@ -217,15 +224,18 @@ def _shape_tuple(shape: Any) -> tuple[int | None, ...]:
 
 def _is_shape(value: Any) -> bool:
     return isinstance(value, (tuple, list)) and all(
-        isinstance(d, (int, np.integer, type(None))) and not isinstance(d, bool) for d in value)
+        isinstance(d, (int, np.integer, type(None))) and not isinstance(d, bool) for d in value
+    )
 
 
 def _built_structure(model: Any) -> Any:
     """A subclassed model has no graph: the shapes it was built with, dtypes from the layers it owns."""
     shapes = getattr(model, "_build_shapes_dict", None) or {}
     if len(shapes) != 1:
-        raise ValueError("cannot tell the model's input structure (a subclassed model that was never built or "
-                         "called): call it once, or hand a batch ('batch' or 'dataset' in the set-up dict)")
+        raise ValueError(
+            "cannot tell the model's input structure (a subclassed model that was never built or "
+            "called): call it once, or hand a batch ('batch' or 'dataset' in the set-up dict)"
+        )
     tables = [size for size in (_table_size(layer) for layer in _sublayers(model)) if size is not None]
     vocabulary = min(tables) if tables else None
 
@@ -249,8 +259,9 @@ def _built_structure(model: Any) -> Any:
 
 def _concrete(spec: InputSpec, batch_size: int, sequence: int) -> tuple[int, ...]:
     open_size = sequence if (_is_integer(spec.dtype) or len(spec.shape) <= 3) else DEFAULT_SPATIAL
-    return tuple((batch_size if index == 0 else open_size) if d is None else int(d)
-                 for index, d in enumerate(spec.shape))
+    return tuple(
+        (batch_size if index == 0 else open_size) if d is None else int(d) for index, d in enumerate(spec.shape)
+    )
 
 
 @dataclass(frozen=True)
@@ -265,8 +276,7 @@ class InputPlan:
     def draw(self, batch_size: int, rng: np.random.Generator) -> Any:
         import keras
 
-        return keras.tree.map_structure(lambda spec: _draw_input(spec, batch_size, self.sequence, rng),
-                                        self.structure)
+        return keras.tree.map_structure(lambda spec: _draw_input(spec, batch_size, self.sequence, rng), self.structure)
 
 
 def _draw_input(spec: InputSpec, batch_size: int, sequence: int, rng: np.random.Generator) -> np.ndarray:

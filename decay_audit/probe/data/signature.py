@@ -24,6 +24,7 @@ def signature_inputs(model: Any, batch_size: int, rng: np.random.Generator) -> A
     if not is_tf_keras_object(model) or getattr(model, "inputs", None):
         return None
     import tensorflow as tf
+
     signature = getattr(model, "input_signature", None)
     if not isinstance(signature, dict):
         get_spec = getattr(model, "_get_save_spec", None)
@@ -60,8 +61,14 @@ def own_loss_labels(model: Any, x: Any, rng: np.random.Generator) -> np.ndarray 
     if not getattr(model, "_using_dummy_loss", False):
         return None
     prediction = model(x, training=False)
-    outputs = [v for v in (prediction.values() if isinstance(prediction, dict) else [prediction])
-               if v is not None and hasattr(v, "shape")]
-    logits = prediction.get("logits") if isinstance(prediction, dict) and prediction.get("logits") is not None \
+    outputs = [
+        v
+        for v in (prediction.values() if isinstance(prediction, dict) else [prediction])
+        if v is not None and hasattr(v, "shape")
+    ]
+    logits = (
+        prediction.get("logits")
+        if isinstance(prediction, dict) and prediction.get("logits") is not None
         else outputs[0]
+    )
     return make_target(TargetKind.SPARSE, tuple(int(d) for d in logits.shape), rng)

@@ -28,8 +28,12 @@ def _split(element: Any) -> tuple[Any, Any]:
 def _is_stream(data: Any) -> bool:
     if isinstance(data, (tuple, list, dict, np.ndarray)) or hasattr(data, "shape"):
         return False
-    return hasattr(data, "element_spec") or hasattr(data, "__next__") or (
-        hasattr(data, "__getitem__") and hasattr(data, "__len__")) or hasattr(data, "__iter__")
+    return (
+        hasattr(data, "element_spec")
+        or hasattr(data, "__next__")
+        or (hasattr(data, "__getitem__") and hasattr(data, "__len__"))
+        or hasattr(data, "__iter__")
+    )
 
 
 class BatchSource:
@@ -110,8 +114,9 @@ class BatchSource:
         except StopIteration:
             restarted = iter(data)
             if restarted is self._iterator:  # a generator or iterator: it cannot start over
-                raise SetupError(self.subject, "the set-up's iterator ran out: it must yield one batch per "
-                                               "probe step", Stage.BATCH) from None
+                raise SetupError(
+                    self.subject, "the set-up's iterator ran out: it must yield one batch per probe step", Stage.BATCH
+                ) from None
             self._iterator = restarted
         try:
             return next(self._iterator)

@@ -177,8 +177,11 @@ def plan_targets(model: Any, x: Any, y_pred: Any, data_loss: Any, rng: np.random
 
 
 def _no_fit(tried: list[str]) -> str:
-    return ("no synthetic target fits the loss (tried " + "; ".join(dict.fromkeys(tried))[:400]
-            + "): hand a batch ('batch' or 'dataset' in the set-up dict)")
+    return (
+        "no synthetic target fits the loss (tried "
+        + "; ".join(dict.fromkeys(tried))[:400]
+        + "): hand a batch ('batch' or 'dataset' in the set-up dict)"
+    )
 
 
 def _accepts(loss: Any, y: Any, tried: list[str]) -> bool:
