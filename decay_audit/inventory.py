@@ -8,6 +8,7 @@ classifier draws those, with the evidence, in the next stage.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,5 +92,5 @@ class Inventory:
     def __len__(self) -> int:
         return len(self.records)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[VariableRecord]:
         return iter(self.records)

@@ -14,8 +14,8 @@ from typing import Any
 from decay_audit.classify import Classification
 from decay_audit.findings import Finding, FindingKind, Outcome
 from decay_audit.inventory import Inventory, VariableRecord
-from decay_audit.kinds import Confidence, Kind
-from decay_audit.policy import Decision, Policy, PolicyFindings, Preset
+from decay_audit.kinds import Confidence, Kind, Preset
+from decay_audit.policy import Decision, Policy, PolicyFindings
 
 # --- scan ----------------------------------------------------------------------------------
 

@@ -47,11 +47,11 @@ def check_commands(
     """The ``decay-audit check`` argument lists this hook runs (one per model, rule file and policy)."""
     policies = [f for f in files if is_policy_file(f)]
     rule_files = [f for f in files if f not in policies] or ([rules] if rules and policies else [])
-    policies = policies or ([policy] if policy else [None])
+    policy_files: list[str | None] = list(policies) or ([policy] if policy else [None])
     commands = []
     for model in models:
         for rule_file in rule_files:
-            for policy_file in policies:
+            for policy_file in policy_files:
                 command = ["check", model, "--target", target, "--rules", rule_file]
                 if policy_file:
                     command += ["--policy", policy_file]

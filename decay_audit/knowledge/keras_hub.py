@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from typing import TypeGuard
 
 from decay_audit.kinds import Kind
 from decay_audit.knowledge.keras import (
@@ -113,7 +114,7 @@ def _by_snake() -> dict[str, list[str]]:
     return index
 
 
-def is_hub_entry(entry: Mapping | None) -> bool:
+def is_hub_entry(entry: Mapping | None) -> TypeGuard[Mapping]:
     if not isinstance(entry, Mapping):
         return False
     module = entry.get("module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from decay_audit.errors import ModelLoadError
@@ -65,7 +65,7 @@ def root_text(h5: Any, name: str, max_length: int) -> str | None:
     return attr_text(h5.attrs.get(name))
 
 
-def attribute_texts(h5: Any, obj: Any, name: str) -> list[str | None] | None:
+def attribute_texts(h5: Any, obj: Any, name: str) -> Sequence[str | None] | None:
     """A 1-D string array attribute (legacy ``layer_names``, ``weight_names``) of ``obj``, a group of
     the open file ``h5``: through the header reader where it can tell (fuzzing made libhdf5 loop
     in these reads too), else through h5py."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import cast
 
 Reader = Callable[[int, int], bytes]
 """read(offset, size): up to ``size`` bytes of the file at ``offset`` (fewer at its end)."""
@@ -127,7 +128,7 @@ class HeaderReader:
                 # whatever a shared (or corrupt) message beside it holds.
                 answer = _OTHER_NAME if body is _SHARED else self._attribute_value(body, name, max_length)
                 if answer is not _OTHER_NAME:
-                    return answer
+                    return cast("tuple[bool, object]", answer)  # _attribute_value's (known, value)
             return (_SHARED not in bodies), None
         except (struct.error, IndexError, ValueError):
             return False, None
@@ -168,21 +169,21 @@ class HeaderReader:
         elif kind == 9 and bits & 0x0F == 1:  # variable-length strings: global heap ids
             if len(data) < count * 16:
                 return False, None
-            texts = []
+            heap_texts: list[str] = []
             for i in range(count):
                 length, collection, index = struct.unpack_from("<IQI", data, 16 * i)
                 if length > max_length:
                     raise DeclaredTooLong(length)
                 if length == 0:  # an empty string may have no heap object at all
-                    texts.append("")
+                    heap_texts.append("")
                     continue
                 objects = self._heap(collection, max_length)
                 if objects is None:
                     return False, None
                 if index not in objects:
                     raise CorruptHeap(f"global heap at {collection} holds no object {index}")
-                texts.append(objects[index][:length].decode("utf-8", "replace"))
-            texts = tuple(texts)
+                heap_texts.append(objects[index][:length].decode("utf-8", "replace"))
+            texts = tuple(heap_texts)
         else:
             return True, None
         return True, (texts if shape else texts[0])

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from decay_audit.errors import DecayAuditError, LimitExceededError, ModelLoadError
 from decay_audit.inventory import Inventory, OptimizerConfig, VariableRecord
@@ -56,19 +57,18 @@ def _decode(payload: dict) -> Inventory:
     # Positional, with the list fields converted in place: a keyword dict per record cost
     # twice as much (6,000 variables: 47 ms).
     tuple_positions = [i for i, name in enumerate(_RECORD_FIELDS) if name in _TUPLE_FIELDS]
-    records = []
+    records: list[VariableRecord] = []
     for row in payload["records"]:
         if len(row) != len(_RECORD_FIELDS):
             raise ValueError("reader sent a malformed record")
         for i in tuple_positions:
             row[i] = tuple(row[i])
         records.append(VariableRecord(*row))
-    records = tuple(records)
     optimizer = OptimizerConfig(*payload["optimizer"]) if payload.get("optimizer") else None
     return Inventory(
         source=payload["source"],
         loader=payload["loader"],
-        records=records,
+        records=tuple(records),
         notes=tuple(payload["notes"]),
         model_name=payload.get("model_name"),
         optimizer=optimizer,
@@ -149,7 +149,9 @@ class PendingLoad:
     def result(self) -> Inventory:
         if self._done is not None:
             return self._done()
-        return _collect(self.pid, self.read_fd, self.path, self.limits)
+        # Without ``done`` the child's pid and pipe were given (start_isolated); not narrowed with an
+        # assert, so a result() after cancel() fails as it did before.
+        return _collect(cast(int, self.pid), cast(int, self.read_fd), self.path, self.limits)
 
     def cancel(self) -> None:
         if self.pid is not None and self.read_fd is not None:

@@ -14,6 +14,7 @@ past the end or allocating what a header claims.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 VARINT = 0
 FIXED64 = 1
@@ -42,11 +43,13 @@ def read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
             raise ProtoDecodeError("varint longer than 10 bytes")
 
 
-def iter_fields(data: bytes | memoryview) -> Iterator[tuple[int, int, object]]:
+def iter_fields(data: object) -> Iterator[tuple[int, int, object]]:
     """Yield ``(field_number, wire_type, value)`` for one message.
 
     ``value`` is an int for varint/fixed fields and a memoryview for
     length-delimited ones (no copy: a 100 MB graph is sliced, not duplicated).
+    ``data`` is typed ``object`` because callers pass a field value straight
+    through; anything that is not bytes-like raises :class:`ProtoDecodeError`.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         # A field the schema says is a message arrived as a number (wrong wire type).
@@ -59,6 +62,7 @@ def iter_fields(data: bytes | memoryview) -> Iterator[tuple[int, int, object]]:
         field_number, wire_type = key >> 3, key & 7
         if field_number == 0:
             raise ProtoDecodeError("field number 0")
+        value: int | memoryview
         if wire_type == VARINT:
             value, pos = read_varint(view, pos)
         elif wire_type == LENGTH_DELIMITED:
@@ -105,7 +109,7 @@ def iter_packed_varints(value: object) -> Iterator[int]:
     if isinstance(value, int):  # an unpacked repeated field yields one element per occurrence
         yield value
         return
-    view = value
+    view = cast("bytes | memoryview", value)  # a length-delimited field: iter_fields yields a memoryview
     pos = 0
     while pos < len(view):
         item, pos = read_varint(view, pos)

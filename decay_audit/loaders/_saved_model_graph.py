@@ -88,7 +88,9 @@ def _functions(graph_def: Any, limits: Limits, subject: str) -> dict[str, dict[s
         for lib_number, _, fn_value in iter_fields(value):
             if lib_number != 1:  # FunctionDefLibrary.function
                 continue
-            name, args, consumers = "", [], {}
+            name = ""
+            args: list[str] = []
+            consumers: dict[str, list[tuple[str, int, str, str | None]]] = {}
             for fn_number, _, fn_field in iter_fields(fn_value):
                 if fn_number == 1:  # signature: OpDef{name=1, input_arg=2}
                     for sig_number, _, sig_value in iter_fields(fn_field):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
-from typing import BinaryIO
 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 _LOCAL_MAGIC = b"PK\x03\x04"
@@ -21,7 +20,7 @@ _LOCAL_MAGIC = b"PK\x03\x04"
 class MemberWindow(io.RawIOBase):
     """Bytes ``[start, start + size)`` of ``raw``, as a file of their own."""
 
-    def __init__(self, raw: BinaryIO, start: int, size: int):
+    def __init__(self, raw: io.BufferedIOBase, start: int, size: int):
         super().__init__()
         self._raw = raw
         self._start = start
@@ -75,7 +74,7 @@ class MemberWindow(io.RawIOBase):
         return count or 0
 
 
-def stored_member_window(raw: BinaryIO, info: zipfile.ZipInfo) -> MemberWindow | None:
+def stored_member_window(raw: io.BufferedIOBase, info: zipfile.ZipInfo) -> MemberWindow | None:
     """A window on ``info``'s bytes, or None when the member is compressed or encrypted."""
     if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
         return None

@@ -55,7 +55,7 @@ def load_keras_zip(path: Path, limits: Limits) -> Inventory:
                 window = stored_member_window(raw, weights_info)
             except zipfile.BadZipFile as exc:
                 raise ModelLoadError(subject, str(exc)) from None
-            notes = []
+            notes: list[str] = []
             if window is None:
                 source = _compressed_member(archive, weights_info, subject, notes)
             else:
@@ -67,7 +67,8 @@ def load_keras_zip(path: Path, limits: Limits) -> Inventory:
                 source.close()
     notes.extend(walker.notes)
     notes.extend(_unknown_class_notes(model_entry))
-    config = model_entry.get("config") if isinstance(model_entry.get("config"), Mapping) else {}
+    raw_config = model_entry.get("config")
+    config: Mapping[str, Any] = raw_config if isinstance(raw_config, Mapping) else {}
     return Inventory(
         source=subject,
         loader=LoaderName.KERAS_ZIP.value,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,8 @@ def _object_graph(data: Any, limits: Limits, subject: str) -> tuple[list[_Node],
             nodes.append(_saved_object(value))
             limits.check("max_objects", len(nodes), subject)
         elif number == 2:  # concrete_functions map entry
-            key, bound = "", []
+            key = ""
+            bound: list[int] = []
             for entry_number, _, entry_value in iter_fields(value):
                 if entry_number == 1:
                     key = as_text(entry_value)
@@ -336,8 +337,8 @@ def _record(
     owner: tuple[int, str] | None,
     layers: Mapping[int, dict[str, Any]],
     uses: tuple[str, ...],
-    frozen: set[int] = frozenset(),
-) -> VariableRecord:  # type: ignore[assignment]
+    frozen: Set[int] = frozenset(),
+) -> VariableRecord:
     variable = node.variable or {}
     name = variable.get("name") or ""
     name = name[:-2] if name.endswith(":0") else name

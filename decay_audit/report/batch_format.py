@@ -10,8 +10,8 @@ from decay_audit.results import BatchReport, ModelCounts
 HEADERS = ("model", "loader", "variables", "decayed", "excluded", "low conf", "findings", "status")
 
 
-def batch_rows(batch: BatchReport) -> list[tuple]:
-    rows = []
+def batch_rows(batch: BatchReport) -> list[tuple[object, ...]]:
+    rows: list[tuple[object, ...]] = []
     for item in batch.items:
         if item.report is None:
             rows.append((safe_text(item.path), "-", "", "", "", "", "", f"error: {safe_text(item.error)}"))

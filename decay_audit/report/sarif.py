@@ -203,7 +203,7 @@ def check_sarif(
             Result(
                 kind,
                 f"{finding.subject}: {finding.detail} ({result.target} rule)",
-                rules_location if on_rule_file else model_location,
+                rules_location if rules_location is not None and on_rule_file else model_location,
                 finding.subject,
                 "value" if kind in _PATTERN_KINDS or kind is FindingKind.POLICY else "variable",
                 (model_location,) if on_rule_file else (),
@@ -216,7 +216,7 @@ def check_sarif(
 # --- verify ------------------------------------------------------------------------------
 
 
-def verify_location(setup: str | None = None, model: str | os.PathLike | None = None) -> dict | None:
+def verify_location(setup: str | None = None, model: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
     """The set-up file at the line of its function (``train.py:make``), or the model file."""
     if setup:
         path, _, function = str(setup).rpartition(":")
@@ -232,7 +232,8 @@ def verify_sarif(
     location = verify_location(setup, model)
     if location is None:  # a live model from the Python API: the report's own description
         spec = report.setup if ":" in report.setup and report.setup.split(":")[0].endswith(".py") else None
-        location = verify_location(spec) if spec else physical(report.setup.split(" ")[0] or ".")
+        location = verify_location(spec) if spec else None
+        location = location or physical(report.setup.split(" ")[0] or ".")
     results = [
         Result(
             m.outcome,

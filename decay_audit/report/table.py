@@ -20,7 +20,7 @@ def _shape(variable: ScannedVariable) -> str:
 
 
 def _rows(report: ScanReport, cell: Callable[[object], str]) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     groups: dict[tuple[str | None, str | None], list[ScannedVariable]] = {}
     for variable in report.variables:
         groups.setdefault((variable.record.layer, variable.record.layer_class), []).append(variable)

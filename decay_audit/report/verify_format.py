@@ -82,6 +82,4 @@ def format_junit(report: VerifyReport) -> str:
             suite, "testcase", classname="decay-audit verify intent", name=safe_text(selector)
         )
         ElementTree.SubElement(case, "skipped", message="matches no variable")
-    return (
-        ElementTree.tostring(ElementTree.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True) + "\n"
-    )
+    return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"

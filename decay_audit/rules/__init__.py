@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from decay_audit.errors import OptionError
 from decay_audit.kinds import KerasBackend, TextEnum
@@ -23,7 +24,7 @@ class TargetName(TextEnum):
     OPTAX = "optax"
 
 
-TARGETS: dict[TargetName, type] = {
+TARGETS: dict[TargetName, Callable[[], Target]] = {
     TargetName.NATIVE: NativeTarget,
     TargetName.KERAS: Keras3Target,
     TargetName.TF_KERAS: TfKerasTarget,

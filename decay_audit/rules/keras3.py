@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from decay_audit import user_regex
 from decay_audit.errors import UsageError
@@ -79,6 +79,22 @@ def searched_name(record: VariableRecord, backend: str) -> str:
     return f"{record.path}:0" if backend == KerasBackend.TENSORFLOW else record.leaf
 
 
+class Position(TypedDict):
+    """A variable selected by its owning layer's path and its index in that layer's ``weights``."""
+
+    layer: str
+    index: int
+
+
+class KerasRule(TypedDict):
+    """The keras target's rule file, as parsed: every list present, possibly empty."""
+
+    exclude_var_names: list[str]
+    exclude_paths: list[str]
+    exclude_layers: list[str]
+    exclude_positions: list[Position]
+
+
 class Keras3Target:
     name = "keras"
     description = "Keras 3 optimizer.exclude_from_weight_decay(var_list=, var_names=)"
@@ -115,10 +131,10 @@ class Keras3Target:
             unexpressible=tuple(unexpressible),
         )
 
-    def parse(self, document: Any, subject: str) -> dict[str, list[str]]:
+    def parse(self, document: Any, subject: str) -> KerasRule:
         if not isinstance(document, dict):
             raise UsageError(subject, "rule file must be a JSON/YAML object")
-        rule = {
+        rule: KerasRule = {
             "exclude_var_names": require_list_of_strings(
                 document.get("exclude_var_names"), "exclude_var_names", subject
             ),
@@ -129,8 +145,13 @@ class Keras3Target:
         self._joined(rule["exclude_var_names"], subject)
         return rule
 
-    def from_var_names(self, names: Sequence[str]) -> dict[str, list[str]]:
-        rule = {"exclude_var_names": list(names), "exclude_paths": [], "exclude_layers": [], "exclude_positions": []}
+    def from_var_names(self, names: Sequence[str]) -> KerasRule:
+        rule: KerasRule = {
+            "exclude_var_names": list(names),
+            "exclude_paths": [],
+            "exclude_layers": [],
+            "exclude_positions": [],
+        }
         self._joined(rule["exclude_var_names"], "--var-names")
         return rule
 
@@ -140,7 +161,7 @@ class Keras3Target:
             compile_pattern(name, subject)
         return compile_pattern("|".join(set(names)), subject) if names else None
 
-    def apply(self, rule: dict[str, list[str]], records: Sequence[VariableRecord]) -> Applied:
+    def apply(self, rule: KerasRule, records: Sequence[VariableRecord]) -> Applied:
         joined = self._joined(rule["exclude_var_names"], "rule")
         listed = set(rule["exclude_paths"])
         layers = set(rule.get("exclude_layers", ()))
@@ -224,7 +245,7 @@ def _by_layer(
     return layers, positions, unexpressible
 
 
-def _positions(value: Any, subject: str) -> list[dict[str, Any]]:
+def _positions(value: Any, subject: str) -> list[Position]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(

@@ -35,7 +35,7 @@ class OptaxTarget:
         pairs = [(r, d) for r, d in zip(*decisions(report)) if r.trainable]
         return Emitted({"paths": [r.path for r, _ in pairs], "mask": [bool(d) for _, d in pairs]}, snippet=SNIPPET)
 
-    def parse(self, document: Any, subject: str) -> dict[str, list]:
+    def parse(self, document: Any, subject: str) -> dict[str, list[Any] | None]:
         if (
             not isinstance(document, dict)
             or not isinstance(document.get("mask"), list)
@@ -50,7 +50,7 @@ class OptaxTarget:
     def from_var_names(self, names: Sequence[str]) -> Any:
         raise OptionError("var_names", "the optax target takes a mask file (--rules), not names")
 
-    def apply(self, rule: dict[str, list], records: Sequence[VariableRecord]) -> Applied:
+    def apply(self, rule: dict[str, Any], records: Sequence[VariableRecord]) -> Applied:
         candidates = trainable(records)
         if len(rule["mask"]) != len(candidates):
             raise UsageError(

@@ -17,6 +17,7 @@ from decay_audit.findings import Finding, FindingKind
 from decay_audit.kinds import KerasBackend
 from decay_audit.results import CheckReport, PatternReport, RuleEmission, ScanReport, sample
 from decay_audit.rules import TargetName, get_target
+from decay_audit.rules.keras3 import Keras3Target
 
 
 def emit_rules(report: ScanReport, target: str | TargetName) -> RuleEmission:
@@ -110,7 +111,7 @@ def check_rules(
     findings.extend(report.saved_optimizer_findings())
     findings.extend(report.policy_override_findings())
     patterns = tuple(PatternReport(m.pattern, m.decays, m.paths) for m in applied.matches)
-    label = f"{target.value} ({tool.backend} backend)" if target is TargetName.KERAS else target.value
+    label = f"{target.value} ({tool.backend} backend)" if isinstance(tool, Keras3Target) else target.value
     return CheckReport(report.source, label, patterns, tuple(findings), tuple(sorted(applied.excluded)))
 
 

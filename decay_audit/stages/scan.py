@@ -6,8 +6,9 @@ from typing import Any
 
 from decay_audit.classify import classify
 from decay_audit.inventory import Inventory
+from decay_audit.kinds import Preset
 from decay_audit.loaders import DEFAULT_LIMITS, Limits, load
-from decay_audit.policy import Policy, Preset, apply_policy
+from decay_audit.policy import Policy, apply_policy
 from decay_audit.results import ScannedVariable, ScanReport
 
 

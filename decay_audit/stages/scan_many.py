@@ -12,10 +12,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from decay_audit.errors import DecayAuditError
+from decay_audit.kinds import Preset
 from decay_audit.loaders._pool import default_jobs, read_many
 from decay_audit.loaders.discover import Discovered
 from decay_audit.loaders.interface import DEFAULT_LIMITS, Limits
-from decay_audit.policy import Policy, Preset
+from decay_audit.policy import Policy
 from decay_audit.results import BatchItem, BatchReport
 from decay_audit.stages.scan import scan_inventory
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from decay_audit.errors import OptionError, UsageError
 from decay_audit.findings import Outcome
-from decay_audit.policy import Policy, Preset
+from decay_audit.kinds import Preset
+from decay_audit.policy import Policy
 from decay_audit.probe.setup import SetupError, Stage, TrainingSetup, at_stage, load_setup, setup_from_object
 from decay_audit.probe.verdict import judge
 from decay_audit.results import VerifyReport
