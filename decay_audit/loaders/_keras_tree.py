@@ -31,6 +31,7 @@ from decay_audit.knowledge.keras import (
     slots_for_count,
 )
 from decay_audit.knowledge.keras_hub import (
+    HubClass,
     builtin_slots,
     class_for_entry,
     classes_for_key,
@@ -84,10 +85,18 @@ def _is_group(obj: H5Node) -> bool:
     return not obj.is_dataset
 
 
+def _known_hub(class_id: str) -> HubClass:
+    """The table entry of an id known to be in the keras_hub table: ``_Layer.hub`` holds only ids
+    from ``class_for_entry`` or candidates checked against ``hub_class``."""
+    entry = hub_class(class_id)
+    assert entry is not None, class_id
+    return entry
+
+
 def _scopes(layer: _Layer) -> bool:
     """Whether sublayers' variable paths start with this layer's name (see NON_SCOPING_CONTAINERS)."""
     if layer.hub is not None:
-        return hub_class(layer.hub).scopes
+        return _known_hub(layer.hub).scopes
     if layer.entry is None and not layer.nested and "layers" in layer.group:
         return False  # weights-only file: a root ``layers`` list means a Functional/Sequential model
     if layer.class_name in NON_SCOPING_CONTAINERS and layer.builtin:
@@ -120,15 +129,16 @@ class KerasTreeWalker:
         class_name = model_entry.get("class_name") if isinstance(model_entry, Mapping) else None
         name = entry_name(model_entry) if model_entry else None
         hub = class_for_entry(model_entry)
-        if model_entry is None and _vars_name(root) and not _KERAS_MODEL_NAME.match(_vars_name(root)):
+        root_vars_name = _vars_name(root)
+        if model_entry is None and root_vars_name and not _KERAS_MODEL_NAME.match(root_vars_name):
             # Weights-only file: keras_hub models are named after their class (``bert_backbone``).
-            guesses = [c for c in classes_for_key(_vars_name(root)) if hub_class(c)]
+            guesses = [c for c in classes_for_key(root_vars_name) if hub_class(c)]
             hub = guesses[0] if len(guesses) == 1 else None
         model = _Layer(
             group=root,
             key="",
             name=name or _vars_name(root) or "model",
-            class_name=class_name if isinstance(class_name, str) else (hub_class(hub).name if hub else None),
+            class_name=class_name if isinstance(class_name, str) else (_known_hub(hub).name if hub else None),
             builtin=is_builtin_entry(model_entry),
             config=config,
             entry=model_entry,
@@ -168,7 +178,7 @@ class KerasTreeWalker:
         by_key = keras_keys(entries)
         nested = nested_entries(parent.config) if parent.hub is not None else {}
         prefix = None
-        if parent.hub is not None and parent.entry is not None and hub_class(parent.hub).prefixes:
+        if parent.hub is not None and parent.entry is not None and _known_hub(parent.hub).prefixes:
             prefix = f"{parent.name}_"
         for key in _ordered_keys(group, entries, by_key):
             child = group[key]
@@ -185,7 +195,7 @@ class KerasTreeWalker:
                 # layers; nested models it was given (a Task's backbone) are config entries.
                 entry = nested.get(key)
                 if entry is None:
-                    hub_parent = hub_class(parent.hub)
+                    hub_parent = _known_hub(parent.hub)
                     candidates = classes_for_key(key, _referenced_classes(parent.hub))
                     constants: Mapping[str, Any] = {}
                     if name and hub_parent.attribute_classes(name):
@@ -230,7 +240,7 @@ class KerasTreeWalker:
             self._walk_child(parent, key, group, None, scope, parents, vars_name)
             return
         hub = chosen if hub_class(chosen) is not None else None
-        class_name = hub_class(hub).name if hub else chosen
+        class_name = _known_hub(hub).name if hub else chosen
         self._walk(
             _Layer(
                 group=group,
@@ -307,7 +317,7 @@ class KerasTreeWalker:
                     _vars_name(group),
                 )
                 return
-        if (parent_class, key) in SUBLAYER_CLASS_BY_PARENT:
+        if parent_class is not None and (parent_class, key) in SUBLAYER_CLASS_BY_PARENT:
             fixed_class = SUBLAYER_CLASS_BY_PARENT[(parent_class, key)]
             derive = SUBLAYER_CONFIG_BY_PARENT.get((parent_class, key))
             config = derive(parent.config) if derive else parent.config
@@ -430,6 +440,7 @@ class KerasTreeWalker:
         """A public Keras layer class this table does not know (newer Keras): build it, alone,
         from its config and build_config, to learn its variable order. Keras' own code only:
         the class comes from ``keras.layers`` and is deserialised with safe_mode=True."""
+        assert layer.entry is not None  # the one caller checks it
         try:
             from decay_audit.loaders._isolate import allow_tensorflow_import
             from decay_audit.quiet_tensorflow import import_tensorflow
@@ -491,9 +502,9 @@ def _fit(candidates: list[str] | tuple[str, ...], group: Any) -> str | None:
         fitting = [
             c
             for c in candidates
-            if hub_class(c) is not None
+            if (hub_entry := hub_class(c)) is not None
             and children
-            <= {k.lstrip("_") for k in hub_class(c).sublayers} | set(hub_class(c).sublayers) | set(hub_class(c).lists)
+            <= {k.lstrip("_") for k in hub_entry.sublayers} | set(hub_entry.sublayers) | set(hub_entry.lists)
         ]
         candidates = fitting or candidates
     for candidate in candidates:
@@ -548,7 +559,8 @@ def _ordered_keys(group: Any, entries: list[Mapping[str, Any]], by_key: Mapping[
     ordered: list[str] = []
     placed: set[str] = set()
     for entry in entries:
-        key = by_name_key.get(entry_name(entry))
+        entry_key_name = entry_name(entry)
+        key = by_name_key.get(entry_key_name) if entry_key_name is not None else None
         if key is None:
             key = key_of_entry.get(id(entry))
         if key is not None and key in group and key not in placed:

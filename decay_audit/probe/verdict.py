@@ -51,9 +51,9 @@ def judge(run: ProbeRun, expected: dict[str, tuple[bool, str]]) -> list[Measurem
                 present_sources.setdefault(effect.source, []).append((effect, delta.weight))
         coupled_step_count = sum(1 for d in deltas if d.coupled_present)
         ratios, rate_off = [], []
-        for source, hits in present_sources.items():
+        for source, source_hits in present_sources.items():
             value_dependent = any(name in run.sources[source].owner for name in VALUE_DEPENDENT_UPDATES)
-            for effect, weight in hits:
+            for effect, weight in source_hits:
                 ratio = _ratio(effect, weight)
                 if ratio is None:
                     continue

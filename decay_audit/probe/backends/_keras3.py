@@ -114,7 +114,7 @@ def positional_labels(optimizers: Sequence[Any]) -> dict[int, str]:
 
 
 def regularizer_text(regularizer: Any) -> tuple[str, float]:
-    config = {}
+    config: dict[str, Any] = {}
     try:
         config = regularizer.get_config() or {}
     except (AttributeError, NotImplementedError, TypeError):

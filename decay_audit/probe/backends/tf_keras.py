@@ -134,7 +134,7 @@ def variable_path(variable: Any) -> str:
 def _random_generators(model: Any) -> list[Any]:
     """tf_keras Dropout draws from a per-layer ``tf.random.Generator`` whose state is not in
     ``model.variables``: twins with different masks would fake decay on every variable."""
-    generators = []
+    generators: list[Any] = []
     for layer in model._flatten_layers(include_self=True, recursive=True):
         generator = getattr(layer, "_random_generator", None)
         if generator is not None and hasattr(generator, "_maybe_init") and all(g is not generator for g in generators):
@@ -194,10 +194,10 @@ class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
                                 "where it reaches _prepare_local's coefficients"
                             )
                 else:
-                    value = nonzero_float(getattr(optimizer, "weight_decay", None))
-                    if value is not None:
+                    decay = nonzero_float(getattr(optimizer, "weight_decay", None))
+                    if decay is not None:
                         variable = tf.Variable(
-                            value, dtype=tf.float32, trainable=False, name="decay_audit_weight_decay"
+                            decay, dtype=tf.float32, trainable=False, name="decay_audit_weight_decay"
                         )
                         restore.append((optimizer, "weight_decay", optimizer.weight_decay, True))
                         optimizer.weight_decay = variable
@@ -206,10 +206,10 @@ class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
                                 SourceKind.DECOUPLED,
                                 labels[id(optimizer)],
                                 "weight_decay",
-                                value,
+                                decay,
                                 None,
                                 optimizer,
-                                VariableKnob(variable, value),
+                                VariableKnob(variable, decay),
                             )
                         )
             for generator in _random_generators(setup.model):

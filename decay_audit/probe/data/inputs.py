@@ -173,8 +173,8 @@ def _tables_within(layer: Any) -> int | None:
     Keras 3 never records as a graph node). A nested functional graph is traced through instead."""
     if _graph_inputs(layer) is not None:
         return None
-    sizes = [_table_size(layer)] + [_table_size(inner) for inner in _sublayers(layer)]
-    sizes = [size for size in sizes if size is not None]
+    all_sizes = [_table_size(layer)] + [_table_size(inner) for inner in _sublayers(layer)]
+    sizes = [size for size in all_sizes if size is not None]
     return min(sizes) if sizes else None
 
 

@@ -33,8 +33,8 @@ def signature_inputs(model: Any, batch_size: int, rng: np.random.Generator) -> A
         return None
     config = getattr(model, "config", None)
     length = min(8, int(getattr(config, "max_position_embeddings", 8) or 8))
-    tables = [getattr(layer, "input_dim", None) for layer in model._flatten_layers(include_self=False)]
-    tables = [t for t in tables if isinstance(t, int) and t > 0]
+    dims = [getattr(layer, "input_dim", None) for layer in model._flatten_layers(include_self=False)]
+    tables = [t for t in dims if isinstance(t, int) and t > 0]
     vocabulary = max(int(getattr(config, "vocab_size", 0) or (min(tables) if tables else 2)), 1)
 
     def make(spec: Any, key: str) -> np.ndarray:
@@ -66,7 +66,7 @@ def own_loss_labels(model: Any, x: Any, rng: np.random.Generator) -> np.ndarray 
         for v in (prediction.values() if isinstance(prediction, dict) else [prediction])
         if v is not None and hasattr(v, "shape")
     ]
-    logits = (
+    logits: Any = (  # a tensor: the "logits" entry is checked to be there
         prediction.get("logits")
         if isinstance(prediction, dict) and prediction.get("logits") is not None
         else outputs[0]
