@@ -42,6 +42,7 @@ def _decay_audit_lines(script: str) -> list[list[str]]:
         r'"\$TARGET"': "keras",
         r'"\$RULES"': "rules.json",
         r'"\$SETUP"': "train.py:make",
+        r'\$\{(scan|check|verify)_args\[@\]\+"\$\{\1_args\[@\]\}"\}': "",  # pass-through, empty by default
     }
     commands = []
     for line in script.splitlines():
@@ -73,6 +74,9 @@ def test_action_inputs_referenced_exist_and_commands_are_real():
     for command in commands:
         _parse_cli(command)
         assert command[command.index("--format") + 1] == "sarif"
+        assert "--strict" not in command  # only when the user passes it (scan-args, check-args, verify-args)
+    setup_python = next(step for step in ACTION["runs"]["steps"] if "setup-python" in step.get("uses", ""))
+    assert inputs["python-version"]["default"] == "" and "inputs.python-version != ''" in setup_python["if"]
     steps_ids = set(re.findall(r"steps\.([a-z-]+)\.outputs", text))
     assert steps_ids <= {s.get("id") for s in ACTION["runs"]["steps"]}
 
@@ -105,12 +109,12 @@ def _run_audit_step(tmp_path: Path, **inputs: str) -> tuple[subprocess.Completed
     values.update(inputs)
     env = {
         **os.environ,
-        "PATH": f"{_shim(tmp_path)}:{os.environ['PATH']}",
         "TF_CPP_MIN_LOG_LEVEL": "3",
         "GITHUB_OUTPUT": str(tmp_path / "github_output"),
     }
+    values["steps.install.outputs.bin"] = str(_shim(tmp_path))  # what the install step reports
     for name, expression in AUDIT_STEP["env"].items():
-        env[name] = re.sub(r"\$\{\{\s*inputs\.([A-Za-z0-9_-]+)\s*\}\}", lambda m: values[m.group(1)], expression)
+        env[name] = re.sub(r"\$\{\{\s*(?:inputs\.)?([A-Za-z0-9_.-]+)\s*\}\}", lambda m: values[m.group(1)], expression)
     result = subprocess.run(
         ["bash", "-e", "-c", AUDIT_STEP["run"]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
@@ -143,13 +147,66 @@ def test_action_script_runs_and_writes_one_sarif_per_command(tmp_path):
     assert all(p.stat().st_size > 0 for p in (tmp_path / "decay-audit-sarif").iterdir())  # no empty logs to upload
 
 
+def test_action_passes_extra_arguments_through_and_adds_no_strict_of_its_own(tmp_path):
+    (tmp_path / "models").mkdir()
+    shutil.copy(SAMPLES / "subclassed.keras", tmp_path / "models" / "custom.keras")  # low-confidence verdicts
+    default, _ = _run_audit_step(tmp_path, models="models/custom.keras")
+    assert "(--strict)" not in default.stdout + default.stderr
+    strict, outputs = _run_audit_step(tmp_path, models="models/custom.keras", **{"scan-args": "--strict"})
+    assert outputs["exit-code"] == "1", strict.stdout + strict.stderr
+    assert "(--strict)" in strict.stderr
+
+
+INSTALL_STEP = next(step for step in ACTION["runs"]["steps"] if step.get("id") == "install")
+
+
+def _run_install_step(tmp_path: Path, setup: str) -> tuple[list[str], str]:
+    """The install step with ``python`` standing in for the job's: ``python -m ...`` is recorded, not
+    run (no package index needed), anything else goes to this interpreter."""
+    bin_dir = tmp_path / "job-bin"
+    bin_dir.mkdir(exist_ok=True)
+    log = tmp_path / "python-m.log"
+    log.unlink(missing_ok=True)
+    fake = bin_dir / "python"
+    fake.write_text(
+        f'#!/bin/sh\nif [ "$1" = "-m" ]; then echo "$@" >> {shlex.quote(str(log))}; exit 0; fi\n'
+        f'exec {shlex.quote(sys.executable)} "$@"\n'
+    )
+    fake.chmod(0o755)
+    action_path = str(tmp_path / "action")
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "ACTION_PATH": action_path,
+        "SETUP": setup,
+        "GITHUB_OUTPUT": str(tmp_path / "install_output"),
+    }
+    assert set(INSTALL_STEP["env"]) == {"ACTION_PATH", "SETUP"}
+    assert INSTALL_STEP["env"]["ACTION_PATH"] == "${{ github.action_path }}"
+    assert INSTALL_STEP["env"]["SETUP"] == "${{ inputs.setup }}"
+    subprocess.run(["bash", "-e", "-c", INSTALL_STEP["run"]], env=env, check=True, capture_output=True, timeout=60)
+    output = dict(line.split("=", 1) for line in (tmp_path / "install_output").read_text().split())
+    return log.read_text().splitlines(), output["bin"]
+
+
+def test_action_installs_its_own_code_with_only_the_extras_the_commands_need(tmp_path):
+    pip_scan, bin_dir = _run_install_step(tmp_path, setup="")
+    action_path = str(tmp_path / "action")
+    assert pip_scan == [f"-m pip install --quiet --disable-pip-version-check {action_path}"]  # no TensorFlow
+    assert Path(bin_dir) == Path(sys.executable).parent  # the job's Python: this venv, not a new one
+    pip_verify, _ = _run_install_step(tmp_path, setup="train.py:make")
+    assert pip_verify == [f"-m pip install --quiet --disable-pip-version-check {action_path}[verify]"]
+    assert re.search(r"(?m)^verify = \[", (REPO / "pyproject.toml").read_text())  # the extra the step names
+
+
 def test_hooks_are_declared_with_real_commands():
     by_id = {hook["id"]: hook for hook in HOOKS}
     assert set(by_id) == {"decay-audit-scan", "decay-audit-check"}
     scan = shlex.split(by_id["decay-audit-scan"]["entry"])
     assert scan[0] == "decay-audit"
     _parse_cli(scan[1:] + ["model.keras"])
-    assert "--strict" in scan
+    _parse_cli(scan[1:] + ["--strict", "model.keras"])  # what a user's args: [--strict] makes of it
+    assert "--strict" not in scan  # the user's choice, through args
     for name in ("m.keras", "dir/m.h5", "export/saved_model.pb"):
         assert re.search(by_id["decay-audit-scan"]["files"], name), name
     assert not re.search(by_id["decay-audit-scan"]["files"], "train.py")
@@ -179,8 +236,8 @@ PRE_COMMIT = shutil.which("pre-commit") or (shutil.which("pre-commit", path=str(
 @pytest.mark.slow
 @pytest.mark.skipif(PRE_COMMIT is None or shutil.which("git") is None, reason="needs pre-commit and git")
 def test_pre_commit_try_repo_runs_both_hooks(tmp_path):
-    """pre-commit builds its own environment for the hooks: dependencies come from this interpreter's
-    site-packages (PIP_NO_DEPS + PYTHONPATH), so the test installs only decay-audit itself."""
+    """pre-commit builds the hooks' environment itself, from the package index, as on a user's
+    machine: the light install (no TensorFlow, Keras or pandas), a few seconds instead of minutes."""
     work = tmp_path / "project"
     (work / "models").mkdir(parents=True)
     (work / "training").mkdir()
@@ -190,59 +247,45 @@ def test_pre_commit_try_repo_runs_both_hooks(tmp_path):
     git = ["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", "-c", "commit.gpgsign=false"]
     subprocess.run(["git", "init", "-q"], cwd=work, check=True)
     subprocess.run(git + ["add", "-A"], cwd=work, check=True)
-    import site
-
-    site_packages = ":".join(site.getsitepackages())
+    drop = {"PYTHONPATH", "PIP_NO_DEPS", "VIRTUAL_ENV"}
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in drop},
         "PRE_COMMIT_HOME": str(tmp_path / "cache"),
-        "PIP_NO_DEPS": "1",
-        "PYTHONPATH": site_packages,
         "TF_CPP_MIN_LOG_LEVEL": "3",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
 
     shadow, rev = _shadow_commit(REPO, tmp_path)  # try-repo reads a commit: the hooks file may be uncommitted
 
-    def try_repo(hook: str) -> subprocess.CompletedProcess:
-        config = [PRE_COMMIT, "try-repo", str(shadow), hook, "--ref", rev, "--all-files", "--verbose"]
-        return subprocess.run(config, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    def pre_commit(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([PRE_COMMIT, *args], cwd=work, env=env, capture_output=True, text=True, timeout=600)
 
-    scan = try_repo("decay-audit-scan")
-    assert scan.returncode == 1, scan.stdout + scan.stderr  # the custom-class model has low-confidence verdicts
-    assert "custom.keras" in scan.stdout and "seed.keras" in scan.stdout
-    assert "low-confidence or conflicting verdicts or dead overrides in 2 models (--strict)" in scan.stdout
-    (work / "models" / "custom.keras").unlink()
-    subprocess.run(git + ["add", "-A"], cwd=work, check=True)
-    assert try_repo("decay-audit-scan").returncode == 0
-    # the check hook needs the model: with args from a config (try-repo takes none), run it the way the hook does
+    scan = pre_commit("try-repo", str(shadow), "decay-audit-scan", "--ref", rev, "--all-files", "--verbose")
+    assert "custom.keras" in scan.stdout and "seed.keras" in scan.stdout, scan.stdout + scan.stderr
+    assert "(--strict)" not in scan.stdout  # the hook adds no --strict of its own
+    # args come from a config (try-repo takes none): --strict for scan, the model for check
     config = work / ".pre-commit-config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "repos": [
-                    {
-                        "repo": str(shadow),
-                        "rev": rev,
-                        "hooks": [
-                            {"id": "decay-audit-check", "args": ["--model", "models/seed.keras", "--target", "keras"]}
-                        ],
-                    }
-                ]
-            }
-        )
-    )
+    hooks = [
+        {"id": "decay-audit-scan", "args": ["--strict"]},
+        {"id": "decay-audit-check", "args": ["--model", "models/seed.keras", "--target", "keras"]},
+    ]
+    config.write_text(yaml.safe_dump({"repos": [{"repo": str(shadow), "rev": rev, "hooks": hooks}]}))
     subprocess.run(git + ["add", "-A"], cwd=work, check=True)
-    checked = subprocess.run(
-        [PRE_COMMIT, "run", "decay-audit-check", "--all-files", "--verbose"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    strict = pre_commit("run", "decay-audit-scan", "--all-files", "--verbose")
+    assert strict.returncode == 1, strict.stdout + strict.stderr  # the custom-class model has low-confidence verdicts
+    assert "low-confidence or conflicting verdicts or dead overrides in 2 models (--strict)" in strict.stdout
+    checked = pre_commit("run", "decay-audit-check", "--all-files", "--verbose")
     assert checked.returncode == 1, checked.stdout + checked.stderr
     assert "over-broad" in checked.stdout and "dense2" in checked.stdout  # 'dense2' also excludes its kernel
+    (work / "models" / "custom.keras").unlink()
+    subprocess.run(git + ["add", "-A"], cwd=work, check=True)
+    assert pre_commit("run", "decay-audit-scan", "--all-files").returncode == 0
+
+    environments = list((tmp_path / "cache").glob("repo*/py_env-*/lib/python*/site-packages"))
+    assert len(environments) == 1  # both hooks share the one environment
+    installed = {p.name.lower() for p in environments[0].iterdir()}
+    assert {"h5py", "numpy", "decay_audit"} <= installed
+    assert not installed & {"tensorflow", "keras", "pandas"}
 
 
 def _shadow_commit(repo: Path, tmp_path: Path) -> tuple[Path, str]:

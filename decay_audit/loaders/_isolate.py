@@ -8,6 +8,13 @@ TensorFlow, whose threads make fork unsafe; otherwise it is spawned. Its address
 capped, and the parent waits at most ``read_seconds``.
 
 The child sends back JSON, not pickles: nothing crossing the boundary is executable.
+
+Not every platform has both pieces. Without ``os.fork`` (Windows) the file is read in this
+process, on this thread: the declared-size checks every loader makes before reading still
+hold, but there is no wall-clock limit, no address-space cap and no shelter from a crash in
+libhdf5 (a thread could not be killed on a hang either, so none is started). Without a
+working ``RLIMIT_AS`` (no ``resource`` module; macOS, whose kernel refuses or ignores it) the
+child is still forked and timed, only uncapped. ``unenforced_limits()`` names what is missing.
 """
 
 from __future__ import annotations
@@ -16,18 +23,76 @@ import dataclasses
 import gc
 import json
 import os
-import resource
 import select
 import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import cast
 
 from decay_audit.errors import DecayAuditError, LimitExceededError, ModelLoadError
 from decay_audit.inventory import Inventory, OptimizerConfig, VariableRecord
 from decay_audit.loaders.interface import Limits
+
+
+def _optional_resource() -> ModuleType | None:
+    """``resource`` is POSIX-only; its absence (Windows) costs the address-space cap, nothing else."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource
+
+
+_resource = _optional_resource()
+
+NO_MEMORY_CAP = "the address-space cap (memory-mib)"
+NO_TIME_LIMIT = "the wall-clock read limit (read-seconds)"
+NO_CRASH_ISOLATION = "isolation from a crash or hang in libhdf5"
+
+
+def can_fork() -> bool:
+    """Whether a reader can be a forked child (checked per call, so a test can take fork away)."""
+    return hasattr(os, "fork")
+
+
+def _can_cap_memory() -> bool:
+    """macOS has RLIMIT_AS but its kernel refuses it (ValueError) or ignores it: not tried there."""
+    return _resource is not None and sys.platform != "darwin"
+
+
+def unenforced_limits() -> tuple[str, ...]:
+    """The bounds a file read on this platform goes without (empty on Linux)."""
+    if not can_fork():
+        return (NO_MEMORY_CAP, NO_TIME_LIMIT, NO_CRASH_ISOLATION)
+    return () if _can_cap_memory() else (NO_MEMORY_CAP,)
+
+
+def _cap_address_space(mib: int) -> bool:
+    """Lower the soft RLIMIT_AS; False where the platform has no such limit or refuses it, so the
+    read goes on uncapped instead of failing."""
+    if _resource is None or not _can_cap_memory():
+        return False
+    try:
+        _, hard = _resource.getrlimit(_resource.RLIMIT_AS)
+        _resource.setrlimit(_resource.RLIMIT_AS, (mib << 20, hard))  # soft: see allow_tensorflow_import
+    except (ValueError, OSError, AttributeError):
+        return False
+    return True
+
+
+def _out_of_memory(limits: Limits, capped: bool) -> str:
+    if capped:
+        return f"reading needed more than {limits.max_memory_mib} MiB (raise it with --limit memory-mib=N)"
+    return "reading ran out of memory (no address-space cap on this platform to stop it sooner)"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return f"unreadable ({type(exc).__name__}: {text})"
+
 
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(VariableRecord))
 _TUPLE_FIELDS = frozenset({"shape", "parent_classes", "graph_uses"})
@@ -81,28 +146,16 @@ def _child(loader: Callable[[Path, Limits], Inventory], path: Path, limits: Limi
     # thousands of containers: the cyclic collector only re-scans them (a 6,000-variable model's
     # read spent about a third of its time in it, CPython 3.11). Reference counting still frees.
     gc.disable()
+    capped = False
     try:
-        memory = limits.max_memory_mib << 20
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        resource.setrlimit(resource.RLIMIT_AS, (memory, hard))  # soft: see allow_tensorflow_import
+        capped = _cap_address_space(limits.max_memory_mib)
         payload = encode_inventory(loader(path, limits))
     except DecayAuditError as exc:
         payload = json.dumps({"error": [type(exc).__name__, exc.subject, exc.problem]}).encode()
     except MemoryError:
-        payload = json.dumps(
-            {
-                "error": [
-                    "LimitExceededError",
-                    str(path),
-                    f"reading needed more than {limits.max_memory_mib} MiB (raise it with --limit memory-mib=N)",
-                ]
-            }
-        ).encode()
+        payload = json.dumps({"error": ["LimitExceededError", str(path), _out_of_memory(limits, capped)]}).encode()
     except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        payload = json.dumps(
-            {"error": ["ModelLoadError", str(path), f"unreadable ({type(exc).__name__}: {text})"]}
-        ).encode()
+        payload = json.dumps({"error": ["ModelLoadError", str(path), _one_line(exc)]}).encode()
         code = 1
     view = memoryview(payload)
     while view:
@@ -120,10 +173,16 @@ def allow_tensorflow_import() -> None:
     (ConvNeXtBase: 48 MiB). The one reader path that imports it (building a public Keras
     layer class to learn its variable order) raises the soft cap for that import only;
     parsing the file itself stays under ``memory-mib``."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    wanted = TENSORFLOW_IMPORT_MIB << 20
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_AS, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
+    if _resource is None:
+        return
+    try:
+        soft, hard = _resource.getrlimit(_resource.RLIMIT_AS)
+        wanted = TENSORFLOW_IMPORT_MIB << 20
+        if soft != _resource.RLIM_INFINITY and soft < wanted:
+            infinite = hard == _resource.RLIM_INFINITY
+            _resource.setrlimit(_resource.RLIMIT_AS, (wanted if infinite else min(wanted, hard), hard))
+    except (ValueError, OSError, AttributeError):
+        return
 
 
 _ERRORS = {"LimitExceededError": LimitExceededError, "ModelLoadError": ModelLoadError}
@@ -162,8 +221,12 @@ class PendingLoad:
 
 
 def start_isolated(loader: Callable[[Path, Limits], Inventory], path: Path, limits: Limits) -> PendingLoad:
-    if not hasattr(os, "fork") or limits.read_seconds <= 0:
+    """A forked reader where the platform can fork; else an in-process read (see the module doc).
+    ``read-seconds=0`` also reads in-process, raising what the loader raises (the fuzzers rely on it)."""
+    if limits.read_seconds <= 0:
         return PendingLoad(path, limits, done=lambda: loader(path, limits))
+    if not can_fork():
+        return PendingLoad(path, limits, done=lambda: read_in_process(loader, path, limits))
     if "tensorflow" in sys.modules:
         return PendingLoad(path, limits, done=lambda: _load_spawned(loader, path, limits))
     read_fd, write_fd = os.pipe()
@@ -175,6 +238,24 @@ def start_isolated(loader: Callable[[Path, Limits], Inventory], path: Path, limi
         _child(loader, path, limits, write_fd)
     os.close(write_fd)
     return PendingLoad(path, limits, pid, read_fd)
+
+
+def read_in_process(loader: Callable[[Path, Limits], Inventory], path: Path, limits: Limits) -> Inventory:
+    """The read a forked child would do, here: every failure is the same one-line error the child
+    would send. No thread: a read that hangs inside libhdf5 could not be stopped from one anyway."""
+    collecting = gc.isenabled()
+    gc.disable()  # as in the child; restored, since this process goes on after the read
+    try:
+        return loader(path, limits)
+    except DecayAuditError:
+        raise
+    except MemoryError:
+        raise LimitExceededError(str(path), _out_of_memory(limits, capped=False)) from None
+    except Exception as exc:  # noqa: BLE001 - one line, as the child would report it
+        raise ModelLoadError(str(path), _one_line(exc)) from None
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def load_isolated(loader: Callable[[Path, Limits], Inventory], path: Path, limits: Limits) -> Inventory:

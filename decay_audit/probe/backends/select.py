@@ -19,18 +19,36 @@ BACKEND_MODULES: dict[KerasBackend, str] = {backend: backend.value for backend i
 """Keras backend -> the package that must be importable for it (each is named as its backend)."""
 
 
+VERIFY_EXTRA = "'decay-audit[verify]'"
+"""What ``pip install`` needs for verify: a plain ``pip install decay-audit`` has no TensorFlow or Keras."""
+
+_INSTALL: dict[KerasBackend, str] = {
+    KerasBackend.TENSORFLOW: VERIFY_EXTRA,
+    KerasBackend.JAX: "jax[cpu]",
+    KerasBackend.TORCH: "torch",
+}
+"""What to install for a backend's framework; jax and torch are the user's choice of build, not an extra."""
+
+
+def not_installed(backend: KerasBackend) -> str | None:
+    """Why ``backend`` cannot train here, naming what to install, or None: its framework and Keras 3
+    are both found (``find_spec``: nothing imported, so the backend is still free to choose)."""
+    if importlib.util.find_spec(BACKEND_MODULES[backend]) is None:
+        return f"{backend.value} is not installed: cannot probe on it (pip install {_INSTALL[backend]})"
+    if importlib.util.find_spec("keras") is None:
+        return f"keras is not installed: verify runs Keras 3 (pip install {VERIFY_EXTRA})"
+    return None
+
+
 def choose_backend(requested: str | None) -> KerasBackend:
     """The backend to run on; sets ``KERAS_BACKEND`` (before any Keras import) and returns it."""
     name = (requested or os.environ.get("KERAS_BACKEND") or KerasBackend.TENSORFLOW.value).lower()
     if name not in BACKEND_MODULES:
         raise OptionError("backend", f"unknown backend {name!r} (one of {', '.join(BACKEND_MODULES)})")
     backend = KerasBackend(name)
-    if importlib.util.find_spec(BACKEND_MODULES[backend]) is None:
-        raise OptionError(
-            "backend",
-            f"{name} is not installed: cannot probe on it "
-            f"(pip install {'jax[cpu]' if backend is KerasBackend.JAX else name})",
-        )
+    problem = not_installed(backend)
+    if problem is not None:
+        raise OptionError("backend", problem)
     keras = sys.modules.get("keras")
     if keras is not None and hasattr(keras, "backend") and keras.backend.backend() != name:
         raise OptionError(
