@@ -89,14 +89,6 @@ def trainable(records: Sequence[VariableRecord]) -> list[VariableRecord]:
     return [r for r in records if r.trainable]
 
 
-def require_list_of_strings(value: Any, key: str, subject: str) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise UsageError(subject, f"{key!r} must be a list of strings")
-    return list(value)
-
-
 def decisions(report: ScanReport) -> tuple[list[VariableRecord], list[bool]]:
     """Every variable of a scan and whether the policy decays it, in the inventory's order."""
     return [v.record for v in report.variables], [v.decision.decay for v in report.variables]

@@ -40,6 +40,7 @@ from typing import Any, TypedDict
 
 from decay_audit import user_regex
 from decay_audit.errors import UsageError
+from decay_audit.files import validate
 from decay_audit.inventory import VariableRecord
 from decay_audit.kinds import KerasBackend
 from decay_audit.results import Emitted, ScanReport
@@ -49,7 +50,6 @@ from decay_audit.rules.interface import (
     compile_pattern,
     decisions,
     exclusions,
-    require_list_of_strings,
     trainable,
 )
 
@@ -132,15 +132,14 @@ class Keras3Target:
         )
 
     def parse(self, document: Any, subject: str) -> KerasRule:
-        if not isinstance(document, dict):
-            raise UsageError(subject, "rule file must be a JSON/YAML object")
+        """A rule file's document, validated against ``keras-rules.schema.json`` (an unknown key
+        is an error, not an empty list); absent lists are empty."""
+        validate(document, "keras-rules", subject)
         rule: KerasRule = {
-            "exclude_var_names": require_list_of_strings(
-                document.get("exclude_var_names"), "exclude_var_names", subject
-            ),
-            "exclude_paths": require_list_of_strings(document.get("exclude_paths"), "exclude_paths", subject),
-            "exclude_layers": require_list_of_strings(document.get("exclude_layers"), "exclude_layers", subject),
-            "exclude_positions": _positions(document.get("exclude_positions"), subject),
+            "exclude_var_names": list(document.get("exclude_var_names", [])),
+            "exclude_paths": list(document.get("exclude_paths", [])),
+            "exclude_layers": list(document.get("exclude_layers", [])),
+            "exclude_positions": _positions(document.get("exclude_positions", []), subject),
         }
         self._joined(rule["exclude_var_names"], subject)
         return rule
@@ -204,7 +203,10 @@ def _owner(record: VariableRecord) -> str:
 
 def _owned_positions(records: Sequence[VariableRecord]) -> dict[int, tuple[str, int]]:
     """Each record's (layer path, index among the variables that layer path owns), in inventory
-    order, which for a Keras file is the save order: what the snippet's ``owned`` lists hold."""
+    order: what the snippet's ``owned`` lists hold, since Keras readers list a layer's variables in
+    the ``model.weights`` order of the model ``load_model`` rebuilds. That is not always the file's
+    order: a quantized Dense saves kernel, bias, kernel_scale but loads as bias, kernel,
+    kernel_scale (trainable first), and LoRA factors are not stored at all."""
     counters: dict[str, int] = {}
     place = {}
     for record in records:
@@ -245,15 +247,9 @@ def _by_layer(
     return layers, positions, unexpressible
 
 
-def _positions(value: Any, subject: str) -> list[Position]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(
-        isinstance(v, dict)
-        and isinstance(v.get("layer"), str)
-        and isinstance(v.get("index"), int)
-        and not isinstance(v.get("index"), bool)
-        for v in value
-    ):
-        raise UsageError(subject, "'exclude_positions' must be a list of {layer: str, index: int}")
+def _positions(value: list[dict[str, Any]], subject: str) -> list[Position]:
+    """The schema's ``integer`` also admits ``1.0``; a position indexes a Python list, so an int it is."""
+    for number, position in enumerate(value):
+        if not isinstance(position["index"], int):
+            raise UsageError(subject, f"exclude_positions/{number}/index: {position['index']!r} is not a whole number")
     return [{"layer": v["layer"], "index": v["index"]} for v in value]

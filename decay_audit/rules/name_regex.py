@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from decay_audit import user_regex
-from decay_audit.errors import UsageError
+from decay_audit.files import validate
 from decay_audit.inventory import VariableRecord
 from decay_audit.results import Emitted, ScanReport
 from decay_audit.rules.interface import (
@@ -28,7 +28,6 @@ from decay_audit.rules.interface import (
     compile_pattern,
     decisions,
     exclusions,
-    require_list_of_strings,
     trainable,
 )
 
@@ -68,10 +67,9 @@ class TfKerasTarget:
         return Emitted({"exclude_var_names": patterns}, snippet=snippet, unexpressible=tuple(unexpressible))
 
     def parse(self, document: Any, subject: str) -> list[str]:
-        if not isinstance(document, dict):
-            raise UsageError(subject, "rule file must be a JSON/YAML object")
-        names = require_list_of_strings(document.get("exclude_var_names"), "exclude_var_names", subject)
-        return self.from_var_names(names, subject)
+        """A rule file's document, validated against ``tf-keras-rules.schema.json``."""
+        validate(document, "tf-keras-rules", subject)
+        return self.from_var_names(document["exclude_var_names"], subject)
 
     def from_var_names(self, names: Sequence[str], subject: str = "--var-names") -> list[str]:
         for name in names:
@@ -102,12 +100,10 @@ class ModelGardenTarget:
         )
 
     def parse(self, document: Any, subject: str) -> dict[str, list[str]]:
-        if not isinstance(document, dict):
-            raise UsageError(subject, "rule file must be a JSON/YAML object")
-        rule = {
-            key: require_list_of_strings(document.get(key), key, subject)
-            for key in ("exclude_from_weight_decay", "include_in_weight_decay")
-        }
+        """A rule file's document, validated against ``model-garden-rules.schema.json``; an
+        absent or null list (the optimizer config's default) is empty."""
+        validate(document, "model-garden-rules", subject)
+        rule = {key: list(document.get(key) or []) for key in ("exclude_from_weight_decay", "include_in_weight_decay")}
         for pattern in rule["exclude_from_weight_decay"] + rule["include_in_weight_decay"]:
             compile_pattern(pattern, subject)
         return rule

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from decay_audit.errors import OptionError, UsageError
+from decay_audit.files import validate
 from decay_audit.inventory import VariableRecord
 from decay_audit.results import Emitted, ScanReport
 from decay_audit.rules.interface import Applied, Match, decisions, trainable
@@ -36,15 +37,11 @@ class OptaxTarget:
         return Emitted({"paths": [r.path for r, _ in pairs], "mask": [bool(d) for _, d in pairs]}, snippet=SNIPPET)
 
     def parse(self, document: Any, subject: str) -> dict[str, list[Any] | None]:
-        if (
-            not isinstance(document, dict)
-            or not isinstance(document.get("mask"), list)
-            or not all(isinstance(m, bool) for m in document["mask"])
-        ):
-            raise UsageError(subject, "an optax rule file needs 'mask': a list of booleans")
+        """A mask file's document, validated against ``optax-rules.schema.json``."""
+        validate(document, "optax-rules", subject)
         paths = document.get("paths")
-        if paths is not None and (not isinstance(paths, list) or len(paths) != len(document["mask"])):
-            raise UsageError(subject, "'paths' must be a list as long as 'mask'")
+        if paths is not None and len(paths) != len(document["mask"]):
+            raise UsageError(subject, f"'paths' has {len(paths)} entries, 'mask' {len(document['mask'])}")
         return {"mask": document["mask"], "paths": paths}
 
     def from_var_names(self, names: Sequence[str]) -> Any:

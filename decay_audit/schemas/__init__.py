@@ -1,4 +1,7 @@
-"""JSON Schemas of decay-audit's machine-readable outputs, shipped with the package."""
+"""JSON Schemas shipped with the package: of decay-audit's machine-readable outputs, and of the files
+it reads from users, so a misspelt key is an error instead of an empty rule: ``policy`` and one
+``<target>-rules`` per rule target (``keras-rules``, ``tf-keras-rules``, ``model-garden-rules``,
+``optax-rules``, ``native-rules``)."""
 
 from __future__ import annotations
 

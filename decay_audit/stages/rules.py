@@ -38,12 +38,25 @@ def emit_rules(report: ScanReport, target: str | TargetName) -> RuleEmission:
 
 
 def serialise_rules(document: dict[str, Any], path: Path | None) -> str:
-    """A rule document as the file at ``path`` should hold it: YAML for ``.yaml``/``.yml``, else JSON."""
-    if path is not None and path.suffix in (".yaml", ".yml"):
+    """A rule document as the file at ``path`` should hold it: YAML for ``.yaml``/``.yml``, else
+    JSON; the same test by name as the reader's, so a written file always reads back."""
+    from decay_audit.files import is_yaml
+
+    if path is not None and is_yaml(path):
         import yaml
 
         return yaml.safe_dump(document, sort_keys=False)
     return json.dumps(document, indent=2) + "\n"
+
+
+def rule_snippet(emission: RuleEmission, rules_path: Path | None) -> str:
+    """The snippet that applies ``emission``'s rule, opening the rule file at ``rules_path``
+    (``rules.json`` when the rule went to stdout: the name the snippet then assumes); empty for a
+    target without one (native). It belongs on stderr or in a file of its own, never on stdout:
+    stdout then holds the rule alone, so ``rules ... > rules.json`` stays a valid rule file."""
+    if not emission.emitted.snippet:
+        return ""
+    return emission.emitted.snippet_for(str(rules_path) if rules_path is not None else "rules.json")
 
 
 _DEAD_HINTS = {
