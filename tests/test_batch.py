@@ -84,13 +84,15 @@ def test_special_files_are_never_opened(tmp_path):
 def test_summary_rows_and_totals_match_the_single_model_reports(registry):
     result = run_cli("scan", str(registry), "--format", "json")
     assert result.returncode == 0, result.stderr
-    document = json.loads(result.stdout)
-    schema = load_schema("scan")
+    envelope = json.loads(result.stdout)
+    jsonschema.validate(envelope, load_schema("scan-many"))
+    assert envelope["command"] == "scan-many"
+    document = envelope["result"]
     assert [Path(m["source"]).relative_to(registry).as_posix() for m in document["models"]] == EXPECTED
     for entry in document["models"]:
-        jsonschema.validate(entry, schema)
         single = json.loads(run_cli("scan", entry["source"], "--format", "json").stdout)
-        assert entry == single  # one report per model, exactly what scan MODEL says
+        jsonschema.validate(single, load_schema("scan"))
+        assert entry == single["result"]  # one report per model, exactly what scan MODEL says
     totals = document["totals"]
     assert totals["models"] == 5 and totals["unreadable"] == 0 and document["errors"] == []
     assert totals["variables"] == sum(m["summary"]["variables"] for m in document["models"])
@@ -162,7 +164,7 @@ def test_after_tensorflow_import_one_helper_interpreter_reads_everything(registr
     batch = scan_many(models, jobs=2)
     assert [Path(i.path) for i in batch.items] == models
     assert batch.errors[0].path == str(broken) and str(broken) in batch.errors[0].error
-    document = json.loads(run_cli("scan", str(registry), "--format", "json").stdout)
+    document = json.loads(run_cli("scan", str(registry), "--format", "json").stdout)["result"]
     assert batch.totals().variables == document["totals"]["variables"]
     from decay_audit.report.json_format import report_dict
 
@@ -203,7 +205,7 @@ def test_progress_only_on_a_tty_and_never_with_quiet_or_json(registry):
     code, _, tty = _run_on_tty(["scan", str(registry), "--quiet"])
     assert code == 0 and tty == ""
     code, stdout, tty = _run_on_tty(["scan", str(registry), "--format", "json"])
-    assert code == 0 and tty == "" and json.loads(stdout)["totals"]["models"] == 5
+    assert code == 0 and tty == "" and json.loads(stdout)["result"]["totals"]["models"] == 5
 
 
 def test_verify_progress_only_on_a_tty_and_never_with_quiet(tmp_path):

@@ -137,7 +137,7 @@ def test_fifty_thousand_declared_layers_scan_well_inside_the_read_limit(tmp_path
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    document = json.loads(result.stdout)
+    document = json.loads(result.stdout)["result"]
     assert {v["path"] for v in document["variables"]} >= {"dense1/kernel", "dense1/bias"}
 
 

@@ -88,7 +88,7 @@ def test_scan_html_is_self_contained_and_escapes_names():
 def test_scan_html_renders_filters_and_sorts_in_chromium(tmp_path):
     page = tmp_path / "zoo.html"
     assert run_cli("scan", str(SAMPLES / "zoo.keras"), "--format", "html", "-o", str(page)).returncode == 0
-    report = json.loads(run_cli("scan", str(SAMPLES / "zoo.keras"), "--format", "json").stdout)
+    report = json.loads(run_cli("scan", str(SAMPLES / "zoo.keras"), "--format", "json").stdout)["result"]
     variables = report["variables"]
     dom = _browser(page.as_uri(), tmp_path, "--dump-dom")
     assert _shown(dom) == len(variables) == dom.count('<tr class="var"')
@@ -124,7 +124,7 @@ def test_scan_plot_png_and_bar_heights(tmp_path):
     result = run_cli("scan", str(SAMPLES / "zoo.keras"), "--plot", str(png), "--format", "json")
     assert result.returncode == 0, result.stderr
     assert _png_size(png) == (int(SCAN_SIZE[0] * DPI), int(SCAN_SIZE[1] * DPI))
-    variables = json.loads(result.stdout)["variables"]
+    variables = json.loads(result.stdout)["result"]["variables"]
     figure = scan_figure(decay_audit.scan(SAMPLES / "zoo.keras"))
     axes = figure.axes[0]
     kinds = [label.get_text() for label in axes.get_xticklabels()]
@@ -141,27 +141,91 @@ def test_scan_plot_png_and_bar_heights(tmp_path):
     assert sorted(kinds) == sorted({v["kind"] for v in variables})
 
 
+def _drawn(axes, names) -> dict:
+    """Each point of ``axes`` as (series, y), keyed by the variable its x position stands for."""
+    return {
+        names[int(round(x))]: (collection.get_gid(), y)
+        for collection in axes.collections
+        if collection.get_gid() != "coupled"
+        for x, y in collection.get_offsets()
+    }
+
+
 def test_verify_plot_points_are_the_reports_ratios(tmp_path, verify_report):
-    from decay_audit.report.plot import DPI, NONE_FLOOR, VERIFY_SIZE, plot_verify, verify_figure
+    from decay_audit.report.plot import DPI, VERIFY_SIZE, plot_verify, verify_figure
 
     png = tmp_path / "verify.png"
     points = plot_verify(verify_report, png)
     assert _png_size(png) == (int(VERIFY_SIZE[0] * DPI), int(VERIFY_SIZE[1] * DPI))
-    axes = verify_figure(verify_report).axes[0]
-    labels = [label.get_text() for label in axes.get_xticklabels()]
+    measured_axes, strip = verify_figure(verify_report).axes
+    labels = [label.get_text() for label in strip.get_xticklabels()]
     assert sorted(labels) == sorted(m.path for m in verify_report.measurements)
     by_path = {m.path: m for m in verify_report.measurements}
-    drawn = {}
-    for collection in axes.collections:
-        for x, y in collection.get_offsets():
-            drawn[labels[int(round(x))]] = (collection.get_gid(), y)
+    drawn = _drawn(measured_axes, labels)
     for path, (series, y) in drawn.items():
         measurement = by_path[path]
-        expected = measurement.decoupled_ratio if measurement.decoupled_ratio else NONE_FLOOR
-        assert y == pytest.approx(expected)
+        assert y == pytest.approx(measurement.decoupled_ratio)
         assert series == ("mismatch" if not measurement.ok else "as intended")
-    assert len(drawn) == len(points.paths) == 4
-    assert axes.get_yscale() == "log"
+    assert len(drawn) == len(points.paths) == 4 and not _drawn(strip, labels)  # AdamW decays all four
+    assert measured_axes.get_yscale() == "log"
+
+
+def _synthetic_verify(count: int):
+    """``count`` variables of five kinds, every 37th wrong, the ones not decayed by design unmeasured."""
+    from decay_audit.findings import Outcome
+    from decay_audit.kinds import Kind
+    from decay_audit.results import Measurement, VerifyReport
+
+    kinds = [Kind.KERNEL, Kind.BIAS, Kind.NORM, Kind.EMBEDDING, Kind.SCALE]
+    measurements = []
+    for i in range(count):
+        kind = kinds[i * 3 % len(kinds)]
+        decays, wrong = kind is Kind.KERNEL, i % 37 == 5
+        measured = decays != wrong
+        measurements.append(
+            Measurement(
+                path=f"block_{i // 5}/{kind.value}_{i}",
+                expected_decay=decays,
+                intent=f"{kind.value} under kernels-only",
+                steps=3,
+                decoupled_steps=3 if measured else 0,
+                coupled_steps=3 if i % 50 == 1 else 0,
+                decoupled_ratio=1.0 + (i % 7) / 100 if measured else None,
+                coupled_relative=0.0,
+                outcome=Outcome.OK if not wrong else Outcome.NOT_DECAYED if decays else Outcome.DECAYED_AGAINST_INTENT,
+                detail="synthetic",
+            )
+        )
+    return VerifyReport("train.py:make", "AdamW", 0.01, 3, "CPU", tuple(measurements))
+
+
+def test_verify_plot_of_500_variables_keeps_not_measured_off_the_log_axis(tmp_path):
+    from decay_audit.report.plot import DPI, LISTED, VERIFY_SIZE, plot_verify, verify_figure
+
+    report = _synthetic_verify(500)
+    points = plot_verify(report, tmp_path / "verify.png")
+    assert _png_size(tmp_path / "verify.png") == (int(VERIFY_SIZE[0] * DPI), int(VERIFY_SIZE[1] * DPI))
+    figure = verify_figure(report)
+    measured_axes, strip = figure.axes
+    by_path = {m.path: m for m in report.measurements}
+    on_axis, off_axis = _drawn(measured_axes, points.paths), _drawn(strip, points.paths)
+    assert len(on_axis) + len(off_axis) == 500 and not set(on_axis) & set(off_axis)
+    assert {p for p, m in by_path.items() if m.decoupled_ratio is None} == set(off_axis)
+    for path, (series, y) in on_axis.items():
+        assert y == pytest.approx(by_path[path].decoupled_ratio) and series in ("as intended", "mismatch")
+        assert (series == "mismatch") == (not by_path[path].ok)
+    for path, (series, _) in off_axis.items():  # not measured: its own strip and legend entry, not a height
+        assert series == ("not measured: mismatch" if not by_path[path].ok else "not measured: as intended")
+    legend = [text.get_text() for text in measured_axes.get_legend().get_texts()]
+    assert "not measured (no decoupled decay)" in legend and "not measured, mismatch" in legend
+    assert min(y for _, y in on_axis.values()) > measured_axes.get_ylim()[0]  # nothing sits on the bottom edge
+    assert not strip.get_xticklabels()  # 500 names would overlap: the kinds label the groups instead
+    groups = [t.get_text() for t in measured_axes.texts if t.get_gid() == "kind"]
+    assert groups == [f"{kind} (100)" for kind in ("kernel", "bias", "norm", "embedding", "scale")]
+    listed = next(t.get_text() for t in measured_axes.texts if t.get_gid() == "mismatch list")
+    wrong = [m.path for m in report.measurements if not m.ok]
+    assert listed.startswith(f"mismatches ({len(wrong)}):") and f"and {len(wrong) - LISTED} more" in listed
+    assert sum(1 for path in wrong if path in listed.splitlines()) == LISTED
 
 
 def test_plot_without_matplotlib_is_a_usage_error(tmp_path):

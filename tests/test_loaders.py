@@ -159,7 +159,7 @@ def test_unknown_public_keras_class_is_built_to_learn_its_order(tmp_path):
     keras.Model(inputs, outputs).save(path)
     result = run_cli("scan", str(path), "--format", "json")
     assert result.returncode == 0 and result.stderr == ""
-    document = __import__("json").loads(result.stdout)
+    document = __import__("json").loads(result.stdout)["result"]
     assert any("SpectralNormalization is not in decay-audit's table" in n for n in document["notes"])
     by_path = {v["path"]: v for v in document["variables"]}
     assert by_path["sn/vector_u"]["trainable"] is False and by_path["sn/vector_u"]["decay"] is False

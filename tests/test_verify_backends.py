@@ -233,9 +233,9 @@ def test_cli_tf_keras_setup_reports_its_backend(tmp_path):
     )
     result = run_cli("verify", "--setup", f"{setup}:make", "--preset", "no-bias-norm", "--format", "json")
     assert result.returncode == 1, result.stderr
-    document = json.loads(result.stdout)
+    document = json.loads(result.stdout)["result"]
     assert document["backend"] == "tf_keras"
-    assert {m["path"] for m in document["measurements"] if m["outcome"] != "ok"} == {
+    assert {m["path"] for m in document["variables"] if m["outcome"] != "ok"} == {
         "LayerNorm/gamma",
         "LayerNorm/beta",
     }

@@ -156,8 +156,8 @@ def test_cli_keras_io_pattern_on_bert_backbone_fails_kernels_only_and_passes_no_
     runner = CliRunner()
     strict = runner.invoke(main, ["verify", "--setup", f"{setup}:make", "--preset", "kernels-only", "--format", "json"])
     assert strict.exit_code == 1, strict.output
-    document = json.loads(strict.stdout)
-    assert {m["path"] for m in document["measurements"] if m["outcome"] != "ok"} == {
+    document = json.loads(strict.stdout)["result"]
+    assert {m["path"] for m in document["variables"] if m["outcome"] != "ok"} == {
         "token_embedding/embeddings",
         "position_embedding/embeddings",
         "segment_embedding/embeddings",

@@ -10,6 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from decay_audit.kinds import TextEnum
+from decay_audit.report.terminal import Show
+
+__all__ = ["OutputFormat", "Show", "Subject", "formats_for", "render"]
 
 
 class OutputFormat(TextEnum):
@@ -46,27 +49,29 @@ class Subject(TextEnum):
 
 
 _S, _F = Subject, OutputFormat
-_FORMATTERS: dict[tuple[Subject, OutputFormat], tuple[str, str, bool]] = {
-    (_S.SCAN, _F.TABLE): ("decay_audit.report.table", "format_table", False),
-    (_S.SCAN, _F.JSON): ("decay_audit.report.json_format", "format_json", False),
-    (_S.SCAN, _F.CSV): ("decay_audit.report.csv_format", "format_csv", False),
-    (_S.SCAN, _F.MARKDOWN): ("decay_audit.report.table", "format_markdown", False),
-    (_S.SCAN, _F.SARIF): ("decay_audit.report.sarif", "scan_sarif", True),
-    (_S.SCAN, _F.HTML): ("decay_audit.report.html", "scan_html", False),
-    (_S.SCAN_MANY, _F.TABLE): ("decay_audit.report.batch_format", "format_batch_table", False),
-    (_S.SCAN_MANY, _F.JSON): ("decay_audit.report.batch_format", "format_batch_json", False),
-    (_S.SCAN_MANY, _F.SARIF): ("decay_audit.report.sarif", "batch_sarif", True),
-    (_S.CHECK, _F.TABLE): ("decay_audit.report.check_format", "format_check_table", False),
-    (_S.CHECK, _F.JSON): ("decay_audit.report.check_format", "format_check_json", False),
-    (_S.CHECK, _F.SARIF): ("decay_audit.report.sarif", "check_sarif", True),
-    (_S.VERIFY, _F.TABLE): ("decay_audit.report.verify_format", "format_verify_table", False),
-    (_S.VERIFY, _F.JSON): ("decay_audit.report.verify_format", "format_verify_json", False),
-    (_S.VERIFY, _F.SARIF): ("decay_audit.report.sarif", "verify_sarif", True),
-    (_S.VERIFY, _F.HTML): ("decay_audit.report.html", "verify_html", False),
+_CONTEXT, _VIEW = "context", "view"
+_FORMATTERS: dict[tuple[Subject, OutputFormat], tuple[str, str, str | None]] = {
+    (_S.SCAN, _F.TABLE): ("decay_audit.report.table", "format_table", _VIEW),
+    (_S.SCAN, _F.JSON): ("decay_audit.report.json_format", "format_json", None),
+    (_S.SCAN, _F.CSV): ("decay_audit.report.csv_format", "format_csv", None),
+    (_S.SCAN, _F.MARKDOWN): ("decay_audit.report.table", "format_markdown", _VIEW),
+    (_S.SCAN, _F.SARIF): ("decay_audit.report.sarif", "scan_sarif", _CONTEXT),
+    (_S.SCAN, _F.HTML): ("decay_audit.report.html", "scan_html", None),
+    (_S.SCAN_MANY, _F.TABLE): ("decay_audit.report.batch_format", "format_batch_table", _VIEW),
+    (_S.SCAN_MANY, _F.JSON): ("decay_audit.report.batch_format", "format_batch_json", None),
+    (_S.SCAN_MANY, _F.SARIF): ("decay_audit.report.sarif", "batch_sarif", _CONTEXT),
+    (_S.CHECK, _F.TABLE): ("decay_audit.report.check_format", "format_check_table", _VIEW),
+    (_S.CHECK, _F.JSON): ("decay_audit.report.check_format", "format_check_json", None),
+    (_S.CHECK, _F.SARIF): ("decay_audit.report.sarif", "check_sarif", _CONTEXT),
+    (_S.VERIFY, _F.TABLE): ("decay_audit.report.verify_format", "format_verify_table", _VIEW),
+    (_S.VERIFY, _F.JSON): ("decay_audit.report.verify_format", "format_verify_json", None),
+    (_S.VERIFY, _F.SARIF): ("decay_audit.report.sarif", "verify_sarif", _CONTEXT),
+    (_S.VERIFY, _F.HTML): ("decay_audit.report.html", "verify_html", None),
 }
-"""(subject, format) → (module, function, takes context). Modules load on use, so JSON output
-never imports tabulate. A function that takes context also gets the command's inputs as
-keywords (``model=``, ``rules=``, ``setup=``): SARIF needs them as locations."""
+"""(subject, format) → (module, function, what else it takes). Modules load on use, so JSON output
+never imports tabulate or rich. ``context``: the command's inputs as keywords (``model=``, ``rules=``,
+``setup=``), which SARIF needs as locations. ``view``: how a person asked to see it (``show``, the
+terminal's ``width``, ``color``), which only the formats a person reads take."""
 
 
 def formats_for(subject: Subject | str) -> list[str]:
@@ -74,9 +79,23 @@ def formats_for(subject: Subject | str) -> list[str]:
     return [fmt.value for (owner, fmt) in _FORMATTERS if owner is Subject(subject)]
 
 
-def render(subject: Subject | str, fmt: OutputFormat | str, report: Any, **context: Any) -> str:
-    """``report`` rendered as ``fmt``; ``context`` (paths the command was given) reaches the
-    formats that use it and is ignored by the others."""
+def render(
+    subject: Subject | str,
+    fmt: OutputFormat | str,
+    report: Any,
+    *,
+    show: Show | str = Show.ALL,
+    color: bool = False,
+    width: int | None = None,
+    **context: Any,
+) -> str:
+    """``report`` rendered as ``fmt``.
+
+    ``show``, ``color`` and ``width`` are for a person at a terminal: the table formats take them
+    (Markdown only ``show``) and the machine-readable ones ignore them. Without a ``width`` and
+    without colour a table is exactly what it always was, so piped output and files never change
+    with the terminal. ``context`` (paths the command was given) reaches the formats that use it
+    and is ignored by the others."""
     import importlib
 
     key = (Subject(subject), OutputFormat(fmt))
@@ -86,6 +105,10 @@ def render(subject: Subject | str, fmt: OutputFormat | str, report: Any, **conte
         raise OptionError(
             "format", f"{key[1].value} is not available for {key[0].value} (one of {', '.join(formats_for(key[0]))})"
         )
-    module_name, function_name, takes_context = _FORMATTERS[key]
+    module_name, function_name, takes = _FORMATTERS[key]
     function: Callable[..., str] = getattr(importlib.import_module(module_name), function_name)
-    return function(report, **context) if takes_context else function(report)
+    if takes == _CONTEXT:
+        return function(report, **context)
+    if takes == _VIEW:
+        return function(report, show=Show(show), width=width, color=bool(color))
+    return function(report)

@@ -1,14 +1,42 @@
-"""``--format json``: one object, validated by ``schemas/scan.schema.json`` in the tests."""
+"""``--format json``: one envelope for every command, validated by ``schemas/<command>.schema.json``.
+
+Every command prints ``{"schema_version": 1, "tool": {"name": "decay-audit", "version": ...},
+"command": ..., "result": {...}}``, so a program reads one shape first and the command's record
+under ``result``; the per-variable list is ``variables`` in every command that has one.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import Any
 
+from decay_audit.findings import Finding
 from decay_audit.results import ScanReport
+
+SCHEMA_VERSION = 1
+"""Raised when a field is renamed, removed or changes meaning; adding a field keeps it."""
+TOOL = "decay-audit"
+
+
+def envelope(command: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The one outer shape of every command's JSON."""
+    from decay_audit import __version__
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": TOOL, "version": __version__},
+        "command": command,
+        "result": result,
+    }
+
+
+def finding_dict(finding: Finding) -> dict[str, str]:
+    return {"kind": finding.kind.value, "subject": finding.subject, "detail": finding.detail}
 
 
 def report_dict(report: ScanReport) -> dict:
+    """The ``result`` of ``scan MODEL --format json`` (and one entry of a multi-model scan's ``models``)."""
     summary = report.summary()
     summary_dict = asdict(summary)
     summary_dict["per_kind"] = [
@@ -29,24 +57,40 @@ def report_dict(report: ScanReport) -> dict:
             "weight_decay": optimizer.weight_decay,
         },
         "variables": [v.row() for v in report.variables],
+        "findings": [finding_dict(f) for f in report.findings()],
         "summary": summary_dict,
     }
 
 
+def _flat(value: Any) -> bool:
+    """A record whose fields are all scalars or lists of scalars: printed on one line."""
+    if isinstance(value, dict):
+        return all(not isinstance(v, (dict, list, tuple)) or _flat_list(v) for v in value.values())
+    return False
+
+
+def _flat_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(not isinstance(v, (dict, list, tuple)) for v in value)
+
+
+def dumps(document: Any, indent: int = 0) -> str:
+    """JSON with one record per line: ``variables`` read well in a diff, and each record goes
+    through json's C encoder (an indented dump of ConvNeXtTiny's report took 15 ms in the
+    pure-Python encoder). ensure_ascii keeps every control character and escape sequence out of
+    the terminal."""
+    return _dump(document, indent) + "\n"
+
+
+def _dump(value: Any, indent: int) -> str:
+    inner = " " * (indent + 2)
+    if isinstance(value, dict) and value and not (indent and _flat(value)):
+        items = [f"{inner}{json.dumps(key)}: {_dump(item, indent + 2)}" for key, item in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    if isinstance(value, (list, tuple)) and value and not _flat_list(value):
+        items = [inner + _dump(item, indent + 2) for item in value]
+        return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
+    return json.dumps(value, ensure_ascii=True)
+
+
 def format_json(report: ScanReport) -> str:
-    """One variable per line: readable in a diff, and ``indent=None`` keeps json's C encoder
-    (an indented dump of ConvNeXtTiny's report took 15 ms in the pure-Python encoder).
-    ensure_ascii keeps every control character and escape sequence out of the terminal."""
-    document = report_dict(report)
-    lines = ["{"]
-    keys = list(document)
-    for index, key in enumerate(keys):
-        comma = "," if index < len(keys) - 1 else ""
-        value = document[key]
-        if key == "variables" and value:
-            rows = ",\n".join("    " + json.dumps(row, ensure_ascii=True) for row in value)
-            lines.append(f'  "variables": [\n{rows}\n  ]{comma}')
-        else:
-            lines.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=True)}{comma}")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return dumps(envelope("scan", report_dict(report)))

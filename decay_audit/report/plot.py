@@ -4,8 +4,9 @@
 - verify: per variable, the measured decoupled decay per step relative to the configured
   ``lr_t * weight_decay * w`` (1 = exactly as configured), grouped by kind, log scale,
   mismatches marked. The report keeps that ratio, not lr_t itself (lr_t changes per step
-  under a schedule), so the ratio is what is drawn; variables where no decoupled decay was
-  measured sit on the bottom edge, marked "none".
+  under a schedule), so the ratio is what is drawn. Variables where no decoupled decay was
+  measured have no ratio: they go in a separate "not measured" strip under the log axis, never
+  on it, because a point at any height there would read as a measurement.
 
 matplotlib's object API is used (``Figure`` + Agg), never pyplot: no global state, no display.
 """
@@ -26,8 +27,11 @@ SCAN_SIZE = (8.0, 4.5)
 VERIFY_SIZE = (10.0, 5.0)
 """1000 x 500 pixels."""
 DPI = 100
-NONE_FLOOR = 1e-3
-"""Where a variable with no measured decoupled decay is drawn on the log axis."""
+NAMED = 60
+"""Up to this many variables the x axis names each one; beyond, names would overlap, so the kind
+groups stay labelled and the mismatches are listed by name beside the plot instead."""
+LISTED = 12
+"""Mismatches named beside a plot too large to name every variable."""
 
 
 def require_matplotlib(destination: str | os.PathLike | None = None) -> None:
@@ -147,76 +151,126 @@ def verify_points(report: Any) -> VerifyPoints:
 
 
 def verify_figure(report: Any) -> Any:
+    """One point per variable, up to the 500-odd of a large model: a scatter stays readable where
+    names would not, so past :data:`NAMED` variables the kinds label the groups and the mismatches
+    are named in a list. "+ coupled" is a ring around the point, not a text label, for the same
+    reason. Variables with no decoupled decay measured sit in their own strip, not on the log axis."""
     points = verify_points(report)
     figure = _figure(VERIFY_SIZE)
-    axes = figure.add_subplot()
+    measured_axes, strip = figure.subplots(2, 1, sharex=True, height_ratios=(5, 1))
     xs = list(range(len(points.paths)))
-    ys = [NONE_FLOOR if r is None or r <= 0 else r for r in points.ratios]
+    ratio = {i: r for i, r in enumerate(points.ratios) if r is not None and r > 0}
+    on_axis = sorted(ratio)
+    off_axis = [i for i in xs if i not in ratio]
+    marker_size = 28 if len(xs) <= NAMED else 12
     for wrong, colour, label in ((False, "#1a7f37", "as intended"), (True, "#cf222e", "mismatch")):
-        chosen = [i for i in xs if points.mismatches[i] == wrong]
+        chosen = [i for i in on_axis if points.mismatches[i] == wrong]
         if chosen:
-            axes.scatter(
-                [xs[i] for i in chosen],
-                [ys[i] for i in chosen],
+            measured_axes.scatter(
+                chosen,
+                [ratio[i] for i in chosen],
                 color=colour,
                 label=label,
                 marker="x" if wrong else "o",
-                zorder=3,
+                s=marker_size,
+                zorder=4 if wrong else 3,
                 gid=label,
             )
-    axes.axhline(1.0, color="#57606a", linestyle="--", linewidth=1, label="lr_t * wd (configured)")
-    axes.set_yscale("log")
-    low = min([y for y in ys] + [NONE_FLOOR])
-    axes.set_ylim(low / 2, max(ys + [1.0]) * 2)
-    for i, ratio in enumerate(points.ratios):
-        if ratio is None:
-            axes.annotate(
-                "none",
-                (i, NONE_FLOOR),
-                textcoords="offset points",
-                xytext=(0, 6),
-                ha="center",
-                fontsize=7,
-                color="#57606a",
+        chosen = [i for i in off_axis if points.mismatches[i] == wrong]
+        if chosen:
+            style = {"color": colour} if wrong else {"facecolors": "none", "edgecolors": "#57606a"}
+            strip.scatter(
+                chosen,
+                [0.0] * len(chosen),
+                label="not measured, mismatch" if wrong else "not measured (no decoupled decay)",
+                marker="x" if wrong else "o",
+                s=marker_size,
+                zorder=4 if wrong else 3,
+                gid=f"not measured: {label}",
+                **style,
             )
-        if points.coupled[i]:
-            axes.annotate(
-                "+ coupled",
-                (i, ys[i]),
-                textcoords="offset points",
-                xytext=(0, -12),
-                ha="center",
-                fontsize=7,
-                color="#cf222e" if points.mismatches[i] else "#57606a",
-            )
-    axes.set_xlim(-0.5, len(xs) - 0.5)
+    coupled = [i for i in on_axis if points.coupled[i]]
+    if coupled:
+        measured_axes.scatter(
+            coupled,
+            [ratio[i] for i in coupled],
+            facecolors="none",
+            edgecolors="#bf8700",
+            s=marker_size * 4,
+            linewidths=1,
+            label="coupled decay measured too",
+            zorder=2,
+            gid="coupled",
+        )
+    coupled_off = [i for i in off_axis if points.coupled[i]]
+    if coupled_off:
+        strip.scatter(
+            coupled_off,
+            [0.0] * len(coupled_off),
+            facecolors="none",
+            edgecolors="#bf8700",
+            s=marker_size * 4,
+            linewidths=1,
+            zorder=2,
+            gid="coupled",
+        )
+    measured_axes.axhline(1.0, color="#57606a", linestyle="--", linewidth=1, label="lr_t * wd (configured)")
+    measured_axes.set_yscale("log")
+    heights = list(ratio.values()) + [1.0]
+    measured_axes.set_ylim(min(heights) / 3, max(heights) * 3)
+    measured_axes.set_ylabel("measured decay per step\n/ (lr_t * wd * w)", fontsize=9)
+    strip.set_ylim(-1, 1)
+    strip.set_yticks([0.0], ["not\nmeasured"], fontsize=8)
+    strip.set_facecolor("#f6f8fa")
+    strip.set_xlim(-0.5, len(xs) - 0.5)
     start = 0
-    for i in range(1, len(xs) + 1):  # kind groups: a separator and a label
+    for i in range(1, len(xs) + 1):  # kind groups: a separator and a label with the count
         if i == len(xs) or points.kinds[i] != points.kinds[start]:
-            axes.text(
+            name = points.kinds[start] if len(xs) <= NAMED else f"{points.kinds[start]} ({i - start})"
+            measured_axes.text(
                 (start + i - 1) / 2,
                 1.01,
-                points.kinds[start],
-                transform=axes.get_xaxis_transform(),
+                name,
+                transform=measured_axes.get_xaxis_transform(),
                 ha="center",
                 va="bottom",
                 fontsize=9,
+                gid="kind",
             )
             if i < len(xs):
-                axes.axvline(i - 0.5, color="#d0d7de", linewidth=1)
+                for axes in (measured_axes, strip):
+                    axes.axvline(i - 0.5, color="#d0d7de", linewidth=1)
             start = i
-    if len(xs) <= 60:
-        axes.set_xticks(xs, points.paths, rotation=60, ha="right", fontsize=7)
+    if len(xs) <= NAMED:
+        strip.set_xticks(xs, points.paths, rotation=60, ha="right", fontsize=7)
     else:
-        axes.set_xticks([])
-        axes.set_xlabel(f"{len(xs)} variables")
-    axes.set_ylabel("measured decay per step / (lr_t * wd * w)")
-    axes.set_title(
+        strip.set_xticks([])
+        strip.set_xlabel(f"{len(xs)} variables, grouped by kind")
+        mismatched = [points.paths[i] for i in xs if points.mismatches[i]]
+        if mismatched:
+            more = len(mismatched) - LISTED
+            listed = "\n".join(mismatched[:LISTED]) + (f"\n... and {more} more" if more > 0 else "")
+            measured_axes.text(
+                1.02,
+                0.0,
+                f"mismatches ({len(mismatched)}):\n{listed}",
+                transform=measured_axes.transAxes,
+                ha="left",
+                va="bottom",
+                fontsize=7,
+                color="#cf222e",
+                gid="mismatch list",
+            )
+    measured_axes.set_title(
         f"{report.setup}: {report.optimizer}, weight_decay={report.weight_decay}, {report.steps} steps",
         fontsize=10,
         pad=16,
     )
-    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    handles, labels = measured_axes.get_legend_handles_labels()
+    more, more_labels = strip.get_legend_handles_labels()
+    measured_axes.legend(
+        handles + more, labels + more_labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0
+    )
     return figure
 
 

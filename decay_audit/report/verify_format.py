@@ -2,64 +2,140 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
+from typing import Any
 from xml.etree import ElementTree
 
 from tabulate import tabulate
 
+from decay_audit.report import terminal
 from decay_audit.report.sanitize import safe_text
-from decay_audit.results import VerifyReport
+from decay_audit.report.terminal import Column, Fit, Show, View
+from decay_audit.results import Measurement, VerifyReport
+
+
+def hint_of(measurement: Measurement) -> str | None:
+    """The likely cause and fix of a wrong verdict, when the probe could tell."""
+    return getattr(measurement, "hint", None)
 
 
 def verify_dict(report: VerifyReport) -> dict:
+    """The ``result`` of ``verify --format json``: the record's ``measurements`` are ``variables``
+    there, as every command calls its per-variable list."""
     document = asdict(report)
-    for measurement, row in zip(report.measurements, document["measurements"]):
+    rows = document.pop("measurements")
+    for measurement, row in zip(report.measurements, rows):
         row["outcome"] = measurement.outcome.value
         row["measured"] = measurement.measured
+        row["hint"] = hint_of(measurement)
+    document["variables"] = rows
     document["ok"] = report.ok
     document["mismatches"] = len(report.mismatches)
     return document
 
 
 def format_verify_json(report: VerifyReport) -> str:
-    return json.dumps(verify_dict(report), indent=2, ensure_ascii=True) + "\n"
+    from decay_audit.report.json_format import dumps, envelope
+
+    return dumps(envelope("verify", verify_dict(report)))
 
 
-def format_verify_table(report: VerifyReport) -> str:
-    """One row per variable; ``rule`` is the intent rule that produced the expectation (preset and kind,
-    an override, a rule file, an --expect glob), so a wrong verdict shows which rule to question."""
-    rows = [
-        (
-            safe_text(m.path),
-            "decay" if m.expected_decay else "no decay",
-            safe_text(m.intent),
-            m.measured,
-            "" if m.decoupled_ratio is None else f"{m.decoupled_ratio:.4g}",
-            m.outcome.value,
-            safe_text(m.detail),
-        )
-        for m in report.measurements
-    ]
+_HEADERS = ("variable", "expected", "rule", "measured", "ratio", "verdict", "detail")
+
+
+def _detail(measurement: Measurement, separator: str) -> str:
+    hint = hint_of(measurement)
+    return safe_text(measurement.detail) + (f"{separator}hint: {safe_text(hint)}" if hint else "")
+
+
+def _row(measurement: Measurement, separator: str = "; ") -> tuple[Any, ...]:
+    m = measurement
+    return (
+        safe_text(m.path),
+        "decay" if m.expected_decay else "no decay",
+        safe_text(m.intent),
+        m.measured,
+        "" if m.decoupled_ratio is None else f"{m.decoupled_ratio:.4g}",
+        m.outcome.value,
+        _detail(m, separator),
+    )
+
+
+def _heading(report: VerifyReport) -> list[str]:
     lines = [
         f"{safe_text(report.setup)}: {report.optimizer}, weight_decay={report.weight_decay}, "
         f"{report.steps} steps on {report.device}, backend {safe_text(report.backend)}"
     ]
     lines += [f"note: {safe_text(n)}" for n in report.notes]
     lines += [f"warning: {safe_text(s)} matches no variable" for s in report.dead_selectors]
-    lines += [
-        "",
-        tabulate(
-            rows, headers=("variable", "expected", "rule", "measured", "ratio", "verdict", "detail"), tablefmt="simple"
-        ),
-        "",
-    ]
-    lines.append(
+    return lines
+
+
+def _closing(report: VerifyReport) -> str:
+    return (
         "all variables get the intended decay"
         if report.ok
         else f"{len(report.mismatches)} of {len(report.measurements)} variables get the wrong decay"
     )
+
+
+def format_verify_table(
+    report: VerifyReport, show: Show | str = Show.ALL, width: int | None = None, color: bool = False
+) -> str:
+    """One row per variable; ``rule`` is the intent rule that produced the expectation (preset and kind,
+    an override, a rule file, an --expect glob), so a wrong verdict shows which rule to question. A
+    wrong verdict's likely cause and fix follows its detail. ``show=findings``: the wrong ones only."""
+    view = View(Show(show), width, color)
+    if not view.plain:
+        return _on_terminal(report, view)
+    shown = report.mismatches if view.findings_only else report.measurements
+    lines = _heading(report) + [""]
+    if shown or not view.findings_only:
+        lines += [tabulate([_row(m) for m in shown], headers=_HEADERS, tablefmt="simple"), ""]
+    lines.append(_closing(report))
     return "\n".join(lines) + "\n"
+
+
+_ALL_COLUMNS = (
+    Column("variable", Fit.WRAP, min_width=40),
+    Column("expected", style=terminal.decay_style),
+    Column("rule", Fit.CUT, min_width=16, drop=2),
+    Column("measured"),
+    Column("ratio", right=True, drop=1),
+    Column("verdict", style=terminal.verdict_style),
+    Column("detail", Fit.CUT, min_width=24, drop=3),
+)
+
+
+def _on_terminal(report: VerifyReport, view: View) -> str:
+    """The wrong verdicts first, each whole with its hint; then every variable on one line."""
+    heading = _heading(report)
+    blocks: list[Any] = [terminal.text(heading[0], "bold" if view.color else None)]
+    blocks += [terminal.text(line, terminal.WARNING if line.startswith("warning:") else None) for line in heading[1:]]
+    blocks.append("")
+    if report.mismatches:
+        blocks.append(
+            terminal.text(f"wrong decay: {len(report.mismatches)} of {len(report.measurements)}", terminal.PROBLEM)
+        )
+        for m in report.mismatches:
+            expected = "decay" if m.expected_decay else "no decay"
+            title = [(safe_text(m.path), "bold"), (m.outcome.value, terminal.verdict_style(m.outcome.value))]
+            body: list[tuple[str, str | None]] = [
+                (f"expected {expected} ({safe_text(m.intent)}), measured {m.measured}", None),
+                (safe_text(m.detail), None),
+            ]
+            hint = hint_of(m)
+            if hint:
+                body.append((f"hint: {safe_text(hint)}", "cyan"))
+            blocks.append(terminal.entry(view, title, body))
+        blocks.append("")
+    if not view.findings_only:
+        if report.mismatches:
+            blocks.append(terminal.text("all variables"))
+        listing = terminal.grid(view, _ALL_COLUMNS, [tuple(str(c) for c in _row(m)) for m in report.measurements])
+        blocks += [listing.table, *terminal.left_out(listing.dropped, view.width), ""]
+    blocks.append(terminal.text(_closing(report), terminal.GOOD if report.ok else terminal.PROBLEM))
+    return terminal.paint(view, blocks)
 
 
 def format_junit(report: VerifyReport) -> str:
@@ -76,7 +152,10 @@ def format_junit(report: VerifyReport) -> str:
         )
         if not measurement.ok:
             failure = ElementTree.SubElement(case, "failure", message=measurement.outcome.value)
-            failure.text = safe_text(f"{measurement.detail} [intent: {measurement.intent}]")
+            hint = hint_of(measurement)
+            failure.text = safe_text(
+                f"{measurement.detail} [intent: {measurement.intent}]" + (f" hint: {hint}" if hint else "")
+            )
     for selector in report.dead_selectors:
         case = ElementTree.SubElement(
             suite, "testcase", classname="decay-audit verify intent", name=safe_text(selector)
