@@ -145,8 +145,12 @@ class ScanReport:
         return {v.record.path: v for v in self.variables}
 
     def to_dataframe(self) -> Any:
-        """One row per variable (pandas); imported here so ``import decay_audit`` stays light."""
-        import pandas as pd
+        """One row per variable (pandas, not a dependency of the light install; imported here so
+        ``import decay_audit`` stays light)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError("ScanReport.to_dataframe() needs pandas: pip install pandas") from exc
 
         return pd.DataFrame([v.row() for v in self.variables])
 
@@ -411,6 +415,11 @@ class Measurement:
     """The switchable coupled sources that reach this variable; ``hand-written step`` for penalties in a step's code."""
     penalty_gradient: float | None = None
     """The penalty's own gradient relative to the weight, <g, w> / <w, w> (2*l2 for Keras L2)."""
+    hint: str | None = None
+    """For a mismatch whose cause the set-up shows (exclusions on a LossScaleOptimizer wrapper, a
+    ``var_names`` pattern that matches nothing on this backend, a regularizer under weight_decay):
+    the likely cause and the fix, one line; None when the tool cannot tell. A verdict says what is
+    wrong, and a user who sees it usually asks next what to change."""
 
     @property
     def ok(self) -> bool:

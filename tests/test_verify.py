@@ -112,8 +112,8 @@ def test_exclusions_lost_after_save_and_load(tmp_path):
     model.save(path)
     result = run_cli("verify", str(path), "--format", "json")
     assert result.returncode == 1, result.stderr
-    document = json.loads(result.stdout)
-    wrong = {m["path"] for m in document["measurements"] if m["outcome"] != "ok"}
+    document = json.loads(result.stdout)["result"]
+    wrong = {m["path"] for m in document["variables"] if m["outcome"] != "ok"}
     assert wrong == {"dense1/bias", "dense2/bias"}
 
 

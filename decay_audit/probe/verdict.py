@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from typing import Any
+
 import numpy as np
 
 from decay_audit.findings import Outcome
+from decay_audit.probe.setup import TrainingSetup
 from decay_audit.probe.twin import ProbeRun, SourceEffect, StepDelta
 from decay_audit.results import Measurement
 
@@ -37,7 +42,11 @@ def _coupled_sources(run: ProbeRun, path: str, deltas: list[StepDelta]) -> tuple
     return tuple(labels)
 
 
-def judge(run: ProbeRun, expected: dict[str, tuple[bool, str]]) -> list[Measurement]:
+def judge(
+    run: ProbeRun, expected: dict[str, tuple[bool, str]], setup: TrainingSetup | None = None
+) -> list[Measurement]:
+    """One :class:`Measurement` per trainable variable; with ``setup``, a mismatch whose cause the
+    set-up shows carries a one-line ``hint`` (see :func:`hint_for`)."""
     results = []
     for index, path in enumerate(run.paths):
         deltas = [step[index] for step in run.steps]
@@ -105,7 +114,93 @@ def judge(run: ProbeRun, expected: dict[str, tuple[bool, str]]) -> list[Measurem
                 penalty,
             )
         )
+    if setup is not None:
+        results = [dataclasses.replace(m, hint=hint_for(m, run, setup)) if not m.ok else m for m in results]
     return results
+
+
+def searched_name(path: str, backend: str) -> str:
+    """The name Keras' ``_use_weight_decay`` searches ``var_names`` in: the ``tf.Variable`` name
+    (``dense1/bias:0``) on TensorFlow and tf_keras, the Keras variable's leaf (``bias``) on JAX and
+    PyTorch (keras 3.15 ``base_optimizer``; ``rules/keras3.py`` states the same rule for emitted rules)."""
+    return path.rpartition("/")[2] if backend in ("jax", "torch") else f"{path}:0"
+
+
+def _exclusions(optimizer: Any) -> tuple[set[Any], re.Pattern[str] | None]:
+    """What ``exclude_from_weight_decay`` stored on a Keras 3 optimizer: variable keys, name pattern."""
+    keys = getattr(optimizer, "_exclude_from_weight_decay", None)
+    pattern = getattr(optimizer, "_exclude_from_weight_decay_pattern", None)
+    return (set(keys) if isinstance(keys, (set, frozenset, list, tuple)) else set()), (
+        pattern if isinstance(pattern, re.Pattern) else None
+    )
+
+
+def _dead_alternatives(pattern: re.Pattern[str], names: list[str]) -> list[str]:
+    """The ``var_names`` (Keras joins them with ``|``) that match none of ``names``."""
+    dead = []
+    for alternative in pattern.pattern.split("|"):
+        try:
+            compiled = re.compile(alternative)
+        except re.error:  # a '|' inside one of the user's own groups: judge the whole pattern instead
+            return [pattern.pattern] if not any(pattern.search(n) for n in names) else []
+        if not any(compiled.search(n) for n in names):
+            dead.append(alternative)
+    return sorted(dead)
+
+
+def _searches(alternative: str, names: tuple[str, ...]) -> bool:
+    try:
+        return any(re.search(alternative, n) for n in names)
+    except re.error:
+        return False
+
+
+def hint_for(measurement: Measurement, run: ProbeRun, setup: TrainingSetup) -> str | None:
+    """The likely cause of a mismatch and its fix, when the set-up's objects show it.
+
+    Three causes are told apart: exclusions set on a LossScaleOptimizer wrapper (Keras keeps them
+    on the wrapper, and only the inner optimizer applies decay), ``var_names`` that match no
+    variable under this backend's naming, and a weight regularizer on a variable weight_decay
+    already shrinks. Anything else gets None: a guess would send the user to the wrong line.
+    """
+    path = measurement.path
+    if measurement.outcome is Outcome.DOUBLE_DECAY and measurement.decoupled_by:
+        regularized = [s for s in run.sources if s.owner == "model" and s.variables and path in s.variables]
+        if regularized:
+            attribute = f"{path.rpartition('/')[2]}_regularizer"
+            return (
+                f"{regularized[0].knob} and {measurement.decoupled_by[0]} both decay {path}: "
+                f"drop the {attribute} or set weight_decay=None"
+            )
+    if measurement.outcome is not Outcome.DECAYED_AGAINST_INTENT or not measurement.decoupled_by:
+        return None
+    tops = list(setup.optimizers) or [setup.optimizer]
+    for top in tops:
+        inner = getattr(top, "inner_optimizer", None)
+        keys, pattern = _exclusions(top)
+        if inner is not None and (keys or pattern is not None):
+            return (
+                f"exclusions set on the {type(top).__name__} wrapper do not reach the inner "
+                f"{type(inner).__name__}: call exclude_from_weight_decay on the inner optimizer "
+                "before compile() wraps it"
+            )
+    names = [searched_name(p, run.backend) for p in run.paths]
+    for source in run.sources:
+        _, pattern = _exclusions(source.optimizer)
+        if source.label not in measurement.decoupled_by or pattern is None:
+            continue
+        dead = _dead_alternatives(pattern, names)
+        # the ones written for this variable under another naming (the path, or the leaf) come first
+        spellings = (path, path.rpartition("/")[2], f"{path}:0")
+        meant = [d for d in dead if _searches(d, spellings)] or dead
+        if meant:
+            return (
+                f"var_names {', '.join(repr(d) for d in meant)} match{'es' if len(meant) == 1 else ''} "
+                f"no variable on {run.backend}, where Keras "
+                f"searches {searched_name(path, run.backend)!r}: use the rule `decay-audit rules MODEL --target "
+                "keras` emits, or exclude_from_weight_decay(var_list=...)"
+            )
+    return None
 
 
 def _outcome(

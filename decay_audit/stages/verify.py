@@ -9,17 +9,28 @@ Keras sees it), and only then Keras.
 
 from __future__ import annotations
 
+import ast
+import difflib
 import fnmatch
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from decay_audit.errors import OptionError, UsageError
+from decay_audit.errors import ModelLoadError, OptionError, UsageError
 from decay_audit.findings import Outcome
-from decay_audit.kinds import Preset
+from decay_audit.kinds import KerasBackend, Preset
 from decay_audit.policy import Policy
-from decay_audit.probe.setup import SetupError, Stage, TrainingSetup, at_stage, load_setup, setup_from_object
+from decay_audit.probe.setup import (
+    OPTIMIZERS,
+    SetupError,
+    Stage,
+    TrainingSetup,
+    at_stage,
+    load_setup,
+    setup_from_object,
+)
 from decay_audit.probe.verdict import judge
 from decay_audit.results import VerifyReport
 
@@ -54,6 +65,13 @@ class VerifyOptions:
     """Model files only: modules imported first, for the model's custom classes (safe_mode stays on)."""
     on_step: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
     """Called as ``on_step(done, total)`` after each probe step (the CLI's progress bar)."""
+    on_phase: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+    """Called with each phase's name as it starts: ``import`` (Keras on its backend), ``build`` (the
+    set-up file and its function, or the model file rebuilt), ``trace`` (the model called and read),
+    ``probe`` (the twin steps). Minutes can pass before the first probe step; this says where."""
+
+
+PHASES = ("import", "build", "trace", "probe")
 
 
 def verify(
@@ -70,10 +88,12 @@ def verify(
 
     ``setup``: a compiled keras.Model, a (model, optimizer) pair, a mapping with ``model``,
     ``optimizer`` and optionally ``optimizers``, ``train_step``, ``data_loss`` and the set-up's own
-    ``batch`` / ``dataset``, ``"file.py:make"``, or a model file (``.keras``, ``.h5``) which is rebuilt
-    with ``safe_mode=True`` and paired with ``options.optimizer`` or its saved optimizer. A set-up
-    that cannot be probed raises :class:`SetupError` whose ``stage`` says where (import, make(),
-    batch, step, measurement): a crash is never returned as a mismatch.
+    ``batch`` / ``dataset``, ``"file.py:make"``, a zero-argument factory returning any of those
+    (``train.make``: its errors are stage make(), as FILE.py:FUNCTION's), or a model file
+    (``.keras``, ``.h5``) which is rebuilt with ``safe_mode=True`` and paired with
+    ``options.optimizer`` or its saved optimizer. A set-up that cannot be probed raises
+    :class:`SetupError` whose ``stage`` says where (import, make(), batch, step, measurement): a
+    crash is never returned as a mismatch.
 
     ``options`` holds every setting; keywords named like its fields override it. ``preset`` is
     ``options.policy``; ``expect_decay`` globs apply before ``expect_no_decay``, and
@@ -90,29 +110,41 @@ def verify(
             or tuple([(True, g) for g in expect_decay] + [(False, g) for g in expect_no_decay]),
         )
     if _is_setup_spec(setup):
+        precheck(None, str(setup), options)
         if options.backend is not None:  # else Keras stays on whatever backend this process already runs
+            _phase(options, "import")
             _select_backend(options)
+        _phase(options, "build")
         return _verify(load_setup(str(setup)), options)
     if isinstance(setup, (str, Path)):
         return verify_model_file(Path(setup), options)
+    if _is_factory(setup):  # train.make: called as FILE.py:FUNCTION's function is, with the same stages
+        name = _factory_name(setup)
+        with at_stage(Stage.MAKE, name):
+            made = setup()
+        return _verify(setup_from_object(made, name), options)
     return _verify(setup_from_object(setup, _describe(setup)), options)
 
 
 def verify_setup_file(spec: str, options: VerifyOptions) -> VerifyReport:
     """``FILE.py:FUNCTION`` as the CLI runs it: Keras imported on the chosen backend, then the file."""
+    precheck(None, spec, options)
+    _phase(options, "import")
     _select_backend(options)
-    if options.optimizer or options.custom_modules:
-        raise OptionError("setup", "--optimizer and --custom-module apply to MODEL, not to --setup")
+    _phase(options, "build")
     return _verify(load_setup(spec), options)
 
 
 def verify_model_file(path: Path, options: VerifyOptions) -> VerifyReport:
     """A model file: read by decay-audit's own bounded reader first, then rebuilt by Keras in safe mode."""
+    precheck(path, None, options)
+    _phase(options, "import")
     _select_backend(options)
     from decay_audit.loaders import load as load_inventory
     from decay_audit.probe.setup import setup_from_model_file
 
     load_inventory(path)  # a corrupt or hostile file fails here, before Keras sees it
+    _phase(options, "build")
     training = setup_from_model_file(
         path,
         options.optimizer,
@@ -122,6 +154,173 @@ def verify_model_file(path: Path, options: VerifyOptions) -> VerifyReport:
         options.custom_modules,
     )
     return _verify(training, options)
+
+
+def _phase(options: VerifyOptions, name: str) -> None:
+    if options.on_phase is not None:
+        options.on_phase(name)
+
+
+# --- cheap checks: every mistake found before Keras is imported -----------------------------------
+
+
+def precheck(model: str | os.PathLike[str] | None, setup: str | None, options: VerifyOptions) -> None:
+    """Fail in well under a second on the mistakes that need no Keras: importing TensorFlow alone
+    takes seconds to tens of seconds, and a typo should not cost that. Checks, in order: exactly one
+    of MODEL and the set-up, the ``FILE.py:FUNCTION`` form, the backend name (and that its framework is
+    installed), options that do not apply, the set-up file and its function (read with ``ast``, never
+    imported), the model path, the optimizer name, the device, the preset and the rule file."""
+    if (model is None) == (setup is None):
+        raise UsageError("verify", "give exactly one of MODEL or --setup FILE.py:FUNCTION")
+    path_text, function = _split_spec(setup) if setup is not None else ("", "")
+    _check_backend(options.backend)
+    if setup is not None and (options.optimizer or options.custom_modules):
+        raise OptionError("setup", "--optimizer and --custom-module apply to MODEL, not to --setup")
+    if setup is not None:
+        _check_function(Path(path_text), function)
+    if model is not None and not Path(model).exists():
+        raise ModelLoadError(str(model), "no such file or directory")
+    if options.optimizer is not None and options.optimizer.lower() not in OPTIMIZERS:
+        raise OptionError("optimizer", f"unknown optimizer {options.optimizer!r} (one of {', '.join(OPTIMIZERS)})")
+    if options.device not in (None, "cpu", "gpu"):
+        raise OptionError("device", f"expected cpu or gpu, got {options.device!r}")
+    if isinstance(options.policy, str) and options.policy not in {p.value for p in Preset}:
+        names = [p.value for p in Preset]
+        raise OptionError("preset", f"unknown preset {options.policy!r} (one of {', '.join(names)})")
+    if options.rules is not None:
+        rules = Path(options.rules)
+        if not rules.is_file():
+            raise UsageError(str(rules), "no such file")
+        if not os.access(rules, os.R_OK):
+            raise UsageError(str(rules), "not readable")
+
+
+def _split_spec(spec: str) -> tuple[str, str]:
+    path_text, colon, function = spec.rpartition(":")
+    if not colon or not path_text or not function.isidentifier():
+        path = Path(spec if not colon else path_text or spec)
+        names = _top_level_functions(path) if path.is_file() else []
+        hint = f" (did you mean {f'{spec}:{names[0]}'!r}?)" if len(names) == 1 else ""
+        if len(names) > 1:
+            hint = f" (functions in {path}: {', '.join(names[:8])})"
+        raise OptionError("setup", f"expected FILE.py:FUNCTION, got {spec!r}{hint}")
+    return path_text, function
+
+
+def _parse(path: Path) -> ast.Module | None:
+    """The file's syntax tree; None when it cannot be read as Python (the import will say why)."""
+    try:
+        return ast.parse(path.read_bytes(), filename=str(path))
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def _top_level_functions(path: Path) -> list[str]:
+    """The module-level functions callable without arguments: what FUNCTION can name."""
+    tree = _parse(path)
+    if tree is None:
+        return []
+    return [
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and len(node.args.posonlyargs) + len(node.args.args) <= len(node.args.defaults)
+        and all(default is not None for default in node.args.kw_defaults)
+    ]
+
+
+def _check_function(path: Path, function: str) -> None:
+    """The set-up file exists, parses, and binds ``function`` at module level. Only a certain absence
+    is an error: a star import, a module ``__getattr__`` or ``globals()``/``exec`` could bind any name."""
+    if not path.is_file():
+        raise UsageError(str(path), "no such file")
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as exc:
+        raise SetupError(str(path), f"syntax error line {exc.lineno}: {exc.msg}", Stage.IMPORT) from None
+    except (OSError, ValueError):
+        return  # unreadable or null bytes: the import reports it with its own words
+    names = _module_names(tree)
+    if names is None or function in names:
+        return
+    close = difflib.get_close_matches(function, sorted(names), n=1)
+    raise UsageError(str(path), f"has no function {function!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
+_DYNAMIC_CALLS = frozenset({"globals", "exec", "setattr", "vars", "__import__"})
+
+
+def _module_names(tree: ast.Module) -> set[str] | None:
+    """Every name the module binds at its top level (inside if/try/with/for too), or None when
+    the module could bind names ``ast`` cannot see, or raises while importing."""
+    names: set[str] = set()
+
+    def targets(node: ast.AST) -> None:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Name):
+                names.add(sub.id)
+
+    def visit(statements: Sequence[ast.stmt]) -> bool:
+        for node in statements:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+                continue
+            if isinstance(node, ast.ImportFrom) and any(alias.name == "*" for alias in node.names):
+                return False
+            if isinstance(node, ast.Raise):  # the import may stop here: its own error says more
+                return False
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    targets(target)
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor)):
+                targets(node.target)
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                for item in node.items:
+                    if item.optional_vars is not None:
+                        targets(item.optional_vars)
+            for child in ("body", "orelse", "finalbody"):
+                if not visit(getattr(node, child, [])):
+                    return False
+            for handler in getattr(node, "handlers", []):
+                if handler.name:
+                    names.add(handler.name)
+                if not visit(handler.body):
+                    return False
+            for case in getattr(node, "cases", []):
+                if not visit(case.body):
+                    return False
+        return True
+
+    if not visit(tree.body) or "__getattr__" in names:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Global):
+            names.update(node.names)
+        elif isinstance(node, ast.NamedExpr):
+            targets(node.target)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _DYNAMIC_CALLS:
+            return None
+    return names
+
+
+def _check_backend(requested: str | None) -> None:
+    """The backend named (or ``KERAS_BACKEND``) is one Keras trains on, and its framework is
+    installed: found by ``find_spec``, nothing imported."""
+    name = (requested or os.environ.get("KERAS_BACKEND") or KerasBackend.TENSORFLOW.value).lower()
+    trains = [b.value for b in KerasBackend if b.trains]
+    if name == KerasBackend.NUMPY:
+        raise OptionError("backend", f"numpy runs inference only: nothing trains on it (one of {', '.join(trains)})")
+    if name not in trains:
+        close = difflib.get_close_matches(name, trains, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise OptionError("backend", f"unknown backend {name!r} (one of {', '.join(trains)}{hint})")
+    from decay_audit.probe.backends.select import not_installed
+
+    problem = not_installed(KerasBackend(name))
+    if problem is not None:
+        raise OptionError("backend", problem)
 
 
 def _select_backend(options: VerifyOptions) -> None:
@@ -134,6 +333,21 @@ def _select_backend(options: VerifyOptions) -> None:
 
 def _is_setup_spec(setup: Any) -> bool:
     return isinstance(setup, str) and ":" in setup and setup.split(":")[0].endswith(".py")
+
+
+def _is_factory(setup: Any) -> bool:
+    """A zero-argument factory (``train.make``, a lambda, a partial): callable, but not a model (a
+    Keras model is callable too) and not one of the set-up shapes."""
+    if not callable(setup) or isinstance(setup, (type, TrainingSetup)):
+        return False
+    return not hasattr(setup, "trainable_variables")
+
+
+def _factory_name(factory: Any) -> str:
+    """``train.make`` for the report and for a SetupError's subject."""
+    name = getattr(factory, "__qualname__", None) or getattr(factory, "__name__", None) or type(factory).__name__
+    module = getattr(factory, "__module__", None)
+    return f"{module}.{name}" if module and module != "__main__" else str(name)
 
 
 @dataclass(frozen=True)
@@ -192,6 +406,7 @@ def _verify(training: TrainingSetup, options: VerifyOptions) -> VerifyReport:
         if not gpu_visible():
             raise OptionError("device", "gpu requested but the backend sees no GPU")
     subject = training.description or str(getattr(training.model, "name", "model"))
+    _phase(options, "trace")
     batches = BatchSource(training, options.batch_size, np.random.default_rng(options.seed))
     weights = getattr(training.model, "weights", None)
     if getattr(training.model, "built", True) is False or (weights is not None and not weights):
@@ -200,6 +415,7 @@ def _verify(training: TrainingSetup, options: VerifyOptions) -> VerifyReport:
             training.model(x, training=False)
     with at_stage(Stage.MEASUREMENT, subject):
         intent = _intent(training, policy, Path(options.rules) if options.rules else None, options.expectations)
+        _phase(options, "probe")
         run = run_probe(
             training,
             steps=options.steps,
@@ -209,7 +425,7 @@ def _verify(training: TrainingSetup, options: VerifyOptions) -> VerifyReport:
             batches=batches,
             on_step=options.on_step,
         )
-        measurements = judge(run, intent.expected)
+        measurements = judge(run, intent.expected, training)
     notes = []
     if not run.sources and not any(m.coupled_steps for m in measurements):
         notes.append("the optimizer has no weight_decay and no penalty reached any variable: nothing is decayed")
