@@ -13,7 +13,10 @@ outside the repo, default ~/.cache/decay-audit-bench), saved as ``.keras`` and a
 with peak RSS of each, prints the ratios, and writes ``benchmarks/results.md``. Then a real
 functional model with 3,000 parallel Dense layers (6,000 variables): its scan time, the scan
 time of the 4-variable sample in the same run, and the cost per variable beyond that fixed
-start-up (``--models "" --per-variable`` runs that row alone).
+start-up (``--models "" --per-variable`` runs that row alone). Then ConvNeXtTiny's weights saved
+sharded (``save_weights("x.weights.json", max_shard_size=...)``, 5 shards) against the same weights
+unsharded (``x.weights.h5``): joining the shards must stay metadata speed, within 1.5x
+(``--models "" --no-per-variable --sharded`` runs that row alone).
 """
 
 from __future__ import annotations
@@ -96,6 +99,49 @@ def per_variable_rows(cache: Path, repeats: int, decay_audit: list[str], load_an
     ]
 
 
+SHARD_GB = 0.025
+"""ConvNeXtTiny's 110 MB of float32 weights in ~27 MB shards: 5 shards, each read from memory."""
+
+
+def build_sharded(cache: Path) -> tuple[Path, Path, int]:
+    """ConvNeXtTiny's weights twice: one ``.weights.h5``, and sharded through a ``.weights.json`` index."""
+    plain = cache / "ConvNeXtTiny.weights.h5"
+    index = cache / "ConvNeXtTinySharded.weights.json"
+    if not (plain.exists() and index.exists()):
+        code = (
+            "import keras\n"
+            "m = keras.applications.ConvNeXtTiny(weights=None)\n"
+            f"m.save_weights({str(plain)!r})\n"
+            f"m.save_weights({str(index)!r}, max_shard_size={SHARD_GB})\n"
+        )
+        print(f"building sharded ConvNeXtTiny weights (once, cached in {cache}) ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-c", code], check=True, env=ENV)
+    shards = len(list(cache.glob("ConvNeXtTinySharded_*.weights.h5")))
+    return plain, index, shards
+
+
+def sharded_rows(cache: Path, repeats: int, decay_audit: list[str]) -> tuple[list[str], float]:
+    """The sharded checkpoint's scan against the same weights unsharded, and their ratio.
+
+    The two are measured in turn, one run each per round, so a load that comes and goes on a
+    shared machine weighs on both alike."""
+    plain, index, shards = build_sharded(cache)
+    runs: dict[Path, list[tuple[float, float]]] = {plain: [], index: []}
+    for _ in range(repeats):
+        for path, times in runs.items():
+            times.append(measure(decay_audit + ["scan", str(path), "--format", "json"], 1))
+    scan_plain, scan_sharded = (
+        (statistics.median(t for t, _ in runs[p]), statistics.median(m for _, m in runs[p])) for p in (plain, index)
+    )
+    ratio = scan_sharded[0] / scan_plain[0]
+    return [
+        "| weights | files | scan s / MiB | sharded / unsharded |",
+        "|" + " --- |" * 4,
+        f"| {plain.name} | 1 | {scan_plain[0]:.3f} / {scan_plain[1]:.0f} | |",
+        f"| {index.name} | index + {shards} shards | {scan_sharded[0]:.3f} / {scan_sharded[1]:.0f} | {ratio:.2f}x |",
+    ], ratio
+
+
 def measure(command: list[str], repeats: int) -> tuple[float, float]:
     """(median wall seconds, median peak RSS MiB) of a whole process."""
     walls, peaks = [], []
@@ -121,6 +167,12 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="add the 6,000-variable row (3,000 parallel Dense) with its per-variable cost",
+    )
+    parser.add_argument(
+        "--sharded",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add ConvNeXtTiny's weights sharded against unsharded (must stay within 1.5x)",
     )
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -159,6 +211,12 @@ def main() -> None:
     if args.per_variable:
         lines.append("")
         lines.extend(per_variable_rows(args.cache, args.repeats, decay_audit, load_and_list))
+    if args.sharded:
+        sharded, ratio = sharded_rows(args.cache, args.repeats, decay_audit)
+        lines.append("")
+        lines.extend(sharded)
+        if ratio > 1.5:
+            print(f"sharded scan {ratio:.2f}x the unsharded one: over the 1.5x bound", file=sys.stderr)
     if "base" in scan_times and "small" in scan_times:
         lines.append("")
         lines.append(

@@ -18,6 +18,7 @@ from decay_audit.inventory import VariableRecord
 from decay_audit.kinds import Confidence, Kind
 from decay_audit.knowledge import slot_for_leaf
 from decay_audit.knowledge import transformers as hf_names
+from decay_audit.knowledge.keras import adapted_slot
 
 ROLE = 4.0  # Keras' own class, variable's role known from its source
 HINTED_ROLE = 3.0  # same table, class guessed from Keras' auto-generated layer name, or a user class of that name
@@ -88,6 +89,18 @@ _LEAF_KINDS: tuple[tuple[re.Pattern[str], Kind, str], ...] = tuple(
             r"seed_generator_state|iterations?|step|global_step|counter|[a-z_]*_count)$",
             Kind.STATISTIC,
             "conventional name of a running statistic or counter",
+        ),
+        (
+            r"^lora_embeddings_[ab]$",
+            Kind.EMBEDDING,
+            "Keras name of a LoRA factor of an embedding table: the ids pick rows of its low-rank update",
+        ),
+        (
+            r"^((kernel|embeddings|reverse_embeddings)_(scale|zero)|g_idx|zero_point|"
+            r"(inputs|kernel|outputs_grad)_(scale|amax_history))$",
+            Kind.STATISTIC,
+            "Keras name of quantization state (a scale, zero point, group index or float8 amax history): "
+            "set by quantize() or overwritten with its gradient, never a learned weight to decay",
         ),
         (
             r"^(alpha|alphas|layer_scale|ls_gamma|gain|logit_scale|temperature|scale_factor)$",
@@ -179,6 +192,9 @@ def _graph_opinions(record: VariableRecord) -> Iterable[_Opinion]:
 def _role_opinion(record: VariableRecord) -> _Opinion | None:
     if record.layer_class and record.leaf_known:
         slot = slot_for_leaf(record.layer_class, record.leaf)
+        if slot is None and record.layer_builtin:
+            # Variables that quantize() or LoRA add to a Keras core layer (kernel_scale, lora_kernel_a).
+            slot = adapted_slot(record.layer_class, record.leaf)
         if slot is not None:
             strength = ROLE if record.layer_builtin else HINTED_ROLE
             origin = "Keras class" if record.layer_builtin else "class named"

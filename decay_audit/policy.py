@@ -24,10 +24,14 @@ from decay_audit.kinds import Kind, Preset, TextEnum
 
 def _preset_decays(preset: Preset, record: VariableRecord, classification: Classification) -> bool:
     kind = classification.kind
+    if kind is Kind.STATISTIC:
+        # Under every preset: a trainable statistic (float8's scale and amax history) is marked
+        # overwrite_with_gradient, and Keras' optimizer takes it out of the update before weight decay.
+        return False
     if preset is Preset.KERNELS_ONLY:
         return kind is Kind.KERNEL
     if preset is Preset.NO_BIAS_NORM:
-        return kind not in (Kind.BIAS, Kind.NORM, Kind.STATISTIC)
+        return kind not in (Kind.BIAS, Kind.NORM)
     if preset is Preset.NDIM:
         return record.ndim >= 2
     return True
@@ -180,7 +184,9 @@ def build_policy(
 
 
 def load_policy_file(path: Path) -> Policy:
-    """A policy file (YAML or JSON): ``{preset: ..., overrides: [{action: decay|no-decay, select: ...}]}``."""
+    """A policy file, ``{preset: ..., overrides: [{action: decay|no-decay, select: ...}]}``: YAML for
+    ``.yaml``/``.yml``, strict JSON for any other name, validated against ``policy.schema.json``
+    (an unknown key is an error naming the closest known one)."""
     from decay_audit.files import read_structured, validate
 
     document = read_structured(path)

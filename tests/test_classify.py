@@ -155,3 +155,28 @@ def test_patch_embedding_filter_is_a_kernel_not_a_table():
     assert classify_record(named).kind is Kind.KERNEL
     table = record("text/token_embedding/var_0", (50, 16), leaf_known=False)
     assert classify_record(table).kind is Kind.EMBEDDING
+
+
+@pytest.mark.parametrize(
+    "path,shape,layer_class,trainable,kind",
+    [
+        # float8 delayed-scaling state: trainable (overwrite_with_gradient), yet never decayed.
+        ("dense/inputs_amax_history", (1024,), "Dense", True, Kind.STATISTIC),
+        ("dense/kernel_scale", (), "Dense", True, Kind.STATISTIC),
+        # int8/int4 quantization state beside an integer kernel.
+        ("ein/kernel_scale", (1, 6), "EinsumDense", False, Kind.STATISTIC),
+        ("emb/embeddings_zero", (10, 1), "Embedding", False, Kind.STATISTIC),
+        # LoRA factors take the role of what they adapt.
+        ("dense/lora_kernel_b", (2, 4), "Dense", True, Kind.KERNEL),
+        ("emb/lora_embeddings_a", (10, 2), "Embedding", True, Kind.EMBEDDING),
+        ("emb/lora_embeddings_b", (2, 8), "Embedding", True, Kind.EMBEDDING),
+        # Without the class (a file that names no config), the leaf convention still tells.
+        ("block/outputs_grad_amax_history", (1024,), None, True, Kind.STATISTIC),
+        ("block/lora_embeddings_a", (10, 2), None, True, Kind.EMBEDDING),
+    ],
+)
+def test_quantization_and_lora_variables(path, shape, layer_class, trainable, kind):
+    result = classify_record(record(path, shape, layer_class, builtin=layer_class is not None, trainable=trainable))
+    assert result.kind is kind
+    if layer_class is not None:
+        assert result.confidence is Confidence.HIGH

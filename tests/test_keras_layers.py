@@ -3,6 +3,8 @@ upgrade turns this red instead of silently mislabelling ``vars/<i>`` in .keras f
 
 from __future__ import annotations
 
+import json
+
 import keras
 import pytest
 
@@ -90,3 +92,90 @@ def test_snake_case_matches_keras_naming(class_name):
     from keras.src.utils.naming import to_snake_case
 
     assert snake_case(class_name) == to_snake_case(class_name)
+
+
+# -- quantized and LoRA variants: what load_model rebuilds, and what save_own_variables writes --
+
+ADAPTED = [
+    ("Dense", {"units": 3}, (None, 4)),
+    ("Dense", {"units": 3, "use_bias": False}, (None, 4)),
+    ("EinsumDense", {"equation": "ab,bc->ac", "output_shape": 3, "bias_axes": "c"}, (None, 4)),
+    ("EinsumDense", {"equation": "abc,cde->abde", "output_shape": (None, 2, 5)}, (None, 2, 4)),
+    ("Embedding", {"input_dim": 10, "output_dim": 4}, (None, 3)),
+    ("ReversibleEmbedding", {"input_dim": 10, "output_dim": 4}, (None, 3)),
+    ("ReversibleEmbedding", {"input_dim": 10, "output_dim": 4, "tie_weights": False}, (None, 3)),
+]
+MODES = [None, "int8", "int4", "int4/-1", "float8"]
+
+
+def _adapted_cases():
+    for class_name, kwargs, shape in ADAPTED:
+        for mode in MODES:
+            if mode == "float8" and "Embedding" in class_name:
+                continue  # Embedding has no float8 mode
+            for lora in (False, True):
+                if lora and kwargs.get("tie_weights") is False:
+                    continue  # Keras 3.15 cannot build an untied ReversibleEmbedding with lora_rank
+                if lora and mode == "float8":
+                    continue  # Keras 3.15 cannot save float8 with LoRA (_get_kernel_with_merged_lora)
+                yield class_name, kwargs, shape, mode, lora
+
+
+ADAPTED_CASES = list(_adapted_cases())
+
+
+@pytest.mark.parametrize(
+    "class_name,kwargs,shape,mode,lora",
+    ADAPTED_CASES,
+    ids=[f"{c}-{'-'.join(f'{k}={v}' for k, v in kw.items())}-{m}-lora={lo}" for c, kw, _, m, lo in ADAPTED_CASES],
+)
+def test_quantized_and_lora_tables_match_installed_keras(class_name, kwargs, shape, mode, lora):
+    from decay_audit.knowledge.keras import layer_variables, loaded_shape
+
+    layer = getattr(L, class_name)(**kwargs)
+    layer.build(shape)
+    if mode is not None:
+        base, _, block = mode.partition("/")
+        config = keras.quantizers.Int4QuantizationConfig(block_size=int(block)) if block else None
+        layer.quantize(base, config=config)
+    if lora:
+        layer.enable_lora(2)
+    saved_config = json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))["config"]
+    rebuilt = getattr(L, class_name).from_config(layer.get_config())  # what load_model does
+    rebuilt.build(shape)
+    plan = layer_variables(class_name, saved_config)
+    assert plan is not None
+    assert [(s.leaf, s.trainable) for s in plan.loaded] == [(w.name, w.trainable) for w in rebuilt.weights]
+    store: dict = {}
+    layer.save_own_variables(store)
+    stored = [store[str(i)] for i in range(len(store))]
+    assert len(plan.stored) == len(stored)
+    spec = [name for name in layer.variable_serialization_spec[layer.quantization_mode] if hasattr(layer, name)]
+    spec = [n for n in spec if getattr(layer, n) is not None]
+    assert [s.leaf for s in plan.stored] == spec[: len(plan.stored)]
+    shapes = {s.leaf: tuple(v.shape) for s, v in zip(plan.stored, stored)}
+    for slot, weight in zip(plan.loaded, rebuilt.weights):
+        if not slot.stored:
+            assert loaded_shape(slot, shapes, saved_config) == tuple(weight.shape), slot.leaf
+        if slot.dtype is not None:
+            assert slot.dtype == keras.backend.standardize_dtype(weight.dtype), slot.leaf
+
+
+@pytest.mark.parametrize(
+    "dtype,mode",
+    [
+        ({"class_name": "QuantizedDTypePolicy", "config": {"mode": "int8", "source_name": "float32"}}, "int8"),
+        ({"class_name": "QuantizedDTypePolicy", "config": {"name": "int8_from_float32"}}, "int8"),
+        ("int4/128_from_mixed_bfloat16", "int4/128"),
+        ({"class_name": "DTypePolicy", "config": {"name": "mixed_bfloat16"}}, None),
+        ("float32", None),
+        ({"class_name": "DTypePolicyMap", "config": {}}, "?"),
+        ({"class_name": "GPTQDTypePolicy", "config": {"mode": "gptq/4/128", "source_name": "float32"}}, "gptq/4/128"),
+    ],
+)
+def test_quantization_mode_reads_every_policy_form(dtype, mode):
+    from decay_audit.knowledge.keras import layer_variables, quantization_mode
+
+    assert quantization_mode({"dtype": dtype}) == mode
+    if mode is not None and not mode.startswith(("int8", "int4", "float8")):
+        assert layer_variables("Dense", {"dtype": dtype, "units": 2}) is None  # positions, not guessed names

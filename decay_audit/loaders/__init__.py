@@ -15,6 +15,7 @@ from typing import Any
 from decay_audit.errors import ModelLoadError
 from decay_audit.inventory import Inventory
 from decay_audit.loaders._isolate import PendingLoad, start_isolated
+from decay_audit.loaders._shard_names import HF_INDEX_NAME, hf_shard_position, index_beside, is_shard_index, refusal
 from decay_audit.loaders.interface import DEFAULT_LIMITS, Limits, LoaderName
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -22,6 +23,7 @@ EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 HF_WEIGHTS_FILE = "tf_model.h5"  # transformers' TF2_WEIGHTS_NAME (4.49)
 HF_CONFIG_FILE = "config.json"
+PRESET_WEIGHTS_FILES = ("model.weights.h5", "model.weights.json")  # keras_hub preset_utils (0.32)
 
 
 def _load_zip(path: Path, limits: Limits) -> Inventory:
@@ -42,6 +44,70 @@ def _load_saved_model(path: Path, limits: Limits) -> Inventory:
     return load_saved_model(path, limits)
 
 
+def _load_sharded(path: Path, limits: Limits) -> Inventory:
+    """A sharded checkpoint through its index. The index of a keras_hub preset's backbone
+    (``model.weights.json`` beside ``config.json``) is read as the preset, the model it belongs to."""
+    from decay_audit.loaders.h5_file import load_hf_shards
+    from decay_audit.loaders.sharded import load_keras_index, read_index
+
+    index = read_index(path, limits)
+    if not index.keras:
+        return load_hf_shards(index, limits, str(path))
+    if path.name == PRESET_WEIGHTS_FILES[1] and _is_preset(path.parent):
+        return _part_of_preset(path, f"{path.name} is the sharded backbone weights index", limits)
+    return load_keras_index(index, limits, str(path))
+
+
+def _load_shard(path: Path, limits: Limits) -> Inventory:
+    """One shard given alone, its index beside it: the whole checkpoint, since a shard is no model."""
+    from decay_audit.loaders.h5_file import load_hf_shards
+    from decay_audit.loaders.sharded import load_keras_index, read_index
+
+    subject = str(path)
+    index_path = index_beside(path)
+    if index_path is None:
+        raise ModelLoadError(subject, refusal(path))
+    index = read_index(index_path, limits)
+    if path.name not in index.shards:
+        return _load_h5(path, limits)  # only named like a shard (``ckpt_00010.weights.h5``, an epoch's weights)
+    part = f"{path.name} is one shard of {len(index.shards)} of a sharded checkpoint"
+    if index.keras and index_path.name == PRESET_WEIGHTS_FILES[1] and _is_preset(path.parent):
+        return _part_of_preset(path, part, limits)
+    if index.keras:
+        inventory = load_keras_index(index, limits, subject)
+    else:
+        inventory = load_hf_shards(index, limits, subject)
+    note = f"{part}: read the whole checkpoint its index {index_path.name} describes (one shard alone is not a model)"
+    return _with_first_note(inventory, note)
+
+
+def _part_of_preset(path: Path, part: str, limits: Limits) -> Inventory:
+    from decay_audit.loaders.preset import load_preset
+
+    inventory = load_preset(path.parent, limits)
+    note = f"{part} of the keras_hub preset {path.parent}: read the whole preset, the model it belongs to"
+    return _with_first_note(inventory, note, source=str(path))
+
+
+def _with_first_note(inventory: Inventory, note: str, source: str | None = None) -> Inventory:
+    import dataclasses
+
+    return dataclasses.replace(
+        inventory, notes=(note, *inventory.notes), source=source if source is not None else inventory.source
+    )
+
+
+def _load_preset(path: Path, limits: Limits) -> Inventory:
+    from decay_audit.loaders.preset import load_preset
+
+    return load_preset(path, limits)
+
+
+def _is_preset(directory: Path) -> bool:
+    """``save_to_preset`` (or Keras' unzipped model) directory: config.json and backbone weights; stat only."""
+    return _is_regular(directory / HF_CONFIG_FILE) and any(_is_regular(directory / f) for f in PRESET_WEIGHTS_FILES)
+
+
 def _is_zip(path: Path, head: bytes) -> bool:
     return head.startswith((ZIP_MAGIC, EMPTY_ZIP_MAGIC))
 
@@ -54,6 +120,7 @@ def _is_hdf5(path: Path, head: bytes) -> bool:
 SNIFFERS: tuple[tuple[str, Callable[[Path, bytes], bool], Callable[[Path, Limits], Inventory]], ...] = (
     ("Keras 3 .keras zip", _is_zip, _load_zip),
     ("HDF5 (.h5 / .weights.h5)", _is_hdf5, _load_h5),
+    ("sharded checkpoint index (.weights.json, tf_model.h5.index.json)", is_shard_index, _load_sharded),
 )
 """(description, test on the first bytes of a file, loader). SavedModel is a directory, see below."""
 
@@ -134,11 +201,12 @@ def _is_regular(path: Path) -> bool:
 
 
 def _model_files_in(directory: Path) -> list[Path]:
+    """Models directly in ``directory``: a shard whose index is beside it is part of that index's model."""
     found = []
     for child in sorted(directory.iterdir()):
-        if child.is_dir() and _is_regular(child / "saved_model.pb"):
+        if child.is_dir() and (_is_regular(child / "saved_model.pb") or _is_preset(child)):
             found.append(child)
-        elif _is_regular(child) and sniff(child) is not None:
+        elif _is_regular(child) and index_beside(child) is None and sniff(child) is not None:
             found.append(child)
     return found
 
@@ -183,6 +251,10 @@ def start_load(source: Any, limits: Limits = DEFAULT_LIMITS) -> PendingLoad:
             # A Hugging Face ``save_pretrained`` directory: its TF weights are the model, whatever
             # PyTorch/safetensors files sit beside them.
             return start_load(weights, limits)
+        if (path / HF_INDEX_NAME).is_file() and config.is_file():
+            return start_load(path / HF_INDEX_NAME, limits)  # the same, saved with max_shard_size
+        if _is_preset(path):
+            return start_isolated(_load_preset, path, limits)
         candidates = _model_files_in(path)
         if len(candidates) != 1:
             found = ", ".join(c.name for c in candidates) or "none"
@@ -194,13 +266,21 @@ def start_load(source: Any, limits: Limits = DEFAULT_LIMITS) -> PendingLoad:
     head = read_head(path, subject)
     if path.name == "saved_model.pb":
         return start_isolated(_load_saved_model, path.parent, limits)
+    if _is_hdf5(path, head):
+        if index_beside(path) is not None:
+            return start_isolated(_load_shard, path, limits)
+        if hf_shard_position(path.name) is not None:
+            raise ModelLoadError(subject, refusal(path))
     for _, test, loader in SNIFFERS:
         if test(path, head):
             return start_isolated(loader, path, limits)
     if not head:
         raise ModelLoadError(subject, "empty file")
     kinds = ", ".join(description for description, _, _ in SNIFFERS)
-    raise ModelLoadError(subject, f"not a recognised model format (expected {kinds}, or a SavedModel directory)")
+    raise ModelLoadError(
+        subject,
+        f"not a recognised model format (expected {kinds}, a SavedModel directory or a keras_hub preset directory)",
+    )
 
 
 __all__ = ["DEFAULT_LIMITS", "Limits", "LoaderName", "PendingLoad", "load", "start_load"]

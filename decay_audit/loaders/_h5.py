@@ -12,8 +12,11 @@ from decay_audit.loaders._h5header import CorruptHeap, DeclaredTooLong, HeaderRe
 
 
 @contextlib.contextmanager
-def open_h5(source: Any, subject: str) -> Iterator[Any]:
+def open_h5(source: Any, subject: str, small_in_memory: bool = True) -> Iterator[Any]:
     """Yield an open ``h5py.File``; close it before the file object under it.
+
+    ``small_in_memory=False`` reads even a small file where it is: the shards of a sharded
+    checkpoint hold mostly tensor data, and copying each one whole cost more than its index walk.
 
     ``locking=False``: HDF5's file lock would otherwise make a concurrent writer
     (a training job checkpointing) fail, and the brief says never lock the input.
@@ -23,7 +26,7 @@ def open_h5(source: Any, subject: str) -> Iterator[Any]:
     import h5py
 
     try:
-        image = _small_member_image(source)
+        image = _small_member_image(source) if small_in_memory else None
         if image is not None:
             handle = h5py.File(_open_image(h5py, image), "r")
         else:

@@ -20,14 +20,18 @@ from typing import Any
 from decay_audit.inventory import VariableRecord
 from decay_audit.kinds import Kind
 from decay_audit.knowledge.keras import (
+    ADAPTABLE_CLASSES,
     LAYER_VARIABLES,
     NON_SCOPING_CONTAINERS,
     SUBLAYER_ATTRIBUTES,
     SUBLAYER_CLASS_BY_PARENT,
     SUBLAYER_CONFIG_BY_PARENT,
+    LayerVariables,
     VariableSlot,
     keras_class_name_candidates,
-    slots_for,
+    layer_variables,
+    loaded_shape,
+    quantization_mode,
     slots_for_count,
 )
 from decay_audit.knowledge.keras_hub import (
@@ -122,8 +126,9 @@ class KerasTreeWalker:
         self.notes: list[str] = []
 
     def walk_model(self, h5: Any, model_entry: Mapping[str, Any] | None) -> list[VariableRecord]:
-        """Records for every variable under ``h5`` (an open h5py File), with the model's config entry."""
-        root = snapshot(h5, self.subject, self.limits)
+        """Records for every variable under ``h5`` (an open h5py File, or an index already copied into
+        H5Nodes: the join of a sharded checkpoint's shards), with the model's config entry."""
+        root = h5 if isinstance(h5, H5Node) else snapshot(h5, self.subject, self.limits)
         config = model_entry.get("config") if isinstance(model_entry, Mapping) else None
         config = config if isinstance(config, Mapping) else {}
         class_name = model_entry.get("class_name") if isinstance(model_entry, Mapping) else None
@@ -396,24 +401,41 @@ class KerasTreeWalker:
         datasets.sort(key=lambda entry: entry[0])
         self.limits.check("max_variables", len(self.records) + len(datasets), self.subject)
         slots = None
-        if layer.hub is not None:
+        plan: LayerVariables | None = None
+        hub_base = _known_hub(layer.hub).keras_base if layer.hub is not None else None
+        if (
+            layer.hub is not None
+            and hub_base in ADAPTABLE_CLASSES
+            and layer.entry is not None
+            and (quantization_mode(layer.config) is not None or layer.config.get("lora_rank"))
+        ):
+            # A keras_hub subclass of a quantizable Keras class (keras_hub's ReversibleEmbedding):
+            # its config holds the Keras base's arguments, dtype policy and lora_rank included.
+            plan = layer_variables(hub_base, layer.config)
+        elif layer.hub is not None:
             slots = hub_slots(layer.hub, len(datasets), layer.context, tuple(len(d.shape) for _, _, d in datasets))
         elif layer.configless and layer.class_name is not None:
             slots = builtin_slots(layer.class_name, layer.config, len(datasets))
         elif layer.class_name is not None:
-            slots = slots_for(layer.class_name, layer.config)
+            plan = layer_variables(layer.class_name, layer.config)
         elif layer.hint is not None:
             slots = slots_for_count(layer.hint, len(datasets))
+        if plan is not None:
+            slots = plan.stored
         if (
             slots is None
             and layer.builtin
             and layer.entry is not None
             and layer.class_name not in LAYER_VARIABLES
+            and layer.class_name not in ADAPTABLE_CLASSES
             and layer.entry.get("module") == "keras.layers"
         ):
             slots = self._built_slots(layer)
         if slots is not None and len(slots) != len(datasets):
-            slots = None
+            slots, plan = None, None
+        if plan is not None:
+            self._loaded_variables(layer, plan, [d for _, _, d in datasets], vars_group, scope)
+            return
         in_init = in_init_leaves(layer.hub) if layer.hub and slots else frozenset()
         construction_scope = (layer.construction if layer.construction is not None else layer.scope) + (layer.name,)
         for position, (_, _key, dataset) in enumerate(datasets):
@@ -433,6 +455,43 @@ class KerasTreeWalker:
                     parent_classes=tuple(c for c in layer.parents if c != "?"),
                     layer_builtin=layer.builtin or (layer.hub is not None and slot is not None),
                     class_hint=layer.hint if slot is not None else layer.hint,
+                )
+            )
+
+    def _loaded_variables(
+        self, layer: _Layer, plan: LayerVariables, datasets: list[H5Node], vars_group: H5Node, scope: tuple[str, ...]
+    ) -> None:
+        """Records in ``model.weights`` order of the model ``load_model`` rebuilds, which for a
+        quantized or LoRA layer is neither the file's order nor its list of variables: LoRA
+        factors are not stored (merged into the kernel on save) yet recreated from ``lora_rank``."""
+        stored = dict(zip((slot.leaf for slot in plan.stored), datasets))
+        shapes = {leaf: dataset.shape or () for leaf, dataset in stored.items()}
+        for slot in plan.loaded:
+            dataset = stored.get(slot.leaf) if slot.stored else None
+            if dataset is not None:
+                shape: tuple[int | None, ...] = dataset.shape or ()
+                dtype, origin = dataset.dtype or "", dataset.path
+            else:
+                shape = loaded_shape(slot, shapes, layer.config)
+                dtype = slot.dtype or "float32"
+                origin = (
+                    f"{vars_group.path}/{slot.leaf} (not in the file: load_model creates it "
+                    f"from the layer config's lora_rank)"
+                )
+            self.records.append(
+                VariableRecord(
+                    path="/".join(scope + (slot.leaf,)),
+                    leaf=slot.leaf,
+                    layer=layer.name,
+                    layer_class=layer.class_name,
+                    shape=shape,
+                    dtype=dtype,
+                    trainable=layer.trainable and slot.trainable,
+                    origin=origin,
+                    leaf_known=True,
+                    parent_classes=tuple(c for c in layer.parents if c != "?"),
+                    layer_builtin=True,
+                    class_hint=layer.hint,
                 )
             )
 

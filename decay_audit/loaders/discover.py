@@ -1,7 +1,9 @@
 """Which models a list of paths names: files, directories (recursively) and globs.
 
 Discovery keeps what a scan can read: regular files whose first bytes a loader recognises,
-and SavedModel directories (one model each, never entered). Special files (FIFOs, devices,
+and SavedModel and keras_hub preset directories (one model each, never entered). A sharded
+checkpoint is one model, found through its index: the shards beside the index are its parts,
+not models of their own. Special files (FIFOs, devices,
 sockets) are never opened: opening a FIFO blocks, a device may never end. Hidden directories
 (``.git``, ``.venv``) are not entered unless named.
 """
@@ -15,7 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from decay_audit.loaders import sniff
+from decay_audit.loaders import PRESET_WEIGHTS_FILES, sniff
+from decay_audit.loaders._shard_names import index_beside
 
 _GLOB_MAGIC = frozenset("*?[")
 
@@ -50,16 +53,23 @@ def _regular_file(path: Path) -> bool:
         return False
 
 
+def is_preset_dir(path: Path) -> bool:
+    """A keras_hub ``save_to_preset`` directory (or Keras' unzipped model): config.json beside the
+    backbone's weights, plain or sharded. Scanned whole, as ``from_preset`` loads it."""
+    return _regular_file(path / "config.json") and any(_regular_file(path / name) for name in PRESET_WEIGHTS_FILES)
+
+
 def looks_like_model(path: Path) -> bool:
-    """A regular file whose first bytes one of the loaders' sniffers recognises."""
-    return _regular_file(path) and sniff(path) is not None
+    """A regular file whose first bytes one of the loaders' sniffers recognises, and not a shard
+    whose index is beside it (the index stands for the whole checkpoint)."""
+    return _regular_file(path) and index_beside(path) is None and sniff(path) is not None
 
 
 def _walk(top: Path) -> Iterable[Path]:
-    """Every model under ``top``, in sorted order; SavedModel directories count as one."""
+    """Every model under ``top``, in sorted order; SavedModel and preset directories count as one."""
     for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
         directory = Path(dirpath)
-        if is_saved_model_dir(directory):
+        if is_saved_model_dir(directory) or is_preset_dir(directory):
             dirnames[:] = []
             yield directory
             continue
@@ -93,6 +103,8 @@ def discover(arguments: Sequence[str | os.PathLike]) -> Discovered:
                 return
             for found in _walk(path):
                 add(found)
+        elif _regular_file(path) and index_beside(path) is not None:
+            add(_whole_checkpoint(path))  # naming every shard (``ckpt/*.h5``) scans the model once
         elif explicit or looks_like_model(path):
             add(path)
 
@@ -112,6 +124,15 @@ def discover(arguments: Sequence[str | os.PathLike]) -> Discovered:
     return Discovered(tuple(models), tuple(missing))
 
 
+def _whole_checkpoint(shard: Path) -> Path:
+    """What a shard named on the command line stands for: its preset directory, else its index."""
+    index = index_beside(shard)
+    assert index is not None  # the one caller checks it
+    if index.name == PRESET_WEIGHTS_FILES[1] and is_preset_dir(index.parent):
+        return index.parent
+    return index
+
+
 def single_model(arguments: Sequence[Path]) -> Path | None:
     """The one model a single-model scan reads, or None when the arguments ask for a multi-model scan.
 
@@ -122,7 +143,7 @@ def single_model(arguments: Sequence[Path]) -> Path | None:
     path = arguments[0]
     if not os.path.lexists(path):
         return None if is_glob(str(path)) else path
-    if path.is_dir() and not (path / "saved_model.pb").is_file():
+    if path.is_dir() and not (path / "saved_model.pb").is_file() and not is_preset_dir(path):
         found = discover([path]).models
         if len(found) == 1:
             return found[0]

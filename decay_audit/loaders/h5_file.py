@@ -16,15 +16,16 @@ from typing import Any
 from decay_audit.errors import LimitExceededError, ModelLoadError
 from decay_audit.inventory import Inventory, VariableRecord
 from decay_audit.knowledge import transformers as hf_names
-from decay_audit.knowledge.keras import SUBLAYER_CLASS_BY_PARENT, keras_class_name_candidates
+from decay_audit.knowledge.keras import SUBLAYER_CLASS_BY_PARENT, keras_class_name_candidates, legacy_order
 from decay_audit.loaders._compile_config import optimizer_from_compile_config
 from decay_audit.loaders._h5 import attribute_texts, open_h5, root_text
 from decay_audit.loaders._h5header import DeclaredTooLong
 from decay_audit.loaders._keras_config import is_builtin_entry, layer_configs
 from decay_audit.loaders._keras_tree import KerasTreeWalker
+from decay_audit.loaders._shard_names import refusal, shard_index_name
 from decay_audit.loaders.interface import Limits, LoaderName, parse_json
+from decay_audit.loaders.sharded import NO_CONFIG_NOTE, ShardIndex, open_regular, shard_path
 
-NO_CONFIG_NOTE = "no model config in the file (weights only): classes inferred from layer names and shapes"
 HF_CONFIG_FILE = "config.json"
 
 
@@ -47,9 +48,22 @@ def load_h5(path: Path, limits: Limits) -> Inventory:
         elif "layers" in h5 or "vars" in h5:
             records = KerasTreeWalker(subject, limits).walk_model(h5, model_entry)
             loader = LoaderName.WEIGHTS_H5
+        elif "lora" in h5:
+            from decay_audit.loaders.preset import load_lora_adapter
+
+            return load_lora_adapter(h5, subject, limits)
         else:
             raise ModelLoadError(subject, "HDF5 file holds no Keras model or weights layout")
+        if legacy and not records and model_entry is None:
+            _refuse_hf_shard(path, h5, weights_root)
+        if not legacy and not records and model_entry is None and shard_index_name(path.name):
+            raise ModelLoadError(subject, refusal(path))  # a Keras shard holding only other shards' groups
     notes: tuple[str, ...] = () if model_entry is not None else (NO_CONFIG_NOTE,)
+    if model_entry is None and shard_index_name(path.name) and not legacy:
+        notes += (
+            f"named like one shard of a sharded Keras checkpoint, but its index {shard_index_name(path.name)} "
+            "is not beside it: read as a whole weights file (if it is a shard, this is only part of the model)",
+        )
     if duplicates:
         notes += (
             f"{duplicates} weight names listed under more than one layer (a shared variable, such as "
@@ -57,7 +71,7 @@ def load_h5(path: Path, limits: Limits) -> Inventory:
         )
     model_name = None
     if model_entry is None and legacy:
-        hf = _hugging_face(path, records, limits)
+        hf = hugging_face(path, records, limits)
         if hf is not None:
             records, hf_notes, model_name = hf
             notes = hf_notes + notes[1:]
@@ -71,6 +85,16 @@ def load_h5(path: Path, limits: Limits) -> Inventory:
         model_name=model_name if isinstance(model_name, str) else None,
         optimizer=optimizer_from_compile_config(training),
     )
+
+
+def _refuse_hf_shard(path: Path, h5: Any, weights_root: Any) -> None:
+    """A transformers TF shard lists datasets, not layer groups, in ``layer_names`` (modeling_tf_utils
+    4.49 ``save_pretrained``): read as a legacy file it would hold no variable. Refused, whatever its
+    name, naming the index to scan (its index beside it is read by ``loaders.start_load`` instead)."""
+    names = attribute_texts(h5, weights_root, "layer_names") or []
+    first = next((n for n in names if n), None)
+    if first is not None and first in weights_root and hasattr(weights_root[first], "shape"):
+        raise ModelLoadError(str(path), refusal(path))
 
 
 def _root_config(h5: Any, name: str, subject: str, limits: Limits) -> str | None:
@@ -128,6 +152,7 @@ def _legacy_records(
         weight_names = attribute_texts(h5, group, "weight_names")
         if weight_names is None:
             continue
+        group_records: list[VariableRecord] = []
         for weight_name in weight_names:
             if not weight_name:
                 continue
@@ -143,11 +168,45 @@ def _legacy_records(
                 raise ModelLoadError(
                     subject, f"weight {weight_name!r} listed for layer {layer_name!r} is not a dataset"
                 )
-            records.append(_legacy_record(weight_name, layer_name, dataset, index))
+            group_records.append(legacy_record(weight_name, layer_name, dataset, index))
+        records.extend(_in_loaded_order(group_records, index))
     return records, duplicates
 
 
-def _hugging_face(
+def _in_loaded_order(
+    records: list[VariableRecord], index: Mapping[str, tuple[Mapping[str, Any], tuple[str, ...]]]
+) -> list[VariableRecord]:
+    """A layer's records in the ``model.weights`` order ``load_model`` gives, with its trainability.
+
+    Keras writes a legacy ``.h5`` layer's weight names as trainable weights, then non-trainable
+    ones; for a quantized layer or one with LoRA that is neither ``model.weights``' order nor
+    knowable from the names (a LoRA-frozen kernel is listed after the factors). Where the
+    knowledge table knows the class and its config, it gives both; elsewhere the file order stays."""
+    by_owner: dict[str | None, list[VariableRecord]] = {}
+    for record in records:
+        by_owner.setdefault(record.layer, []).append(record)
+    ordered: list[VariableRecord] = []
+    for owner, owned in by_owner.items():
+        entry = index.get(owner or "", (None, ()))[0]
+        class_name = entry.get("class_name") if entry else None
+        config = entry.get("config") if entry else None
+        plan = (
+            legacy_order(class_name, config if isinstance(config, Mapping) else None, [r.leaf for r in owned])
+            if isinstance(class_name, str)
+            else None
+        )
+        if plan is None:
+            ordered.extend(owned)
+            continue
+        layer_trainable = not isinstance(config, Mapping) or bool(config.get("trainable", True))
+        by_leaf = {record.leaf: record for record in owned}
+        ordered.extend(
+            dataclasses.replace(by_leaf[leaf], trainable=layer_trainable and trainable) for leaf, trainable in plan
+        )
+    return ordered
+
+
+def hugging_face(
     path: Path, records: list[VariableRecord], limits: Limits
 ) -> tuple[list[VariableRecord], tuple[str, ...], str | None] | None:
     """Mark the records of a Hugging Face ``tf_model.h5`` (``save_pretrained``), or None if it is not one.
@@ -225,7 +284,7 @@ def _hf_config(path: Path, limits: Limits) -> Mapping[str, Any] | None:
     return None
 
 
-def _legacy_record(weight_name: str, top_layer: str, dataset: Any, index: Mapping) -> VariableRecord:
+def legacy_record(weight_name: str, top_layer: str, dataset: Any, index: Mapping) -> VariableRecord:
     path = weight_name[:-2] if weight_name.endswith(":0") else weight_name
     parts = path.split("/")
     leaf = parts[-1]
@@ -277,3 +336,75 @@ def _legacy_record(weight_name: str, top_layer: str, dataset: Any, index: Mappin
         or (entry is not None and "module" not in entry and isinstance(class_name, str)),
         class_hint=hint,
     )
+
+
+# -- a sharded save_pretrained checkpoint ---------------------------------------------------------
+
+
+def _hf_stripped(full_name: str) -> str:
+    """The dataset name transformers writes for a variable (modeling_tf_utils.save_pretrained):
+    its name without the model's own first component, unless it holds ``model.`` or is one part."""
+    if "model." in full_name or len(full_name.split("/")) == 1:
+        return full_name
+    return full_name.split("/", 1)[1]
+
+
+def load_hf_shards(index: ShardIndex, limits: Limits, subject: str) -> Inventory:
+    """Rows of a sharded ``save_pretrained`` checkpoint: the same as the unsharded ``tf_model.h5``'s.
+
+    Names come from the index (full ``variable.name``s, as the unsharded file's ``weight_names``
+    hold them); which shard holds which dataset, and its shape, from each shard's ``layer_names``.
+    The unsharded file lists ``model.weights`` order; shards keep it from one shard to the next
+    but sort names within a shard, so that is the order here."""
+    full_by_shard: dict[str, dict[str, str]] = {}
+    prefixes: dict[str, None] = {}
+    for key, names in index.weight_map:
+        for name in names:
+            full_by_shard.setdefault(name, {})[_hf_stripped(key)] = key
+        if "/" in key:
+            prefixes.setdefault(key.split("/", 1)[0], None)
+    prefix = next(iter(prefixes), None) if len(prefixes) == 1 else None
+    records: list[VariableRecord] = []
+    seen: set[str] = set()
+    for name in index.shards:
+        shard = shard_path(index, name)
+        shard_subject = str(shard)
+        with open_regular(shard, shard_subject) as raw, open_h5(raw, shard_subject, small_in_memory=False) as h5:
+            listed = attribute_texts(h5, h5, "layer_names")
+            if listed is None:
+                raise ModelLoadError(shard_subject, "shard has no layer_names attribute: not a transformers TF shard")
+            limits.check("max_objects", len(listed), shard_subject)
+            for dataset_name in listed:
+                if not dataset_name or dataset_name not in h5:
+                    continue
+                dataset = h5[dataset_name]
+                if not hasattr(dataset, "shape"):
+                    raise ModelLoadError(shard_subject, f"layer_names lists {dataset_name!r}, which is not a dataset")
+                full = full_by_shard.get(name, {}).get(dataset_name)
+                if full is None:
+                    full = f"{prefix}/{dataset_name}" if prefix and "model." not in dataset_name else dataset_name
+                if full in seen:
+                    continue
+                seen.add(full)
+                limits.check("max_variables", len(records) + 1, subject)
+                parts = full.split("/")
+                record = legacy_record(full, parts[1] if len(parts) > 2 else parts[0], dataset, {})
+                records.append(_with_origin(record, f"{name}:{dataset.name.lstrip('/')}"))
+    notes: tuple[str, ...] = (NO_CONFIG_NOTE,)
+    model_name = None
+    hf = hugging_face(index.path, records, limits)
+    if hf is not None:
+        records, hf_notes, model_name = hf
+        notes = hf_notes
+    notes += (f"sharded Hugging Face TF checkpoint: {len(index.shards)} shards joined through {index.path.name}",)
+    return Inventory(
+        source=subject,
+        loader=LoaderName.HF_SHARDED.value,
+        records=tuple(records),
+        notes=notes,
+        model_name=model_name,
+    )
+
+
+def _with_origin(record: VariableRecord, origin: str) -> VariableRecord:
+    return dataclasses.replace(record, origin=origin)
