@@ -51,7 +51,11 @@ FOUND = [
         "saved-model",
         "IndexError: the root's trainable_variables child named a node past the end of the object graph",
     ),
-    ("rule_file_nul_character.yaml", "rule-file", "yaml ReaderError: a NUL character, raised while the loader was made"),
+    (
+        "rule_file_nul_character.yaml",
+        "rule-file",
+        "yaml ReaderError: a NUL character, raised while the loader was made",
+    ),
 ]
 
 
