@@ -364,3 +364,19 @@ def test_every_loader_name_is_in_the_scan_schemas():
         text = json.dumps(load_schema(name))
         for loader in LoaderName:
             assert f'"{loader.value}"' in text, (name, loader)
+
+
+def test_a_column_with_nothing_to_say_is_left_out_on_a_terminal():
+    """A subclassed model's file names no layer classes: the class column would only take width
+    from the evidence, so it is not drawn (and not listed as left out either)."""
+    variables = tuple(
+        _variable(f"model/dense{i}/var_0", None, (4, 4), Kind.KERNEL, True, evidence="shape [4, 4]") for i in range(3)
+    )
+    report = ScanReport(Inventory("sub.keras", "keras-zip", tuple(v.record for v in variables)), variables, Policy())
+    headers = [
+        line for line in _visible(render(Subject.SCAN, OutputFormat.TABLE, report, width=100)) if "evidence" in line
+    ]
+    assert headers and all(" class " not in line for line in headers)
+    assert "left out" not in render(Subject.SCAN, OutputFormat.TABLE, report, width=100)
+    with_class = _small_scan()  # one class known: the column stays
+    assert any(" class " in line for line in _visible(render(Subject.SCAN, OutputFormat.TABLE, with_class, width=100)))

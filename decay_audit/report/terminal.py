@@ -150,7 +150,9 @@ def _widths(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int
     def fits(chosen: list[int]) -> bool:
         return sum(least(i) for i in chosen) + GAP * (len(chosen) - 1) <= width
 
-    kept = list(range(len(columns)))
+    # A column that may give way and has nothing to say (no layer class in a subclassed model's
+    # file) is left out without a word: it would only take width from the evidence.
+    kept = [i for i, c in enumerate(columns) if not c.drop or any(row[i].strip() for row in rows)]
     dropped = []
     while not fits(kept) and any(columns[i].drop for i in kept):
         dropped.append(max((i for i in kept if columns[i].drop), key=lambda i: (columns[i].drop, i)))
@@ -199,7 +201,8 @@ def grid(view: View, columns: Sequence[Column], rows: Sequence[Sequence[str]]) -
             style = column.style(text) if column.style and view.color else None
             cells.append(Text(text, style=style or ""))
         table.add_row(*cells)
-    return Grid(table, tuple(columns[i].header for i in range(len(columns)) if i not in widths))
+    empty = {i for i, c in enumerate(columns) if c.drop and not any(row[i].strip() for row in rows)}
+    return Grid(table, tuple(columns[i].header for i in range(len(columns)) if i not in widths and i not in empty))
 
 
 def text(line: str, style: str | None = None) -> Any:
