@@ -40,6 +40,17 @@ KERAS_ROLES = {
 """Roles of Keras' built-in leaves, restated here as the tests' own oracle (not read from decay_audit's tables)."""
 
 
+@pytest.fixture(autouse=True)
+def _same_random_state_whatever_ran_before():
+    """Every test starts from one random state (Python, NumPy, Keras and TensorFlow), so its outcome
+    does not depend on which tests ran before it in the process, serially or on an xdist worker.
+    Measured: test_rate_mismatch_still_seen_at_fine_tuning_rates' unseeded model gave the probe a
+    false double decay in 4 of 200 initialisations, and a serial run of the suite hit one."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+
+
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory):
     model = builders.zoo_model()
