@@ -15,11 +15,15 @@ changed policy (if one changed in the same commit) or ``--preset``/``--policy``.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import click
+
+from decay_audit.kinds import KerasBackend, Preset
+from decay_audit.rules import TargetName
 
 POLICY_KEYS = frozenset({"preset", "overrides"})
 
@@ -63,35 +67,36 @@ def check_commands(
     return commands
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m decay_audit.integrations.precommit",
-        description="Check changed decay rule/policy files against a model.",
-    )
-    parser.add_argument("--model", action="append", required=True, help="The model the rules are for (repeatable).")
-    parser.add_argument(
-        "--target", required=True, help="The rule language: keras, tf-keras, model-garden, optax, native."
-    )
-    parser.add_argument("--rules", help="The rule file to check when only a policy file changed.")
-    parser.add_argument("--policy", help="The policy to check under when no policy file changed.")
-    parser.add_argument("--preset", help="The preset to check under when no policy is given.")
-    parser.add_argument("--keras-backend", help="For --target keras: the backend that trains.")
-    parser.add_argument("files", nargs="*", help="Changed rule/policy files (pre-commit passes them).")
-    options = parser.parse_args(argv)
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "models", multiple=True, required=True, help="The model the rules are for (repeatable).")
+@click.option("--target", required=True, type=click.Choice([t.value for t in TargetName]), help="The rule language.")
+@click.option("--rules", help="The rule file to check when only a policy file changed.")
+@click.option("--policy", help="The policy to check under when no policy file changed.")
+@click.option("--preset", type=click.Choice([p.value for p in Preset]), help="The preset when no policy is given.")
+@click.option(
+    "--keras-backend",
+    type=click.Choice([b.value for b in KerasBackend]),
+    help="For --target keras: the backend that trains.",
+)
+@click.argument("files", nargs=-1)
+def main(
+    models: tuple[str, ...],
+    target: str,
+    rules: str | None,
+    policy: str | None,
+    preset: str | None,
+    keras_backend: str | None,
+    files: tuple[str, ...],
+) -> None:
+    """Check changed decay rule/policy files (FILES, as pre-commit passes them) against a model.
+
+    Each check is ``decay-audit check`` exactly as on the command line; the exit code is the worst."""
     worst = 0
-    for command in check_commands(
-        options.model,
-        options.target,
-        options.files,
-        options.rules,
-        options.policy,
-        options.preset,
-        options.keras_backend,
-    ):
+    for command in check_commands(models, target, files, rules, policy, preset, keras_backend):
         result = subprocess.run([sys.executable, "-m", "decay_audit.cli", *command])
         worst = max(worst, result.returncode)
-    return worst
+    sys.exit(worst)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(prog_name="python -m decay_audit.integrations.precommit")
