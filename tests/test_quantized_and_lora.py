@@ -5,11 +5,9 @@ rule, applied to the loaded model, makes a real AdamW step decay exactly the int
 
 from __future__ import annotations
 
-import collections
-
 import keras
-import numpy as np
 import pytest
+from test_rules import apply_keras_rule, moved_by_real_optimizer
 
 from decay_audit import scan
 from decay_audit.kinds import Kind
@@ -175,34 +173,6 @@ def test_legacy_h5_names_every_variable(saved, variant):
         assert variable.classification.kind is _expected_kind(variable.record.leaf), variable.record.path
 
 
-def _moved_by_adamw(model, optimizer) -> collections.Counter:
-    """One AdamW step with zero gradients: with fresh moments the update is exactly the decay.
-    Variables Keras overwrites with their gradient (float8 scales) are left out: the optimizer
-    assigns them the (zero) gradient and never decays them (BaseOptimizer.apply)."""
-    variables = [v for v in model.trainable_variables if not v.overwrite_with_gradient]
-    rng = np.random.default_rng(0)
-    for variable in variables:
-        variable.assign(rng.uniform(0.5, 1.5, size=variable.shape).astype(variable.dtype))
-    before = [np.array(v.numpy()) for v in variables]
-    everything = model.trainable_variables
-    optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in everything])
-    return collections.Counter(v.path for v, old in zip(variables, before) if not np.array_equal(v.numpy(), old))
-
-
-def _apply_rule(model, rules, optimizer):
-    """What decay_audit.rules.keras3.SNIPPET does."""
-    owned = {}
-    for v in model.weights:
-        owned.setdefault(v.path.rpartition("/")[0], []).append(v)
-    var_list = [
-        v
-        for v in model.trainable_variables
-        if v.path in set(rules["exclude_paths"]) or v.path.rpartition("/")[0] in set(rules["exclude_layers"])
-    ]
-    var_list += [owned[p["layer"]][p["index"]] for p in rules["exclude_positions"]]
-    optimizer.exclude_from_weight_decay(var_list=var_list, var_names=rules["exclude_var_names"] or None)
-
-
 @pytest.mark.parametrize("preset", ["kernels-only", "no-bias-norm"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_emitted_rule_on_a_real_adamw_step(saved, variant, preset):
@@ -212,10 +182,10 @@ def test_emitted_rule_on_a_real_adamw_step(saved, variant, preset):
     assert emission.ok, (emission.wrongly_selected, emission.unexpressible)
     model = _loaded(path)
     optimizer = keras.optimizers.AdamW(learning_rate=0.1, weight_decay=0.5)
-    _apply_rule(model, emission.document, optimizer)
+    apply_keras_rule(model, emission.document, optimizer)
     expected = {v.record.path for v in report.variables if v.decision.decay}
     assert [v for v in model.trainable_variables if not v.overwrite_with_gradient], "the probe sees variables"
-    assert set(_moved_by_adamw(model, optimizer)) == expected
+    assert set(moved_by_real_optimizer(model, optimizer)) == expected
 
 
 @pytest.mark.parametrize("variant", H5_CASES)
