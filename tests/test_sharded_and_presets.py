@@ -185,17 +185,11 @@ def test_a_lora_adapter_scans_as_an_adapter(presets):
 
 @pytest.fixture(scope="session")
 def hf_checkpoints(tmp_path_factory):
-    from transformers import BertConfig, TFBertModel
+    from tf_keras_setups import tiny_bert_config
+    from transformers import TFBertModel
 
     directory = tmp_path_factory.mktemp("hf")
-    config = BertConfig(
-        vocab_size=50,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=16,
-    )
+    config = tiny_bert_config()
     model = TFBertModel(config)
     model(model.dummy_inputs)
     model.save_pretrained(directory / "whole")

@@ -205,16 +205,9 @@ def test_transformers_tf_bert_with_adam_weight_decay():
 def test_transformers_models_computing_their_own_loss_with_create_optimizer():
     """The Hugging Face pattern: ``create_optimizer`` (warm-up schedule, AdamWeightDecay with
     its exclude list) and ``compile()`` without a loss, labels moved into the inputs."""
-    from transformers import BertConfig, TFBertForMaskedLM, create_optimizer
+    from transformers import TFBertForMaskedLM, create_optimizer
 
-    config = BertConfig(
-        vocab_size=50,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=16,
-    )
+    config = tf_keras_setups.tiny_bert_config()
     bert = TFBertForMaskedLM(config)
     bert(bert.dummy_inputs)
     optimizer, _ = create_optimizer(init_lr=5e-5, num_train_steps=100, num_warmup_steps=10, weight_decay_rate=0.01)

@@ -75,21 +75,28 @@ def hand_written(select):
     return {"model": built, "optimizer": optimizer, "train_step": train_step, "data_loss": MSE}
 
 
-def tiny_bert_classifier(exclude):
-    """transformers' TFBertForSequenceClassification (tiny random config) with the optimizer its
-    ``create_optimizer`` builds: ``AdamWeightDecay(exclude_from_weight_decay=...)``."""
-    from transformers import BertConfig, TFBertForSequenceClassification
-    from transformers.optimization_tf import AdamWeightDecay
+def tiny_bert_config(**extra):
+    """A BERT config small enough to build in milliseconds: 50 tokens, hidden size 8, one layer."""
+    from transformers import BertConfig
 
-    config = BertConfig(
+    return BertConfig(
         vocab_size=50,
         hidden_size=8,
         num_hidden_layers=1,
         num_attention_heads=2,
         intermediate_size=16,
         max_position_embeddings=16,
-        num_labels=3,
+        **extra,
     )
+
+
+def tiny_bert_classifier(exclude):
+    """transformers' TFBertForSequenceClassification (tiny random config) with the optimizer its
+    ``create_optimizer`` builds: ``AdamWeightDecay(exclude_from_weight_decay=...)``."""
+    from transformers import TFBertForSequenceClassification
+    from transformers.optimization_tf import AdamWeightDecay
+
+    config = tiny_bert_config(num_labels=3)
     bert = TFBertForSequenceClassification(config)
     bert(bert.dummy_inputs)
     bert.compile(
