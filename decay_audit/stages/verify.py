@@ -20,7 +20,7 @@ from typing import Any
 
 from decay_audit.errors import ModelLoadError, OptionError, UsageError
 from decay_audit.findings import Outcome
-from decay_audit.kinds import KerasBackend, Preset
+from decay_audit.kinds import Preset
 from decay_audit.policy import Policy
 from decay_audit.probe.setup import (
     OPTIMIZERS,
@@ -173,7 +173,9 @@ def precheck(model: str | os.PathLike[str] | None, setup: str | None, options: V
     if (model is None) == (setup is None):
         raise UsageError("verify", "give exactly one of MODEL or --setup FILE.py:FUNCTION")
     path_text, function = _split_spec(setup) if setup is not None else ("", "")
-    _check_backend(options.backend)
+    from decay_audit.probe.backends.select import trainable_backend
+
+    trainable_backend(options.backend)
     if setup is not None and (options.optimizer or options.custom_modules):
         raise OptionError("setup", "--optimizer and --custom-module apply to MODEL, not to --setup")
     if setup is not None:
@@ -303,24 +305,6 @@ def _module_names(tree: ast.Module) -> set[str] | None:
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _DYNAMIC_CALLS:
             return None
     return names
-
-
-def _check_backend(requested: str | None) -> None:
-    """The backend named (or ``KERAS_BACKEND``) is one Keras trains on, and its framework is
-    installed: found by ``find_spec``, nothing imported."""
-    name = (requested or os.environ.get("KERAS_BACKEND") or KerasBackend.TENSORFLOW.value).lower()
-    trains = [b.value for b in KerasBackend if b.trains]
-    if name == KerasBackend.NUMPY:
-        raise OptionError("backend", f"numpy runs inference only: nothing trains on it (one of {', '.join(trains)})")
-    if name not in trains:
-        close = difflib.get_close_matches(name, trains, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise OptionError("backend", f"unknown backend {name!r} (one of {', '.join(trains)}{hint})")
-    from decay_audit.probe.backends.select import not_installed
-
-    problem = not_installed(KerasBackend(name))
-    if problem is not None:
-        raise OptionError("backend", problem)
 
 
 def _select_backend(options: VerifyOptions) -> None:

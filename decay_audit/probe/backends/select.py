@@ -8,6 +8,7 @@ failing inside Keras' import. tf_keras (Keras 2) set-ups always run on TensorFlo
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import sys
@@ -40,15 +41,29 @@ def not_installed(backend: KerasBackend) -> str | None:
     return None
 
 
-def choose_backend(requested: str | None) -> KerasBackend:
-    """The backend to run on; sets ``KERAS_BACKEND`` (before any Keras import) and returns it."""
+def trainable_backend(requested: str | None) -> KerasBackend:
+    """The backend named (else ``KERAS_BACKEND``, else TensorFlow), refused in one line unless Keras
+    trains on it and its framework is installed: found by ``find_spec``, nothing imported, so verify's
+    cheap checks and ``choose_backend`` ask the same question the same way."""
     name = (requested or os.environ.get("KERAS_BACKEND") or KerasBackend.TENSORFLOW.value).lower()
-    if name not in BACKEND_MODULES:
-        raise OptionError("backend", f"unknown backend {name!r} (one of {', '.join(BACKEND_MODULES)})")
+    trains = [b.value for b in KerasBackend if b.trains]
+    if name == KerasBackend.NUMPY:
+        raise OptionError("backend", f"numpy runs inference only: nothing trains on it (one of {', '.join(trains)})")
+    if name not in trains:
+        close = difflib.get_close_matches(name, trains, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise OptionError("backend", f"unknown backend {name!r} (one of {', '.join(trains)}{hint})")
     backend = KerasBackend(name)
     problem = not_installed(backend)
     if problem is not None:
         raise OptionError("backend", problem)
+    return backend
+
+
+def choose_backend(requested: str | None) -> KerasBackend:
+    """The backend to run on; sets ``KERAS_BACKEND`` (before any Keras import) and returns it."""
+    backend = trainable_backend(requested)
+    name = backend.value
     keras = sys.modules.get("keras")
     if keras is not None and hasattr(keras, "backend") and keras.backend.backend() != name:
         raise OptionError(
