@@ -130,8 +130,15 @@ _NAME_TOKENS: tuple[tuple[re.Pattern[str], Kind, str], ...] = tuple(
     for pattern, kind, why in (
         (r"layer_?scale|layerscale|(^|_)ls(_|$)|scale_?layer", Kind.SCALE, "layer-scale"),
         (r"p_?re_?lu", Kind.SCALE, "PReLU"),
+        (r"temperature|logit_?scale", Kind.SCALE, "temperature"),
+        # A ViT-style ``ClassToken`` layer (add_weight of shape (1, 1, width)) saved in a .keras, where
+        # the variable's own name is lost: the class or layer name still says what it holds.
+        (r"(cls|class|reg|register|mask|dist|distillation)_?tokens?", Kind.EMBEDDING, "learned-token"),
         (r"norm|(^|_)ln(_|\d|$)|ln_f|(^|_)bn(_|\d|$)|(^|_)rms(_|\d|$)", Kind.NORM, "normalization"),
         (r"embed|(^|_)wte$|(^|_)wpe$", Kind.EMBEDDING, "embedding"),
+        # Checked only against table-shaped variables (below): a (positions, width) table whose
+        # layer says position has its rows picked by position, whatever the leaf is called.
+        (r"(^|_)(pos|positions?|positional)(_|\d|$)", Kind.EMBEDDING, "position-table"),
     )
 )
 
@@ -311,6 +318,19 @@ def _sibling_bias_opinion(record: VariableRecord, siblings: Iterable[VariableRec
 
 
 def _shape_opinion(record: VariableRecord, siblings: Iterable[VariableRecord]) -> _Opinion | None:
+    if record.ndim == 0 and record.trainable:
+        return _Opinion(
+            Kind.SCALE,
+            SHAPE,
+            "a trainable scalar: a gain-like parameter (temperature, logit scale, gate); no weight matrix is 0-D",
+        )
+    if record.ndim == 3 and record.shape[:2] == (1, 1) and (record.shape[2] or 0) > 1 and record.trainable:
+        return _Opinion(
+            Kind.EMBEDDING,
+            SHAPE,
+            f"shape {list(record.shape)}: one learned token of the model's width (cls/register/mask "
+            "tokens are (1, 1, width), concatenated to a (batch, sequence, width) input)",
+        )
     if record.ndim >= 2 and not _is_broadcast_vector(record):
         return _Opinion(Kind.KERNEL, SHAPE, f"shape {list(record.shape)}: a matrix or filter")
     if record.ndim == 1:

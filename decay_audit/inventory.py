@@ -31,7 +31,9 @@ class VariableRecord:
     dtype: str
     """Variable dtype as a NumPy-style name (``float32``)."""
     trainable: bool
-    """Whether an optimizer would update it."""
+    """Whether an optimizer would update it. Where the source does not record it
+    (``trainable_known`` False) this is what Keras gives the variable unless the user's code
+    freezes its layer: True, except for variables a class always creates non-trainable."""
     origin: str
     """Where in the source the variable was read (h5 dataset path, object-graph node, attribute)."""
     leaf_known: bool = True
@@ -51,6 +53,11 @@ class VariableRecord:
     (decay_audit.knowledge.transformers)."""
     naming_evidence: str | None = None
     """What identified that library (``config.json model_type 'bert', TFBertModel``), quoted in evidence."""
+    trainable_known: bool = True
+    """False where the source cannot know whether the variable is trained: a weights-only file
+    (``.weights.h5``, sharded weights without a config, legacy ``save_weights``) stores values, not
+    which layers the code that loads them freezes. Reports say "unknown" and the policy decides as
+    if trainable, saying so in the decision's reason."""
 
     @property
     def size(self) -> int:

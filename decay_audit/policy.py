@@ -37,6 +37,16 @@ def _preset_decays(preset: Preset, record: VariableRecord, classification: Class
     return True
 
 
+UNKNOWN_TRAINABILITY = (
+    "trainability unknown (the file records none): decided as if trainable, which it is unless "
+    "the code that loads these weights freezes its layer (then it is neither updated nor decayed)"
+)
+"""Said in the reason of every decision on a variable whose trainability the source cannot know
+(VariableRecord.trainable_known False). Such a variable is decided as a trainable one: that is
+what Keras does with it unless the user's code freezes its layer, and a rule made for it still
+selects the right variable when the layer is trainable. Never silently: the reason says so."""
+
+
 class Action(TextEnum):
     DECAY = "decay"
     NO_DECAY = "no-decay"
@@ -159,6 +169,8 @@ def _apply_policy(
             conflicts.append(f"{record.path}: matched by both --decay and --no-decay overrides ({reason} won)")
         if not decay and reason.startswith(classification.kind.value):
             reason = f"{classification.kind.value} is excluded under {policy.preset.value}"
+        if not record.trainable_known:
+            reason += f"; {UNKNOWN_TRAINABILITY}"
         decisions.append(Decision(decay, reason))
     dead = tuple(str(o) for o, hit in zip(policy.overrides, used) if not hit)
     return PolicyResult(tuple(decisions), PolicyFindings(dead, tuple(conflicts)))

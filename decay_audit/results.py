@@ -41,7 +41,7 @@ class ScannedVariable:
             "layer_class": record.layer_class,
             "shape": [d if d is not None else -1 for d in record.shape],
             "dtype": record.dtype,
-            "trainable": record.trainable,
+            "trainable": record.trainable if record.trainable_known else "unknown",
             "parameters": record.size,
             "kind": classification.kind.value,
             "decay": decision.decay,

@@ -180,3 +180,28 @@ def test_quantization_and_lora_variables(path, shape, layer_class, trainable, ki
     assert result.kind is kind
     if layer_class is not None:
         assert result.confidence is Confidence.HIGH
+
+
+@pytest.mark.parametrize(
+    "path,shape,layer_class,builtin,trainable,leaf_known,kind",
+    [
+        # A custom class's own variables in a .keras have positional leaves: shape still speaks.
+        ("tok/var_1", (), "Tok", False, True, False, Kind.SCALE),  # a scalar temperature / logit scale
+        ("tok/var_0", (1, 1, 8), "Tok", False, True, False, Kind.EMBEDDING),  # a (1, 1, width) learned token
+        ("tok/var_0", (1, 1, 8), "Tok", False, False, False, Kind.STATISTIC),  # a frozen buffer is state
+        # A name beats the shape: a (1, 1, C) gain called layer_scale is a scale.
+        ("block/layer_scale", (1, 1, 8), None, False, True, True, Kind.SCALE),
+        # A role beats the shape: Conv1D's (1, 1, filters) kernel is a kernel.
+        ("conv/kernel", (1, 1, 8), "Conv1D", True, True, True, Kind.KERNEL),
+        # Class or layer names saying what a positional variable is.
+        ("class_token/var_0", (1, 1, 8), "ClassToken", False, True, False, Kind.EMBEDDING),
+        ("clip_head/var_0", (), "LogitScale", False, True, False, Kind.SCALE),
+        # A (positions, width) table whose layer says position is an embedding, whatever its leaf.
+        ("decoder/pos_table/var_0", (10, 8), "PosTable", False, True, False, Kind.EMBEDDING),
+    ],
+)
+def test_unnamed_tokens_scalars_and_position_tables(path, shape, layer_class, builtin, trainable, leaf_known, kind):
+    result = classify_record(
+        record(path, shape, layer_class=layer_class, builtin=builtin, trainable=trainable, leaf_known=leaf_known)
+    )
+    assert result.kind is kind, result.evidence

@@ -179,3 +179,62 @@ def test_quantization_mode_reads_every_policy_form(dtype, mode):
     assert quantization_mode({"dtype": dtype}) == mode
     if mode is not None and not mode.startswith(("int8", "int4", "float8")):
         assert layer_variables("Dense", {"dtype": dtype, "units": 2}) is None  # positions, not guessed names
+
+
+@pytest.mark.parametrize(
+    "wrapped,shape",
+    [
+        (lambda: L.Conv2D(2, 3), (None, 6, 6, 3)),
+        (lambda: L.Dense(3), (None, 4)),
+        (lambda: L.Embedding(5, 3), (None, 2)),
+    ],
+    ids=["conv2d", "dense", "embedding"],
+)
+def test_spectral_normalization_table_matches_installed_keras(wrapped, shape):
+    """Its own variables in save order; the first is the wrapped layer's own kernel (or table)
+    object, which the table says through shared_from/shared_leaves."""
+    layer = L.SpectralNormalization(wrapped())
+    layer.build(shape)
+    own = layer._trainable_variables + layer._non_trainable_variables
+    slots = slots_for("SpectralNormalization", layer.get_config())
+    assert [(s.leaf if not s.shared_from else v.name, s.trainable) for s, v in zip(slots, own)] == [
+        (v.name, v.trainable) for v in own
+    ]
+    for slot, variable in zip(slots, own):
+        inner = getattr(layer, slot.shared_from) if slot.shared_from else None
+        if inner is not None:
+            assert any(variable is w for w in inner.weights) and variable.name in slot.shared_leaves
+
+
+def test_every_keras_wrapper_is_recognised_by_its_config():
+    from decay_audit.knowledge.keras import wraps_a_layer
+
+    wrappers = [
+        L.Bidirectional(L.LSTM(2)),
+        L.TimeDistributed(L.Dense(2)),
+        L.SpectralNormalization(L.Dense(2)),
+    ]
+    assert all(wraps_a_layer(w.get_config()) for w in wrappers)
+    assert not wraps_a_layer(L.Dense(2).get_config())
+    assert not wraps_a_layer(L.MultiHeadAttention(2, 2).get_config())
+
+
+def test_group_query_attention_sublayer_attributes_match_installed_keras():
+    """GroupQueryAttention keeps its EinsumDense sublayers in private attributes (``_query_dense``),
+    which the weights file keys them by; the table names the public attribute, the walker strips
+    the underscore. Its class name is GroupedQueryAttention (the weights file's key)."""
+    from decay_audit.knowledge.keras import SUBLAYER_ATTRIBUTES, SUBLAYER_CLASS_BY_PARENT
+
+    layer = L.GroupQueryAttention(head_dim=2, num_query_heads=2, num_key_value_heads=1)
+    layer.build((None, 3, 4), (None, 3, 4))
+    assert type(layer).__name__ == "GroupedQueryAttention"
+    for name in ("GroupQueryAttention", "GroupedQueryAttention"):
+        for attribute in SUBLAYER_ATTRIBUTES[name]:
+            sublayer = getattr(layer, f"_{attribute}")
+            assert type(sublayer).__name__ == SUBLAYER_CLASS_BY_PARENT[(name, attribute)]
+    created = [v.path for v in layer.weights]
+    assert created == [
+        f"{layer.name}/{sub}/{leaf}"
+        for sub in ("query", "key", "value", "attention_output")
+        for leaf in ("kernel", "bias")
+    ]

@@ -149,17 +149,18 @@ def test_dataframe_has_one_row_per_variable(seed):
 
 
 def test_unknown_public_keras_class_is_built_to_learn_its_order(tmp_path):
-    """SpectralNormalization is not in the layer table: the scan builds it (Keras' own code,
+    """STFTSpectrogram is not in the layer table: the scan builds it (Keras' own code,
     safe_mode) in its reader process, and says so."""
     from conftest import run_cli
 
-    inputs = keras.Input((4,))
-    outputs = keras.layers.SpectralNormalization(keras.layers.Dense(3), name="sn")(inputs)
-    path = tmp_path / "sn.keras"
+    inputs = keras.Input((64, 1))
+    outputs = keras.layers.STFTSpectrogram(frame_length=16, frame_step=8, fft_length=16, trainable=True, name="stft")(
+        inputs
+    )
+    path = tmp_path / "stft.keras"
     keras.Model(inputs, outputs).save(path)
     result = run_cli("scan", str(path), "--format", "json")
     assert result.returncode == 0 and result.stderr == ""
     document = __import__("json").loads(result.stdout)["result"]
-    assert any("SpectralNormalization is not in decay-audit's table" in n for n in document["notes"])
-    by_path = {v["path"]: v for v in document["variables"]}
-    assert by_path["sn/vector_u"]["trainable"] is False and by_path["sn/vector_u"]["decay"] is False
+    assert any("STFTSpectrogram is not in decay-audit's table" in n for n in document["notes"])
+    assert [v["path"] for v in document["variables"]] == ["stft/real_kernel", "stft/imag_kernel"]

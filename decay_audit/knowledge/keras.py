@@ -65,6 +65,13 @@ class VariableSlot:
     shape: Callable[[Mapping[str, Shape], Config], Shape] | None = None
     """For a variable the file does not store: its shape, from the stored variables' shapes
     (by leaf) and the layer config."""
+    shared_from: str | None = None
+    """The attribute holding the sublayer that owns this variable, for a layer that takes another
+    layer's variable as its own (SpectralNormalization's ``self.kernel = self.layer.kernel``). The
+    file saves it twice, under both layers; ``model.weights`` lists it once, at this position, under
+    the sublayer's path and with the sublayer's trainability."""
+    shared_leaves: tuple[str, ...] = ()
+    """The sublayer variables it may be, in the order the layer's ``build`` tries them."""
 
 
 def _kernel(leaf: str = "kernel", role: str = "kernel, which multiplies the layer input") -> VariableSlot:
@@ -153,6 +160,21 @@ LAYER_VARIABLES: dict[str, tuple[VariableSlot, ...]] = {
         ),
     ),
     "AdditiveAttention": (VariableSlot("scale", Kind.SCALE, "learned attention scale", _flag("use_scale", True)),),
+    "SpectralNormalization": (
+        VariableSlot(
+            "kernel",
+            Kind.KERNEL,
+            "wrapped layer's kernel (or embedding table), which the wrapper rescales before each call",
+            shared_from="layer",
+            shared_leaves=("kernel", "embeddings"),
+        ),
+        VariableSlot(
+            "vector_u",
+            Kind.STATISTIC,
+            "power-iteration estimate of the kernel's leading singular vector, updated by the forward pass",
+            trainable=False,
+        ),
+    ),
     "Normalization": (
         VariableSlot("mean", Kind.STATISTIC, "adapted input mean", trainable=False),
         VariableSlot("variance", Kind.STATISTIC, "adapted input variance", trainable=False),
@@ -163,7 +185,12 @@ LAYER_VARIABLES: dict[str, tuple[VariableSlot, ...]] = {
 
 SUBLAYER_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "MultiHeadAttention": ("query_dense", "key_dense", "value_dense", "output_dense"),
-    "GroupQueryAttention": ("query_dense", "key_dense", "value_dense", "output_dense"),
+    # Keras 3.15 exports GroupedQueryAttention as GroupQueryAttention: config.json says the export
+    # name, while a weights-only file keys the layer by the class's own (``grouped_query_attention``).
+    **{
+        name: ("query_dense", "key_dense", "value_dense", "output_dense")
+        for name in ("GroupQueryAttention", "GroupedQueryAttention")
+    },
     "LSTM": ("cell",),
     "GRU": ("cell",),
     "SimpleRNN": ("cell",),
@@ -181,10 +208,11 @@ SUBLAYER_CLASS_BY_PARENT: dict[tuple[str, str], str] = {
     ("MultiHeadAttention", "key_dense"): "EinsumDense",
     ("MultiHeadAttention", "value_dense"): "EinsumDense",
     ("MultiHeadAttention", "output_dense"): "EinsumDense",
-    ("GroupQueryAttention", "query_dense"): "EinsumDense",
-    ("GroupQueryAttention", "key_dense"): "EinsumDense",
-    ("GroupQueryAttention", "value_dense"): "EinsumDense",
-    ("GroupQueryAttention", "output_dense"): "EinsumDense",
+    **{
+        (name, attr): "EinsumDense"
+        for name in ("GroupQueryAttention", "GroupedQueryAttention")
+        for attr in ("query_dense", "key_dense", "value_dense", "output_dense")
+    },
     ("LSTM", "cell"): "LSTMCell",
     ("GRU", "cell"): "GRUCell",
     ("SimpleRNN", "cell"): "SimpleRNNCell",
@@ -201,17 +229,30 @@ SUBLAYER_CONFIG_BY_PARENT: dict[tuple[str, str], Callable[[Config], Config]] = {
         for attr in ("query_dense", "key_dense", "value_dense", "output_dense")
     },
     **{
-        ("GroupQueryAttention", attr): (lambda c: {"bias_axes": "x" if c.get("use_bias", True) else None})
+        (name, attr): (lambda c: {"bias_axes": "x" if c.get("use_bias", True) else None})
+        for name in ("GroupQueryAttention", "GroupedQueryAttention")
         for attr in ("query_dense", "key_dense", "value_dense", "output_dense")
     },
 }
 
-NON_SCOPING_CONTAINERS = frozenset({"Functional", "Bidirectional", "TimeDistributed"})
+NON_SCOPING_CONTAINERS = frozenset({"Functional", "Bidirectional", "TimeDistributed", "SpectralNormalization"})
 """Containers whose sublayers' variable paths do not start with the container's name
 once the model is rebuilt by ``keras.saving.load_model`` (observed on Keras 3.15:
 ``forward_gru/gru_cell/kernel``, not ``bidirectional/forward_gru/...``). A Sequential
 scopes unless its first layer is an InputLayer (then it is built as a Functional at
-construction, outside any name scope)."""
+construction, outside any name scope). The wrappers are listed for readers without a config;
+with one, any Keras layer whose config holds a ``layer`` entry is a ``keras.layers.Wrapper``
+(see :func:`wraps_a_layer`)."""
+
+
+def wraps_a_layer(config: Config) -> bool:
+    """Whether a Keras layer config is a ``keras.layers.Wrapper``'s: ``Wrapper.get_config`` writes
+    the wrapped layer under ``layer``. Keras 3.15 ``Wrapper.build`` builds it by calling
+    ``self.layer.build`` directly, not through ``__call__``, so when ``load_model`` builds the
+    wrapper from its build config, outside any name scope, the wrapped layer's variables get no
+    wrapper prefix (``sn_conv/kernel``, not ``sn/sn_conv/kernel``)."""
+    inner = config.get("layer")
+    return isinstance(inner, Mapping) and isinstance(inner.get("class_name"), str)
 
 
 def keras_class_name_candidates(h5_key: str) -> list[str]:

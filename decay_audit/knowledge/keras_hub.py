@@ -19,9 +19,13 @@ from typing import TypeGuard
 
 from decay_audit.kinds import Kind
 from decay_audit.knowledge.keras import (
+    ADAPTABLE_CLASSES,
     LAYER_VARIABLES,
     SUBLAYER_ATTRIBUTES,
+    LayerVariables,
     VariableSlot,
+    layer_variables,
+    quantization_mode,
     slots_fitting_count,
     slots_for,
     slots_for_count,
@@ -38,6 +42,8 @@ __all__ = [
     "builtin_slots",
     "slot_for_hub_leaf",
     "is_hub_entry",
+    "mapped_policy",
+    "mapped_layer_variables",
 ]
 
 
@@ -274,3 +280,108 @@ def slot_for_hub_leaf(class_name: str, leaf: str) -> VariableSlot | None:
         return None
     kind, trainable, role = found
     return VariableSlot(leaf, Kind(kind), f"{role} (keras_hub {KERAS_HUB_VERSION} {class_name})", trainable=trainable)
+
+
+# -- quantized keras_hub models -------------------------------------------------------------
+#
+# ``model.quantize(mode)`` on a keras_hub model changes the dtype policy of the Dense,
+# EinsumDense and (Reversible)Embedding layers its code creates. Those layers have no entry in
+# ``config.json``; keras_hub's ``Backbone.get_config`` saves the model's dtype policy instead, a
+# ``DTypePolicyMap`` keyed by each quantized layer's ``layer.path``
+# (``decoder_block_0/attention/query``), and ``load_model`` hands every layer ``map[layer.path]``
+# (keras/src/layers/layer.py, Keras 3.15). So the map is the layer's config's ``dtype``.
+
+_REGEX_SIGNS = frozenset("*+?[](){}|\\^$")
+
+_OPTIONAL_ARGUMENTS: dict[str, tuple[str, tuple[object, ...]]] = {
+    "Dense": ("use_bias", (True, False)),
+    "EinsumDense": ("bias_axes", ("x", None)),
+    "ReversibleEmbedding": ("tie_weights", (True, False)),
+}
+"""The one constructor argument of each quantizable class that changes its variables, with the
+values it may take, tried in turn where keras_hub's source does not pass it as a constant."""
+
+
+def mapped_policy(context: Mapping[str, object] | None, layer_path: str) -> object | None:
+    """The dtype policy a keras_hub model's ``DTypePolicyMap`` gives the layer at ``layer_path``:
+    the exact key, else the map's default; None where the model's config holds no map.
+
+    Keras falls back to ``re.fullmatch`` of every key when no key is exact; a map with keys that
+    are patterns (written by hand, never by ``quantize``) is answered with an unreadable policy
+    rather than by running patterns from the file, so the layer keeps positional names."""
+    policy = context.get("dtype") if context else None
+    if not isinstance(policy, Mapping) or policy.get("class_name") != "DTypePolicyMap":
+        return None
+    inner = policy.get("config")
+    inner = inner if isinstance(inner, Mapping) else {}
+    table = inner.get("policy_map")
+    table = table if isinstance(table, Mapping) else {}
+    if layer_path in table:
+        return table[layer_path]
+    if any(_REGEX_SIGNS.intersection(key) for key in table if isinstance(key, str)):
+        return {"class_name": "DTypePolicyMap"}  # read by quantization_mode as unknown
+    return inner.get("default_policy")
+
+
+def mapped_layer_variables(
+    class_name: str,
+    constants: Mapping[str, object],
+    context: Mapping[str, object] | None,
+    layer_path: str,
+    stored_dtypes: tuple[str | None, ...],
+) -> LayerVariables | None:
+    """The variables of a quantizable Keras layer created by keras_hub code (``class_name`` is
+    the Keras class, or the Keras base of a keras_hub subclass), as stored and as ``load_model``
+    rebuilds them, when its model is quantized; None otherwise.
+
+    The mode is the one the model's policy map gives the layer. A weights-only file has no map:
+    there the stored variables themselves tell, since ``quantize`` changes what is stored (an int8
+    kernel or table first, or six float8 scale and amax-history variables beside the kernel), and
+    a mode is taken only when every stored dtype fits it.
+
+    The layer's own config is not saved, so an argument that changes its variables (a bias, an
+    untied output projection) is the constant from keras_hub's source where there is one, else
+    the one value whose variables fit the stored ones; None when not exactly one fits (a tied int8
+    ReversibleEmbedding stores 2 variables, an untied one 4; but an untied int8 table and a tied
+    grouped-int4 one both store int8, float, int8, float, so a weights-only file keeps positions)."""
+    if class_name not in ADAPTABLE_CLASSES:
+        return None
+    policy = mapped_policy(context, layer_path)
+    policies: list[object]
+    dtypes: tuple[str | None, ...] | None = None
+    if policy is not None:
+        if quantization_mode({"dtype": policy}) is None:
+            return None
+        policies = [policy]
+    elif context is not None and context.get("dtype") is None:  # a weights-only file: no config
+        policies = list(_STORED_MODES.get(stored_dtypes[0] if stored_dtypes else None, ()))
+        if len(stored_dtypes) >= _FLOAT8_MIN_STORED:
+            policies.append("float8_from_float32")
+        dtypes = stored_dtypes
+    else:
+        return None
+    argument, values = _OPTIONAL_ARGUMENTS.get(class_name, ("", ()))
+    fitting: dict[tuple[str, ...], LayerVariables] = {}
+    for mode in policies:
+        config = {**constants, "dtype": mode}
+        variants = [config] if not argument or argument in constants else [{**config, argument: v} for v in values]
+        for variant in variants:
+            plan = layer_variables(class_name, variant)
+            if plan is None or len(plan.stored) != len(stored_dtypes):
+                continue
+            if dtypes is not None and not all(
+                slot.dtype is None and dtype in _FLOATS or slot.dtype == dtype
+                for slot, dtype in zip(plan.stored, dtypes)
+            ):
+                continue
+            fitting.setdefault(tuple(slot.leaf for slot in plan.loaded), plan)  # int8 before int4
+    return next(iter(fitting.values())) if len(fitting) == 1 else None
+
+
+_FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
+_FLOAT8_MIN_STORED = 7
+"""A float8 layer stores its kernel and six scale and amax-history variables (and its bias)."""
+_STORED_MODES: dict[str | None, tuple[str, ...]] = {
+    "int8": ("int8_from_float32", "int4/128_from_float32", "int4_from_float32"),
+}
+"""Modes whose stored kernel or table has this dtype (int4 packs two values into each int8)."""

@@ -53,6 +53,9 @@ class HFWeight:
 
 
 _EMBED_SCOPE = r".*(embed|^wte$|^wpe$|^shared$|^token_embedding$).*"
+_POSITION_SCOPE = r"(.*_)?(pos|positions?|positional)(_.*)?"
+"""An owner whose name has a ``pos``/``position(s)``/``positional`` word (``embed_positions``,
+``pos_table``, ``positional_encoding``): the HF TF position layers' naming, whatever the prefix."""
 
 HF_WEIGHTS: tuple[HFWeight, ...] = (
     # -- scoped: the same leaf means different things under different owners ----------------------
@@ -72,8 +75,10 @@ HF_WEIGHTS: tuple[HFWeight, ...] = (
     HFWeight(
         "weight",
         Kind.EMBEDDING,
-        "learned position table (TFWhisperPositionalEmbedding), rows looked up by position",
-        r"embed_positions",
+        "position table of a layer whose name says position (TFWhisperPositionalEmbedding "
+        "'embed_positions', sinusoidal or learned): its rows are picked by position, no row "
+        "multiplies an activation",
+        _POSITION_SCOPE,
     ),
     HFWeight(
         "weight",
@@ -205,6 +210,33 @@ _COMPILED = tuple(
 )
 
 
+@dataclass(frozen=True)
+class HFFrozenLayer:
+    """A layer an HF model's own code freezes (``layer.trainable = False`` in ``__init__``): the
+    checkpoint records no trainability, ``from_pretrained``'s model has it non-trainable."""
+
+    model_type: str
+    """``config.json`` ``model_type`` of the models whose code does it."""
+    path: str
+    """Regex ``re.search``ed on the variable path."""
+    why: str
+
+
+HF_FROZEN_LAYERS: tuple[HFFrozenLayer, ...] = (
+    HFFrozenLayer(
+        "whisper",
+        r"(^|/)encoder/embed_positions/",
+        "TFWhisperEncoder.__init__ sets embed_positions.trainable = False (a fixed sinusoidal table)",
+    ),
+)
+"""Layers transformers' TF code freezes on construction, not by a user's call (``freeze_feature_encoder``)."""
+
+
+def hf_frozen_by_library(model_type: str | None, path: str) -> HFFrozenLayer | None:
+    """The entry that says transformers builds this variable's layer frozen, or None."""
+    return next((e for e in HF_FROZEN_LAYERS if e.model_type == model_type and re.search(e.path, path)), None)
+
+
 def hf_weight_for(path: str, shape: tuple[int | None, ...]) -> HFWeight | None:
     """The table entry for a variable path of an HF TF checkpoint, or None."""
     parts = path.split("/")
@@ -220,6 +252,8 @@ def hf_weight_for(path: str, shape: tuple[int | None, ...]) -> HFWeight | None:
             continue
         if entry.leaf == "weight" and entry.kind is Kind.KERNEL and _vector(shape):
             continue  # a 1-D ``weight`` outside a norm scope is no matrix (TFNoNorm under another name)
+        if entry.scope == _POSITION_SCOPE and len(shape) != 2:
+            continue  # a position table is (positions, width); anything else under such a name is not one
         return entry
     return None
 

@@ -27,6 +27,10 @@ class H5Node:
     shape: tuple[int, ...] | None = None
     dtype: str | None = None
     name_attr: str | None = None
+    address: int = 0
+    """File address of the object header. HDF5 allocates headers in creation order in a file written
+    once (as Keras writes its weights files), so siblings sorted by it are in the order Keras saved
+    them, which group keys (sorted by name) lose. 0 where unknown (a node joined from several files)."""
 
     def __contains__(self, key: str) -> bool:
         return key in self.children
@@ -74,9 +78,9 @@ def snapshot(h5: Any, subject: str, limits: Limits) -> H5Node:
         if object_type == h5py.h5o.TYPE_DATASET:
             layout = headers.dataset_layout(address) if headers is not None else None
             shape, dtype = layout or _dataset_layout(h5py, h5.id, raw_name)
-            node = H5Node(path=name, children={}, shape=shape, dtype=dtype)
+            node = H5Node(path=name, children={}, shape=shape, dtype=dtype, address=address)
         else:
-            node = H5Node(path=name, children={})
+            node = H5Node(path=name, children={}, address=address)
             if key == "vars":
                 known, text = headers.string_attribute(address, b"name") if headers else (False, None)
                 node.name_attr = text if known else _name_attribute(h5py, h5.id, raw_name)

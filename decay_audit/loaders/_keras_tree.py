@@ -12,6 +12,7 @@ it reconstructs, because that is the model a user of the file trains.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from decay_audit.knowledge.keras import (
     loaded_shape,
     quantization_mode,
     slots_for_count,
+    wraps_a_layer,
 )
 from decay_audit.knowledge.keras_hub import (
     HubClass,
@@ -42,6 +44,7 @@ from decay_audit.knowledge.keras_hub import (
     hub_class,
     hub_slots,
     in_init_leaves,
+    mapped_layer_variables,
 )
 from decay_audit.loaders._h5index import H5Node, snapshot
 from decay_audit.loaders._keras_config import entry_name, is_builtin_entry, keras_keys, layer_configs, nested_entries
@@ -80,6 +83,18 @@ class _Layer:
     """Config of the nearest enclosing keras_hub model: decides guarded variables (``use_mask_token``)."""
 
 
+@dataclass(frozen=True)
+class _SharedVariable:
+    """A layer's variable that belongs to one of its sublayers (VariableSlot.shared_from), waiting
+    for that sublayer's records: ``model.weights`` lists it once, at ``position``."""
+
+    position: int
+    slot: VariableSlot
+    dataset: H5Node
+    record: VariableRecord
+    """The record to keep if the sublayer holds no such variable (the layer's own copy)."""
+
+
 def _vars_name(group: H5Node) -> str | None:
     vars_group = group.get("vars")
     return vars_group.name_attr if vars_group is not None else None
@@ -101,9 +116,16 @@ def _scopes(layer: _Layer) -> bool:
     """Whether sublayers' variable paths start with this layer's name (see NON_SCOPING_CONTAINERS)."""
     if layer.hub is not None:
         return _known_hub(layer.hub).scopes
-    if layer.entry is None and not layer.nested and "layers" in layer.group:
-        return False  # weights-only file: a root ``layers`` list means a Functional/Sequential model
-    if layer.class_name in NON_SCOPING_CONTAINERS and layer.builtin:
+    if layer.entry is None and layer.class_name is None and "layers" in layer.group:
+        # Weights-only file: the model a user rebuilds in code names the variables. A Functional
+        # lists its InputLayers among its layers and creates its layers outside its own name scope
+        # (``d1/kernel``); a Sequential or a subclassed Model lists no InputLayer and builds its
+        # layers inside its scope (Keras 3.15: ``seq/d1/kernel``, even with a ``keras.Input``
+        # first). A root whose own name the file does not record (Keras before 3.15) stays unscoped.
+        if _lists_input_layer(layer.group["layers"]):
+            return False
+        return layer.nested or _vars_name(layer.group) is not None
+    if layer.builtin and (layer.class_name in NON_SCOPING_CONTAINERS or wraps_a_layer(layer.config)):
         return False
     if layer.class_name == "Model" and layer_configs(layer.entry):
         return False  # a Functional saved under the generic class name
@@ -113,6 +135,14 @@ def _scopes(layer: _Layer) -> bool:
         first = layer_configs(layer.entry)[:1]
         return not (first and first[0].get("class_name") == "InputLayer")
     return True
+
+
+_INPUT_LAYER_KEY = re.compile(r"^input_layer(_\d+)?$")
+
+
+def _lists_input_layer(layers_group: H5Node) -> bool:
+    """Whether a saved ``layers`` list holds an InputLayer (keyed ``input_layer``, ``input_layer_1``)."""
+    return any(_INPUT_LAYER_KEY.match(key) for key in layers_group.keys())
 
 
 class KerasTreeWalker:
@@ -154,6 +184,11 @@ class KerasTreeWalker:
             context=config if hub else None,
         )
         self._walk(model, is_root=True)
+        if model_entry is None:
+            self.records = unknown_trainability(self.records)
+            unknown = sum(1 for r in self.records if not r.trainable_known)
+            if unknown:
+                self.notes.append(unknown_trainability_note(unknown))
         return self.records
 
     # -- one layer -------------------------------------------------------------------------
@@ -162,20 +197,64 @@ class KerasTreeWalker:
         self._count()
         own_scope = layer.scope + (layer.name,)
         vars_group = layer.group.get("vars")
+        shared: list[_SharedVariable] = []
         if vars_group is not None and _is_group(vars_group):
-            self._own_variables(layer, vars_group, own_scope)
+            shared = self._own_variables(layer, vars_group, own_scope)
         child_scope = own_scope if _scopes(layer) else layer.scope
         child_parents = layer.parents + ((layer.class_name or "?"),)
+        walked: dict[str, list[VariableRecord]] = {}
         for key in _attribute_order(layer):
             if key == "vars" or (is_root and key in _ROOT_SKIP and key != "layers"):
                 continue
             child = layer.group[key]
             if not _is_group(child):
                 continue
+            start = len(self.records)
             if key == "layers":
                 self._walk_list(layer, child, child_scope, child_parents)
             else:
                 self._walk_attribute(layer, key, child, child_scope, child_parents)
+            if shared:  # only a layer sharing a sublayer's variable needs to know which records are whose
+                walked[_public(key)] = self.records[start:]
+        for pending in reversed(shared):
+            self._place_shared(pending, walked)
+
+    def _place_shared(self, pending: _SharedVariable, walked: Mapping[str, list[VariableRecord]]) -> None:
+        """Move the sublayer's record of a shared variable to the position ``model.weights`` gives it
+        (the owning layer's list, where the wrapper tracks it first); the wrapper's copy in the file
+        is the same variable saved twice and gets no record. A sublayer whose leaves the file does
+        not name (no config) yields its variable of the same shape, named by the wrapper's table."""
+        slot = pending.slot
+        members = walked.get(slot.shared_from or "", [])
+        found = next((r for leaf in slot.shared_leaves for r in members if r.leaf_known and r.leaf == leaf), None)
+        if found is None:
+            found = next((r for r in members if not r.leaf_known and r.shape == pending.dataset.shape), None)
+            if found is not None:
+                leaf = slot.shared_leaves[0] if slot.shared_leaves else slot.leaf
+                renamed = dataclasses.replace(
+                    found, leaf=leaf, path=f"{found.path.rpartition('/')[0]}/{leaf}".lstrip("/"), leaf_known=True
+                )
+                self.records[next(i for i, r in enumerate(self.records) if r is found)] = renamed
+                self._name_bias_beside(renamed, [r for r in members if r is not found and not r.leaf_known])
+                found = renamed
+        if found is None:
+            self.records.insert(pending.position, pending.record)
+            return
+        index = next(i for i, r in enumerate(self.records) if r is found)
+        self.records.insert(pending.position, self.records.pop(index))
+
+    def _name_bias_beside(self, kernel: VariableRecord, unnamed: list[VariableRecord]) -> None:
+        """A wrapped layer of unknown class whose kernel the wrapper named, and one other variable:
+        a vector as wide as the kernel's output is the ``bias`` every Keras kernel layer (Dense,
+        Conv*, EinsumDense) creates after its kernel."""
+        if kernel.leaf != "kernel" or len(unnamed) != 1 or not kernel.shape:
+            return
+        other = unnamed[0]
+        if other.shape != (kernel.shape[-1],):
+            return
+        index = next(i for i, r in enumerate(self.records) if r is other)
+        path = f"{other.path.rpartition('/')[0]}/bias".lstrip("/")
+        self.records[index] = dataclasses.replace(other, leaf="bias", path=path, leaf_known=True)
 
     def _walk_list(self, parent: _Layer, group: Any, scope: tuple[str, ...], parents: tuple[str, ...]) -> None:
         entries = layer_configs(parent.entry)
@@ -185,7 +264,9 @@ class KerasTreeWalker:
         prefix = None
         if parent.hub is not None and parent.entry is not None and _known_hub(parent.hub).prefixes:
             prefix = f"{parent.name}_"
-        for key in _ordered_keys(group, entries, by_key):
+        # keras_hub models keep their sorted order here: their sharded presets are joined from several
+        # files, where header addresses do not compare, and both must list the same rows.
+        for key in _ordered_keys(group, entries, by_key, by_address=parent.hub is None):
             child = group[key]
             if not _is_group(child):
                 continue
@@ -308,23 +389,24 @@ class KerasTreeWalker:
         fixed_class = None
         config: Mapping[str, Any] | None = None
         parent_class = parent.class_name if parent.builtin else parent.hint
+        attribute = _public(key)
         if hub_parent is not None and hub_parent.keras_base:
             parent_class = hub_parent.keras_base
-            if (parent_class, key) in SUBLAYER_CLASS_BY_PARENT:
+            if (parent_class, attribute) in SUBLAYER_CLASS_BY_PARENT:
                 self._walk_hub_child(
                     parent,
                     key,
                     group,
-                    [SUBLAYER_CLASS_BY_PARENT[(parent_class, key)]],
+                    [SUBLAYER_CLASS_BY_PARENT[(parent_class, attribute)]],
                     {},
                     scope,
                     parents,
                     _vars_name(group),
                 )
                 return
-        if parent_class is not None and (parent_class, key) in SUBLAYER_CLASS_BY_PARENT:
-            fixed_class = SUBLAYER_CLASS_BY_PARENT[(parent_class, key)]
-            derive = SUBLAYER_CONFIG_BY_PARENT.get((parent_class, key))
+        if parent_class is not None and (parent_class, attribute) in SUBLAYER_CLASS_BY_PARENT:
+            fixed_class = SUBLAYER_CLASS_BY_PARENT[(parent_class, attribute)]
+            derive = SUBLAYER_CONFIG_BY_PARENT.get((parent_class, attribute))
             config = derive(parent.config) if derive else parent.config
         else:
             config_key = "layer" if key == "forward_layer" else key
@@ -389,7 +471,9 @@ class KerasTreeWalker:
 
     # -- variables -------------------------------------------------------------------------
 
-    def _own_variables(self, layer: _Layer, vars_group: Any, scope: tuple[str, ...]) -> None:
+    def _own_variables(self, layer: _Layer, vars_group: Any, scope: tuple[str, ...]) -> list[_SharedVariable]:
+        """Records of the layer's own ``vars``; variables it shares with a sublayer are returned
+        instead, to be placed once the sublayer is walked."""
         datasets = []
         for key in vars_group.keys():
             self._count()
@@ -397,13 +481,24 @@ class KerasTreeWalker:
             if item.is_dataset:
                 datasets.append((_index(key), key, item))
         if not datasets:
-            return
+            return []
         datasets.sort(key=lambda entry: entry[0])
         self.limits.check("max_variables", len(self.records) + len(datasets), self.subject)
         slots = None
         plan: LayerVariables | None = None
         hub_base = _known_hub(layer.hub).keras_base if layer.hub is not None else None
-        if (
+        mapped = None
+        if layer.entry is None and layer.context is not None and (layer.hub is not None or layer.configless):
+            # A layer keras_hub code creates, quantized through its model's DTypePolicyMap, which
+            # is keyed by ``layer.path``: the name scope it is built in (Keras 3.15 build_wrapper).
+            # In a weights-only file (no map) the stored dtypes say the mode where they can.
+            keras_class = hub_base if layer.hub is not None else layer.class_name
+            mapped = mapped_layer_variables(
+                keras_class or "", layer.config, layer.context, "/".join(scope), tuple(d.dtype for _, _, d in datasets)
+            )
+        if mapped is not None:
+            plan = mapped
+        elif (
             layer.hub is not None
             and hub_base in ADAPTABLE_CLASSES
             and layer.entry is not None
@@ -433,30 +528,34 @@ class KerasTreeWalker:
             slots = self._built_slots(layer)
         if slots is not None and len(slots) != len(datasets):
             slots, plan = None, None
-        if plan is not None:
+        if plan is not None and not any(slot.shared_from for slot in plan.stored):
             self._loaded_variables(layer, plan, [d for _, _, d in datasets], vars_group, scope)
-            return
+            return []
         in_init = in_init_leaves(layer.hub) if layer.hub and slots else frozenset()
         construction_scope = (layer.construction if layer.construction is not None else layer.scope) + (layer.name,)
+        shared: list[_SharedVariable] = []
         for position, (_, _key, dataset) in enumerate(datasets):
             slot = slots[position] if slots else None
             leaf = slot.leaf if slot else f"var_{position}"
-            self.records.append(
-                VariableRecord(
-                    path="/".join((construction_scope if leaf in in_init else scope) + (leaf,)),
-                    leaf=leaf,
-                    layer=layer.name,
-                    layer_class=layer.class_name,
-                    shape=dataset.shape,
-                    dtype=dataset.dtype,
-                    trainable=layer.trainable and (slot.trainable if slot else True),
-                    origin=dataset.path,
-                    leaf_known=slot is not None,
-                    parent_classes=tuple(c for c in layer.parents if c != "?"),
-                    layer_builtin=layer.builtin or (layer.hub is not None and slot is not None),
-                    class_hint=layer.hint if slot is not None else layer.hint,
-                )
+            record = VariableRecord(
+                path="/".join((construction_scope if leaf in in_init else scope) + (leaf,)),
+                leaf=leaf,
+                layer=layer.name,
+                layer_class=layer.class_name,
+                shape=dataset.shape,
+                dtype=dataset.dtype,
+                trainable=layer.trainable and (slot.trainable if slot else True),
+                origin=dataset.path,
+                leaf_known=slot is not None,
+                parent_classes=tuple(c for c in layer.parents if c != "?"),
+                layer_builtin=layer.builtin or (layer.hub is not None and slot is not None),
+                class_hint=layer.hint if slot is not None else layer.hint,
             )
+            if slot is not None and slot.shared_from:
+                shared.append(_SharedVariable(len(self.records), slot, dataset, record))
+            else:
+                self.records.append(record)
+        return shared
 
     def _loaded_variables(
         self, layer: _Layer, plan: LayerVariables, datasets: list[H5Node], vars_group: H5Node, scope: tuple[str, ...]
@@ -519,6 +618,14 @@ class KerasTreeWalker:
             if isinstance(build_config, Mapping):
                 built.build_from_config(build_config)
             variables = list(built._trainable_variables) + list(built._non_trainable_variables)
+            # A variable the layer took from one of its sublayers (a wrapper's ``self.kernel =
+            # self.layer.kernel``) is saved under both: name the attribute that owns it.
+            owners = {
+                id(w): _public(attribute)
+                for attribute, value in vars(built).items()
+                if isinstance(value, keras.layers.Layer)
+                for w in value.weights
+            }
         except Exception:  # noqa: BLE001 - the fallback is evidence only; positions remain
             return None
         self.notes.append(
@@ -527,7 +634,12 @@ class KerasTreeWalker:
         )
         return tuple(
             VariableSlot(
-                v.name, Kind.OTHER, "variable of a Keras class built to learn its order", trainable=bool(v.trainable)
+                v.name,
+                Kind.OTHER,
+                "variable of a Keras class built to learn its order",
+                trainable=bool(v.trainable),
+                shared_from=owners.get(id(v)),
+                shared_leaves=(v.name,) if id(v) in owners else (),
             )
             for v in variables
         )
@@ -535,6 +647,20 @@ class KerasTreeWalker:
     def _count(self) -> None:
         self.visited += 1
         self.limits.check("max_objects", self.visited, self.subject)
+
+
+def unknown_trainability(records: list[VariableRecord]) -> list[VariableRecord]:
+    """Records of a weights-only file: a file without a config stores no layer's ``trainable``, so
+    the trainability of every variable its class does not create non-trainable is unknown."""
+    return [dataclasses.replace(r, trainable_known=False) if r.trainable else r for r in records]
+
+
+def unknown_trainability_note(count: int) -> str:
+    """The inventory note of a weights-only source, so the report says why trainability is unknown."""
+    return (
+        f"trainability of {count} variables unknown: a weights-only file records values, not which "
+        "layers the code that loads it freezes; they are decided as if trainable (the reason says so)"
+    )
 
 
 def _referenced_classes(class_id: str) -> tuple[str, ...]:
@@ -592,8 +718,16 @@ def _attribute_order(layer: _Layer) -> list[str]:
     output), so the inventory follows ``model.trainable_variables``; other attributes sorted."""
     keys = list(layer.group.keys())
     known = SUBLAYER_ATTRIBUTES.get(layer.class_name or layer.hint or "", ())
-    first = [k for k in known if k in keys]
+    by_attribute = {_public(k): k for k in keys}
+    first = [by_attribute[k] for k in known if k in by_attribute]
     return ["layers"] * ("layers" in keys) + first + sorted(k for k in keys if k not in first and k != "layers")
+
+
+def _public(key: str) -> str:
+    """The attribute a saved sublayer key names, without Python's private underscore: Keras 3.15
+    saves MultiHeadAttention's sublayers as ``query_dense`` but GroupQueryAttention's, built in
+    its ``build`` into private attributes, as ``_query_dense``. The tables name the attribute once."""
+    return key.lstrip("_") or key
 
 
 def _index(key: str) -> int:
@@ -603,7 +737,9 @@ def _index(key: str) -> int:
         return 1 << 30
 
 
-def _ordered_keys(group: Any, entries: list[Mapping[str, Any]], by_key: Mapping[str, Any]) -> Iterator[str]:
+def _ordered_keys(
+    group: Any, entries: list[Mapping[str, Any]], by_key: Mapping[str, Any], by_address: bool = True
+) -> Iterator[str]:
     """Children in config order (model.weights order) where the config names them, then the rest."""
     keys = list(group.keys())
     by_name_key = {}
@@ -625,5 +761,17 @@ def _ordered_keys(group: Any, entries: list[Mapping[str, Any]], by_key: Mapping[
         if key is not None and key in group and key not in placed:
             ordered.append(key)
             placed.add(key)
-    ordered.extend(sorted(k for k in keys if k not in placed))
+    rest = [k for k in keys if k not in placed]
+    ordered.extend(_saved_order(group, rest) if by_address and not entries else sorted(rest))
     yield from ordered
+
+
+def _saved_order(group: Any, keys: list[str]) -> list[str]:
+    """A ``layers`` list with no config to order it (a weights-only file): its members keyed by class
+    (``batch_normalization``, ``dense``, ``dense_1``) sort by name, not by their place in the list,
+    but Keras saved them in list order and HDF5 allocated their headers in that order (H5Node.address).
+    Sorted by name where an address is unknown."""
+    nodes = [group[k] for k in keys]
+    if not nodes or any(not getattr(node, "address", 0) for node in nodes):
+        return sorted(keys)
+    return [k for _, k in sorted(zip((node.address for node in nodes), keys))]

@@ -16,12 +16,18 @@ from typing import Any
 from decay_audit.errors import LimitExceededError, ModelLoadError
 from decay_audit.inventory import Inventory, VariableRecord
 from decay_audit.knowledge import transformers as hf_names
-from decay_audit.knowledge.keras import SUBLAYER_CLASS_BY_PARENT, keras_class_name_candidates, legacy_order
+from decay_audit.knowledge.keras import (
+    LAYER_VARIABLES,
+    SUBLAYER_CLASS_BY_PARENT,
+    keras_class_name_candidates,
+    legacy_order,
+    wraps_a_layer,
+)
 from decay_audit.loaders._compile_config import optimizer_from_compile_config
 from decay_audit.loaders._h5 import attribute_texts, open_h5, root_text
 from decay_audit.loaders._h5header import DeclaredTooLong
 from decay_audit.loaders._keras_config import is_builtin_entry, layer_configs
-from decay_audit.loaders._keras_tree import KerasTreeWalker
+from decay_audit.loaders._keras_tree import KerasTreeWalker, unknown_trainability, unknown_trainability_note
 from decay_audit.loaders._shard_names import refusal, shard_index_name
 from decay_audit.loaders.interface import Limits, LoaderName, parse_json
 from decay_audit.loaders.sharded import NO_CONFIG_NOTE, ShardIndex, open_regular, shard_path
@@ -70,11 +76,17 @@ def load_h5(path: Path, limits: Limits) -> Inventory:
             f"a tied embedding, saved once per layer that uses it): each variable listed once",
         )
     model_name = None
+    hf = None
     if model_entry is None and legacy:
         hf = hugging_face(path, records, limits)
         if hf is not None:
             records, hf_notes, model_name = hf
             notes = hf_notes + notes[1:]
+        else:
+            records = unknown_trainability(records)
+    unknown = sum(1 for r in records if not r.trainable_known)
+    if unknown:
+        notes += (unknown_trainability_note(unknown),)
     if isinstance(model_entry, Mapping) and isinstance(model_entry.get("config"), Mapping):
         model_name = model_entry["config"].get("name")
     return Inventory(
@@ -143,6 +155,9 @@ def _legacy_records(
     seen: set[str] = set()
     duplicates = 0
     layer_names = attribute_texts(h5, weights_root, "layer_names")
+    # Keras 3 rebuilds wrappers without their name scope; tf_keras keeps ``bidirectional/forward_lstm``.
+    version = _keras_version(h5) if h5 is not None else None
+    keras3 = bool(version) and str(version).startswith("3")
     names = layer_names if layer_names is not None else list(weights_root.keys())
     limits.check("max_objects", len(names), subject)  # each name costs an h5 lookup, even a missing one
     for layer_name in names:
@@ -169,8 +184,52 @@ def _legacy_records(
                     subject, f"weight {weight_name!r} listed for layer {layer_name!r} is not a dataset"
                 )
             group_records.append(legacy_record(weight_name, layer_name, dataset, index))
-        records.extend(_in_loaded_order(group_records, index))
+        ordered = _in_loaded_order(group_records, index)
+        records.extend(_unwrapped(ordered, layer_name, index) if keras3 else ordered)
     return records, duplicates
+
+
+def _keras_version(h5: Any) -> str | None:
+    """The ``keras_version`` root attribute (``3.15.1``; tf_keras writes ``2.x``), or None."""
+    try:
+        return root_text(h5, "keras_version", 64)
+    except DeclaredTooLong:
+        return None
+
+
+def _unwrapped(
+    records: list[VariableRecord], layer_name: str, index: Mapping[str, tuple[Mapping[str, Any], tuple[str, ...]]]
+) -> list[VariableRecord]:
+    """A top-level Keras wrapper's records as ``load_model`` rebuilds them (see
+    ``knowledge.keras.wraps_a_layer``): the wrapped layers' variables lose the wrapper's name
+    (``bi/forward_lstm/...`` is saved, ``forward_lstm/...`` loaded), and a variable the wrapper
+    takes from its wrapped layer (SpectralNormalization's kernel) comes at the wrapper's position
+    for it, before the wrapper's own non-trainable state and the wrapped layer's other variables."""
+    entry = index.get(layer_name, (None, ()))[0]
+    config = entry.get("config") if entry else None
+    builtin = is_builtin_entry(entry) or (entry is not None and "module" not in entry)  # legacy: no module key
+    if not builtin or not isinstance(config, Mapping) or not wraps_a_layer(config):
+        return records
+    prefix = f"{layer_name}/"
+    renamed = [
+        dataclasses.replace(r, path=r.path[len(prefix) :])
+        if r.path.startswith(prefix) and r.path.count("/") >= 2
+        else r
+        for r in records
+    ]
+    class_name = entry.get("class_name") if entry else None
+    slots = LAYER_VARIABLES.get(class_name, ()) if isinstance(class_name, str) else ()
+    ordered: list[VariableRecord] = []
+    for slot in slots:
+        if slot.shared_from:
+            taken = next(
+                (r for leaf in slot.shared_leaves for r in renamed if r.leaf == leaf and r.layer != layer_name), None
+            )
+        else:
+            taken = next((r for r in renamed if r.leaf == slot.leaf and r.layer == layer_name), None)
+        if taken is not None and taken not in ordered:
+            ordered.append(taken)
+    return ordered + [r for r in renamed if r not in ordered]
 
 
 def _in_loaded_order(
@@ -182,11 +241,14 @@ def _in_loaded_order(
     ones; for a quantized layer or one with LoRA that is neither ``model.weights``' order nor
     knowable from the names (a LoRA-frozen kernel is listed after the factors). Where the
     knowledge table knows the class and its config, it gives both; elsewhere the file order stays."""
-    by_owner: dict[str | None, list[VariableRecord]] = {}
+    # Keyed by the owner's path, not its name: one top-level layer may hold several layers of one
+    # name (HF Whisper's ``model`` group holds three ``k_proj``), and grouping by name would move
+    # every one of them to where the first is listed.
+    by_owner: dict[tuple[str | None, str], list[VariableRecord]] = {}
     for record in records:
-        by_owner.setdefault(record.layer, []).append(record)
+        by_owner.setdefault((record.layer, record.path.rpartition("/")[0]), []).append(record)
     ordered: list[VariableRecord] = []
-    for owner, owned in by_owner.items():
+    for (owner, _), owned in by_owner.items():
         entry = index.get(owner or "", (None, ()))[0]
         class_name = entry.get("class_name") if entry else None
         config = entry.get("config") if entry else None
@@ -251,9 +313,11 @@ def hugging_face(
         evidence = f"Hugging Face TF naming (`{hf_names.NAME_SEPARATOR}` list layers; no config.json beside the file)"
         notes.append("Hugging Face TF checkpoint without config.json: recognised by its layer naming")
     marked = []
+    declared_type = config.get("model_type") if config is not None else None
     for record in records:
         entry = hf_names.hf_weight_for(record.path, record.shape)
-        trainable = record.trainable and (entry is None or entry.trainable)
+        frozen = hf_names.hf_frozen_by_library(declared_type if isinstance(declared_type, str) else None, record.path)
+        trainable = record.trainable and (entry is None or entry.trainable) and frozen is None
         marked.append(dataclasses.replace(record, naming=naming, naming_evidence=evidence, trainable=trainable))
     model_name = records[0].path.split("/", 1)[0] if records and "/" in records[0].path else None
     return marked, tuple(notes), model_name
@@ -317,6 +381,10 @@ def legacy_record(weight_name: str, top_layer: str, dataset: Any, index: Mapping
         trainable = bool(config.get("trainable", True))
     if leaf.startswith("moving_") or leaf in ("count",):
         trainable = False  # legacy files do not record trainability; these are never trained
+    if isinstance(class_name, str) and any(
+        slot.leaf == leaf and not slot.trainable for slot in LAYER_VARIABLES.get(class_name, ())
+    ):
+        trainable = False  # created non-trainable by its class (SpectralNormalization's vector_u)
     hint = None
     if class_name is None:
         candidates = keras_class_name_candidates(owner)
