@@ -58,6 +58,19 @@ class KerasBackend(TextEnum):
         return self is not KerasBackend.NUMPY
 
 
+class TargetName(TextEnum):
+    """The training tools whose rule language decay-audit writes and checks (``rules --target``).
+
+    Kept here with the other vocabularies, not in ``rules``: the CLI builds its choices from it at
+    start-up, and importing ``rules`` (its targets and the report records) there cost a scan 30 ms."""
+
+    NATIVE = "native"
+    KERAS = "keras"
+    TF_KERAS = "tf-keras"
+    MODEL_GARDEN = "model-garden"
+    OPTAX = "optax"
+
+
 class Preset(TextEnum):
     """Named decay policies, each the convention of a well-known code base."""
 

@@ -6,22 +6,14 @@ import os
 from collections.abc import Callable
 
 from decay_audit.errors import OptionError
-from decay_audit.kinds import KerasBackend, TextEnum
+from decay_audit.kinds import KerasBackend, TargetName
 from decay_audit.rules.interface import Target
 from decay_audit.rules.keras3 import Keras3Target
 from decay_audit.rules.name_regex import ModelGardenTarget, TfKerasTarget
 from decay_audit.rules.native import NativeTarget
 from decay_audit.rules.optax_mask import OptaxTarget
 
-
-class TargetName(TextEnum):
-    """The training tools whose rule language decay-audit writes and checks."""
-
-    NATIVE = "native"
-    KERAS = "keras"
-    TF_KERAS = "tf-keras"
-    MODEL_GARDEN = "model-garden"
-    OPTAX = "optax"
+__all__ = ["TARGETS", "TargetName", "get_target"]
 
 
 TARGETS: dict[TargetName, Callable[[], Target]] = {
