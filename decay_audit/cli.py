@@ -734,7 +734,14 @@ class _OrderedExpectations(click.Command):
     type=click.IntRange(1, 1000),
     default=3,
     show_default=True,
-    help="Probe steps (raised to twice the gradient-accumulation steps when needed).",
+    help="Probe steps. Fewer than two optimizer updates are raised to 2 x gradient_accumulation_steps "
+    "(at least 2), and the report says so in a note.",
+)
+@click.option(
+    "--count-l1",
+    is_flag=True,
+    help="Judge L1 penalties (Ftrl l1_regularization_strength, regularizers.L1, L1L2's L1 part) as decay. "
+    "By default they are sparsity, shown in their own l1 column and never a double decay.",
 )
 @click.option(
     "--device",
@@ -776,6 +783,7 @@ def verify(
     custom_modules: tuple[str, ...],
     rules_file: Path | None,
     steps: int,
+    count_l1: bool,
     device: str | None,
     keras_backend: str | None,
     output_format: str,
@@ -812,6 +820,7 @@ def verify(
     progress = _StepProgress(_show_progress(quiet, output_format))
     options = VerifyOptions(
         steps=steps,
+        count_l1=count_l1,
         rules=rules_file,
         device=device,
         backend=keras_backend,

@@ -39,6 +39,10 @@ class Outcome(TextEnum):
     DECAYED_AGAINST_INTENT = "decayed-against-intent"
     RATE_MISMATCH = "rate-mismatch"
     """Decoupled decay present, but not lr_t * weight_decay * w."""
+    STALE_STEP = "stale-step"
+    """Frozen now, yet updated by the step ``fit`` will run next: it was traced before the freeze."""
+    REPLICAS_DISAGREE = "replicas-disagree"
+    """Under a distribution strategy, the replicas of one variable hold different values after a step."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,24 @@ RULES: tuple[SarifRule, ...] = (
         "A verify verdict other than the ones above.",
         "error",
     ),
+    SarifRule(
+        "DA013",
+        "stale-step",
+        "fit reuses a step traced before a layer was frozen",
+        "layer.trainable was set to False after fit without compile(): Keras keeps the traced train "
+        "function, which still updates and decays the frozen layer's variables (and BatchNormalization "
+        "statistics). Call compile() again after changing trainable.",
+        "error",
+    ),
+    SarifRule(
+        "DA014",
+        "replicas-disagree",
+        "The replicas of a distributed variable differ after a step",
+        "Under a distribution strategy each replica should apply the same update; replicas that differ "
+        "train different models (an update applied outside the strategy's replica context, or a "
+        "per-replica decay).",
+        "error",
+    ),
 )
 """Every finding type decay-audit reports, in one place; ids never change meaning."""
 
@@ -187,6 +209,8 @@ _OUTCOME_RULES: dict[Outcome, str] = {
     Outcome.NOT_DECAYED: "never-switched-on",
     Outcome.DECAYED_AGAINST_INTENT: "decayed-against-policy",
     Outcome.RATE_MISMATCH: "rate-mismatch",
+    Outcome.STALE_STEP: "stale-step",
+    Outcome.REPLICAS_DISAGREE: "replicas-disagree",
 }
 
 

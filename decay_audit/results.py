@@ -420,10 +420,30 @@ class Measurement:
     ``var_names`` pattern that matches nothing on this backend, a regularizer under weight_decay):
     the likely cause and the fix, one line; None when the tool cannot tell. A verdict says what is
     wrong, and a user who sees it usually asks next what to change."""
+    l1_steps: int = 0
+    """Steps in which an L1 penalty (Ftrl ``l1_regularization_strength``, ``keras.regularizers.L1``, the
+    L1 part of ``L1L2``) moved the variable. L1 drives weights to exactly zero (sparsity); it does not
+    shrink them in proportion, so it is reported apart from decay unless ``count_l1``."""
+    l1_by: tuple[str, ...] = ()
+    """The L1 sources that reach this variable."""
+    l1_relative: float = 0.0
+    """Largest change the L1 penalties made in one step, relative to the variable's largest magnitude."""
+    l1_counted: bool = False
+    """``--count-l1``: the L1 part was judged as coupled decay (it can then make a double decay)."""
+    ema_overwrite_steps: int = 0
+    """Probe steps on which the optimizer replaced the weights by their moving average
+    (``use_ema`` with ``ema_overwrite_frequency``): the decay rate is measured on the other steps."""
 
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.OK
+
+    @property
+    def l1(self) -> str:
+        """The ``l1`` column: ``yes`` when an L1 penalty moved the variable, ``counted`` under ``--count-l1``."""
+        if not self.l1_steps:
+            return ""
+        return "counted" if self.l1_counted else "yes"
 
     @property
     def measured(self) -> str:
@@ -434,6 +454,23 @@ class Measurement:
         if self.coupled_steps:
             return "coupled"
         return "none"
+
+
+@dataclass(frozen=True)
+class ProbedStep:
+    """One step of the probe, as training would have run it: what a reader needs to trust the
+    per-step figures (under gradient accumulation or a warm-up from 0, some steps update nothing)."""
+
+    index: int
+    """1-based position in the probe."""
+    learning_rates: tuple[float, ...]
+    """The learning rate each optimizer's update used at this step (a schedule at its iteration), in
+    the order the report names the optimizers."""
+    updated: bool
+    """The real step changed at least one trainable variable (False on an accumulating step, or at
+    learning rate 0 with nothing else moving the weights)."""
+    ema_overwrite: bool = False
+    """The optimizer replaced the weights by their moving average after this step's update."""
 
 
 @dataclass(frozen=True)
@@ -460,6 +497,15 @@ class VerifyReport:
     """The probe backend that ran the set-up's steps."""
     decay_sources: tuple[str, ...] = ()
     """Every decay knob found and switched in the twins (``AdamW weight_decay=0.01``, regularizers)."""
+    probed_steps: tuple[ProbedStep, ...] = ()
+    """Each probe step's learning rates, whether it updated, whether it was an EMA overwrite."""
+    count_l1: bool = False
+    """L1 penalties were judged as decay (``--count-l1``); by default they are reported apart."""
+
+    @property
+    def updated_steps(self) -> int:
+        """How many probe steps changed the weights."""
+        return sum(1 for s in self.probed_steps if s.updated)
 
     @property
     def mismatches(self) -> tuple[Measurement, ...]:

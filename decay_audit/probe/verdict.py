@@ -18,12 +18,12 @@ from decay_audit.results import Measurement
 VALUE_DEPENDENT_UPDATES = frozenset({"Ftrl", "Lamb", "Adafactor", "Muon", "ScheduleFreeAdamW"})
 
 
-def _ratio(effect: SourceEffect, weight: np.ndarray) -> float | None:
+def _ratio(effect: SourceEffect, delta: StepDelta) -> float | None:
     """Least-squares fit of the source's change to -rate * w (1.0 = exactly as configured)."""
-    denominator = effect.rate * float(np.sum(weight * weight))
+    denominator = effect.rate * delta.weight_norm
     if denominator <= 0:
         return None
-    return float(-np.sum(effect.delta * weight)) / denominator
+    return effect.shrink / denominator
 
 
 def _rate_tolerance(effect: SourceEffect) -> float:
@@ -33,38 +33,66 @@ def _rate_tolerance(effect: SourceEffect) -> float:
     return max(2e-3, 16 * eps / measured_rate) if measured_rate > 0 else float("inf")
 
 
-def _coupled_sources(run: ProbeRun, path: str, deltas: list[StepDelta]) -> tuple[str, ...]:
-    labels = [
-        s.label for s in run.sources if s.kind.value == "coupled" and (s.variables is None or path in s.variables)
-    ]
+def _coupled_sources(run: ProbeRun, path: str, deltas: list[StepDelta], count_l1: bool = False) -> tuple[str, ...]:
+    kinds = ("coupled", "l1") if count_l1 else ("coupled",)
+    labels = [s.label for s in run.sources if s.kind.value in kinds and (s.variables is None or path in s.variables)]
     if any(d.hand_written for d in deltas):
         labels.append("hand-written step")
     return tuple(labels)
 
 
+def _l1_sources(run: ProbeRun, path: str) -> tuple[str, ...]:
+    return tuple(s.label for s in run.sources if s.kind.value == "l1" and (s.variables is None or path in s.variables))
+
+
+GRADIENT_OVERWRITTEN_INTENT = "statistic marked overwrite_with_gradient: never decayed, under every preset"
+"""The intent of a variable Keras replaces with its gradient (float8 scales and amax histories): its
+optimizer takes such variables out of the update before weight decay (keras 3.15 ``BaseOptimizer.apply``)."""
+
+
+def _expectation(run: ProbeRun, path: str, expected: dict[str, tuple[bool, str]]) -> tuple[bool, str]:
+    """The intent for ``path``; a variable Keras marks ``overwrite_with_gradient`` is a statistic, never
+    decayed, whatever its name says, unless an explicit ``--expect-decay`` asks for decay."""
+    expect, intent = expected.get(path, (False, "not in the intent: assumed not decayed"))
+    if path in run.gradient_overwritten and not intent.startswith("--expect-decay"):
+        return False, GRADIENT_OVERWRITTEN_INTENT
+    return expect, intent
+
+
 def judge(
-    run: ProbeRun, expected: dict[str, tuple[bool, str]], setup: TrainingSetup | None = None
+    run: ProbeRun,
+    expected: dict[str, tuple[bool, str]],
+    setup: TrainingSetup | None = None,
+    count_l1: bool = False,
 ) -> list[Measurement]:
     """One :class:`Measurement` per trainable variable; with ``setup``, a mismatch whose cause the
-    set-up shows carries a one-line ``hint`` (see :func:`hint_for`)."""
+    set-up shows carries a one-line ``hint`` (see :func:`hint_for`).
+
+    L1 penalties are reported in their own figures and never enter a verdict unless ``count_l1``
+    (then they count as coupled decay). On EMA overwrite steps the weights are replaced by their
+    moving average, so the decay seen there is the average's share (``1 - momentum`` of the rate):
+    such steps show presence, and the ratio is fitted on the other steps only."""
+    overwrites = [bool(s.ema_overwrite) for s in run.probed] or [False] * len(run.steps)
     results = []
     for index, path in enumerate(run.paths):
         deltas = [step[index] for step in run.steps]
-        expect, intent = expected.get(path, (False, "not in the intent: assumed not decayed"))
-        present_sources: dict[int, list[tuple[SourceEffect, np.ndarray]]] = {}
+        expect, intent = _expectation(run, path, expected)
+        present_sources: dict[int, list[tuple[SourceEffect, StepDelta, bool]]] = {}
         decoupled_step_count = 0
-        for delta in deltas:
+        for delta, overwrite in zip(deltas, overwrites):
             hits = [e for e in delta.effects if e.present]
             decoupled_step_count += bool(hits)
             for effect in hits:
-                present_sources.setdefault(effect.source, []).append((effect, delta.weight))
-        coupled_step_count = sum(1 for d in deltas if d.coupled_present)
+                present_sources.setdefault(effect.source, []).append((effect, delta, overwrite))
+        l1_present = [d.l1_present for d in deltas]
+        coupled_present = [d.coupled_present or (count_l1 and d.l1_present) for d in deltas]
+        coupled_step_count = sum(coupled_present)
         ratios, rate_off = [], []
         for source, source_hits in present_sources.items():
             value_dependent = any(name in run.sources[source].owner for name in VALUE_DEPENDENT_UPDATES)
-            for effect, weight in source_hits:
-                ratio = _ratio(effect, weight)
-                if ratio is None:
+            for effect, delta, overwrite in source_hits:
+                ratio = _ratio(effect, delta)
+                if ratio is None or overwrite:
                     continue
                 ratios.append(ratio)
                 if not value_dependent and abs(ratio - 1.0) > _rate_tolerance(effect):
@@ -73,15 +101,25 @@ def judge(
         first = [hits[0][0] for hits in present_sources.values()]
         decoupled_by = tuple(run.sources[s].label for s in present_sources)
         rate = sum(e.rate for e in first) if first else None
+        step_rates = [sum(e.rate for e in d.effects if e.present) for d in deltas if any(e.present for e in d.effects)]
         amplified = max((e.scale for e in first if e.scale > 1.0), default=None)
-        scale = max(float(np.max(np.abs(d.weight), initial=0.0)) for d in deltas) or 1.0 if deltas else 1.0
+        scale = max(d.weight_max for d in deltas) or 1.0 if deltas else 1.0
         coupled_relative = (
-            max((float(np.max(np.abs(d.coupled), initial=0.0)) for d in deltas if d.coupled_present), default=0.0)
+            max(
+                (
+                    max(d.coupled_max if d.coupled_present else 0.0, d.l1_max if count_l1 and d.l1_present else 0.0)
+                    for d, present in zip(deltas, coupled_present)
+                    if present
+                ),
+                default=0.0,
+            )
             / scale
         )
+        l1_relative = max((d.l1_max for d in deltas if d.l1_present), default=0.0) / scale
         penalties = [d.penalty_gradient for d in deltas if d.penalty_gradient is not None]
         penalty = float(np.mean(penalties)) if penalties else None
-        coupled_by = _coupled_sources(run, path, deltas) if coupled_step_count else ()
+        coupled_by = _coupled_sources(run, path, deltas, count_l1) if coupled_step_count else ()
+        ema_overwrite_steps = sum(overwrites[: len(deltas)])
         outcome, detail = _outcome(
             expect,
             decoupled_by,
@@ -95,6 +133,13 @@ def judge(
             penalty,
             coupled_by,
         )
+        detail += _step_detail(run, decoupled_step_count, len(deltas), step_rates, ema_overwrite_steps, bool(ratios))
+        l1_by = _l1_sources(run, path) if any(l1_present) else ()
+        if l1_by and not count_l1:
+            detail += (
+                f"; L1 by {' + '.join(l1_by)}, up to {l1_relative:.3g} x |w| per step "
+                "(sparsity, not weight decay: not counted; --count-l1 counts it)"
+            )
         results.append(
             Measurement(
                 path,
@@ -112,11 +157,42 @@ def judge(
                 amplified,
                 coupled_by,
                 penalty,
+                l1_steps=sum(l1_present),
+                l1_by=l1_by,
+                l1_relative=l1_relative,
+                l1_counted=count_l1 and any(l1_present),
+                ema_overwrite_steps=ema_overwrite_steps,
             )
         )
     if setup is not None:
         results = [dataclasses.replace(m, hint=hint_for(m, run, setup)) if not m.ok else m for m in results]
     return results
+
+
+def _step_detail(
+    run: ProbeRun, decoupled_steps: int, steps: int, step_rates: list[float], overwrites: int, fitted: bool
+) -> str:
+    """What a reader needs to read the per-step figures: in how many steps decay was seen (when not
+    all), whether lr*wd changed between them (a schedule), and the EMA overwrite steps left out of
+    the ratio."""
+    parts = []
+    if decoupled_steps and decoupled_steps < steps:
+        updated = sum(1 for s in run.probed if s.updated)
+        text = f"decoupled in {decoupled_steps} of {steps} steps"
+        if run.probed and updated < steps:
+            text += f" ({updated} of the {steps} updated the weights)"
+        parts.append(text)
+    if len(step_rates) > 1 and max(step_rates) > min(step_rates) * (1 + 1e-6):
+        parts.append(
+            f"lr*wd from {min(step_rates):.3g} to {max(step_rates):.3g} per step (the learning rate's schedule)"
+        )
+    if overwrites and decoupled_steps:
+        parts.append(
+            f"{overwrites} EMA overwrite step{'s' if overwrites > 1 else ''} (weights replaced by their moving "
+            f"average: the decay seen there is the average's share) "
+            + ("left out of the ratio" if fitted else "not fitted")
+        )
+    return "".join(f"; {p}" for p in parts)
 
 
 def searched_name(path: str, backend: str) -> str:
@@ -165,7 +241,11 @@ def hint_for(measurement: Measurement, run: ProbeRun, setup: TrainingSetup) -> s
     """
     path = measurement.path
     if measurement.outcome is Outcome.DOUBLE_DECAY and measurement.decoupled_by:
-        regularized = [s for s in run.sources if s.owner == "model" and s.variables and path in s.variables]
+        regularized = [
+            s
+            for s in run.sources
+            if s.owner == "model" and s.variables and path in s.variables and s.label in measurement.coupled_by
+        ]
         if regularized:
             attribute = f"{path.rpartition('/')[2]}_regularizer"
             return (

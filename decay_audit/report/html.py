@@ -214,12 +214,15 @@ VERIFY_COLUMNS = (
     ("expected", "expected", "text"),
     ("measured", "measured", "text"),
     ("ratio", "ratio", "num"),
+    ("l1", "l1", "text"),
     ("verdict", "verdict", "text"),
     ("detail", "detail", "text"),
 )
 
 
 def verify_html(report: Any) -> str:
+    from decay_audit.report.verify_format import steps_lines
+
     groups: dict[str, list[Any]] = {}
     for measurement in report.measurements:
         groups.setdefault(measurement.path.rpartition("/")[0] or "-", []).append(measurement)
@@ -232,12 +235,14 @@ def verify_html(report: Any) -> str:
             expected = "decay" if m.expected_decay else "no decay"
             ratio = "" if m.decoupled_ratio is None else f"{m.decoupled_ratio:.4g}"
             body.append(
-                f'<tr class="var {"ok" if m.ok else "fail"}" {_data(group=index, path=m.path, expected=expected, measured=m.measured, ratio=ratio, verdict=m.outcome.value, detail=m.detail)}>'
+                f'<tr class="var {"ok" if m.ok else "fail"}" {_data(group=index, path=m.path, expected=expected, measured=m.measured, ratio=ratio, l1=m.l1, verdict=m.outcome.value, detail=m.detail)}>'
                 f"<td><code>{escape(m.path)}</code></td><td>{escape(expected)}</td><td>{escape(m.measured)}</td>"
-                f'<td class="num">{escape(ratio)}</td><td class="verdict">{escape(m.outcome.value)}</td>'
-                f"<td>{_evidence(m.detail, [f'intent: {m.intent}', f'decoupled in {m.decoupled_steps} of {m.steps} steps, coupled in {m.coupled_steps}'], [])}</td></tr>"
+                f'<td class="num">{escape(ratio)}</td><td>{escape(m.l1)}</td>'
+                f'<td class="verdict">{escape(m.outcome.value)}</td>'
+                f"<td>{_evidence(m.detail, [f'intent: {m.intent}', f'decoupled in {m.decoupled_steps} of {m.steps} steps, coupled in {m.coupled_steps}, L1 in {m.l1_steps}'], [])}</td></tr>"
             )
     table = f'<table id="variables">{_head(VERIFY_COLUMNS)}<tbody>{"".join(body)}</tbody></table>'
+    notes = [*steps_lines(report), *report.notes]
     verdict = (
         "all variables get the intended decay"
         if report.ok
@@ -247,7 +252,7 @@ def verify_html(report: Any) -> str:
         f"<h1>decay-audit verify: <code>{escape(report.setup)}</code></h1>"
         f'<p class="meta">{escape(report.optimizer)}, weight_decay={escape(str(report.weight_decay))}, '
         f"{report.steps} steps on {escape(report.device)} · <strong>{escape(verdict)}</strong></p>"
-        + (f'<ul class="notes">{"".join(f"<li>{escape(n)}</li>" for n in report.notes)}</ul>' if report.notes else "")
+        + (f'<ul class="notes">{"".join(f"<li>{escape(n)}</li>" for n in notes)}</ul>' if notes else "")
     )
     verdicts = sorted({m.outcome.value for m in report.measurements})
     controls = _select("verdict", "verdict", verdicts) + _select("expected", "expected", ["decay", "no decay"])

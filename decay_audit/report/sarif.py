@@ -214,6 +214,8 @@ class Result:
     """SARIF logicalLocation kind: ``variable`` for a weight, ``value`` for a rule pattern."""
     related: tuple[dict, ...] = ()
     """Further physicalLocations (the model behind a rule-file finding)."""
+    properties: dict | None = None
+    """SARIF ``properties`` of the result: the measured figures behind a verify verdict."""
 
 
 def _result(result: Result) -> dict:
@@ -237,6 +239,8 @@ def _result(result: Result) -> dict:
         "locations": [location],
         "partialFingerprints": fingerprints,
     }
+    if result.properties:
+        document["properties"] = result.properties
     if result.related:
         document["relatedLocations"] = [
             {"id": index + 1, "physicalLocation": related} for index, related in enumerate(result.related)
@@ -448,6 +452,17 @@ def verify_sarif(
             f"weight_decay={report.weight_decay}, {report.steps} steps)",
             location,
             m.path,
+            properties={
+                "measured": m.measured,
+                "decoupledRatio": m.decoupled_ratio,
+                "decoupledSteps": m.decoupled_steps,
+                "coupledSteps": m.coupled_steps,
+                "l1": m.l1,
+                "l1Steps": m.l1_steps,
+                "emaOverwriteSteps": m.ema_overwrite_steps,
+                "steps": m.steps,
+                "updatedSteps": report.updated_steps,
+            },
         )
         for m in report.measurements
         if not m.ok

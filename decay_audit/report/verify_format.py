@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any
 from xml.etree import ElementTree
@@ -28,7 +29,11 @@ def verify_dict(report: VerifyReport) -> dict:
         row["outcome"] = measurement.outcome.value
         row["measured"] = measurement.measured
         row["hint"] = hint_of(measurement)
+        row["l1"] = measurement.l1
     document["variables"] = rows
+    document["updated_steps"] = report.updated_steps
+    for step in document["probed_steps"]:  # a learning rate the probe could not read is NaN: null in JSON
+        step["learning_rates"] = [r if math.isfinite(r) else None for r in step["learning_rates"]]
     document["ok"] = report.ok
     document["mismatches"] = len(report.mismatches)
     return document
@@ -40,12 +45,23 @@ def format_verify_json(report: VerifyReport) -> str:
     return dumps(envelope("verify", verify_dict(report)))
 
 
-_HEADERS = ("variable", "expected", "rule", "measured", "ratio", "verdict", "detail")
+_HEADERS = ("variable", "expected", "rule", "measured", "ratio", "l1", "verdict", "detail")
 
 
 def _detail(measurement: Measurement, separator: str) -> str:
     hint = hint_of(measurement)
     return safe_text(measurement.detail) + (f"{separator}hint: {safe_text(hint)}" if hint else "")
+
+
+def _shows_l1(report: VerifyReport) -> bool:
+    """The ``l1`` column appears when an L1 penalty moved some variable (or ``--count-l1`` was given):
+    an always-empty column would only push the detail off the screen."""
+    return report.count_l1 or any(m.l1_steps for m in report.measurements)
+
+
+def _without_l1(cells: tuple[Any, ...]) -> tuple[Any, ...]:
+    index = _HEADERS.index("l1")
+    return cells[:index] + cells[index + 1 :]
 
 
 def _row(measurement: Measurement, separator: str = "; ") -> tuple[Any, ...]:
@@ -56,6 +72,7 @@ def _row(measurement: Measurement, separator: str = "; ") -> tuple[Any, ...]:
         safe_text(m.intent),
         m.measured,
         "" if m.decoupled_ratio is None else f"{m.decoupled_ratio:.4g}",
+        m.l1,
         m.outcome.value,
         _detail(m, separator),
     )
@@ -66,8 +83,44 @@ def _heading(report: VerifyReport) -> list[str]:
         f"{safe_text(report.setup)}: {report.optimizer}, weight_decay={report.weight_decay}, "
         f"{report.steps} steps on {report.device}, backend {safe_text(report.backend)}"
     ]
+    lines += steps_lines(report)
     lines += [f"note: {safe_text(n)}" for n in report.notes]
     lines += [f"warning: {safe_text(s)} matches no variable" for s in report.dead_selectors]
+    return lines
+
+
+def _numbers(values: list[str]) -> str:
+    """``1, 2, 3`` (runs of one value as ``0.001 x8``): one line even for a long probe."""
+    runs: list[tuple[str, int]] = []
+    for value in values:
+        if runs and runs[-1][0] == value:
+            runs[-1] = (value, runs[-1][1] + 1)
+        else:
+            runs.append((value, 1))
+    return ", ".join(value if count == 1 else f"{value} x{count}" for value, count in runs)
+
+
+def steps_lines(report: VerifyReport) -> list[str]:
+    """How the probed steps ran: how many updated the weights (gradient accumulation, a learning
+    rate of 0), the learning rate each used, and the EMA overwrites. Per-step figures (lr*wd, the
+    step counts in a detail) are read against these."""
+    probed = report.probed_steps
+    if not probed:
+        return []
+    updated = [s.index for s in probed if s.updated]
+    text = f"steps: {len(updated)} of {len(probed)} updated the weights"
+    if 0 < len(updated) < len(probed):
+        text += f" (step{'s' if len(updated) > 1 else ''} {', '.join(str(i) for i in updated)})"
+    rates = [" / ".join(f"{r:.3g}" for r in s.learning_rates) or "?" for s in probed]
+    text += f"; learning rate per step: {_numbers(rates)}"
+    lines = [text]
+    overwrites = [s.index for s in probed if s.ema_overwrite]
+    if overwrites:
+        lines.append(
+            f"steps: EMA overwrite after step{'s' if len(overwrites) > 1 else ''} "
+            f"{', '.join(str(i) for i in overwrites)} (use_ema with ema_overwrite_frequency: the weights were "
+            "replaced by their moving average; the decay rate is measured on the other steps)"
+        )
     return lines
 
 
@@ -91,7 +144,10 @@ def format_verify_table(
     shown = report.mismatches if view.findings_only else report.measurements
     lines = _heading(report) + [""]
     if shown or not view.findings_only:
-        lines += [tabulate([_row(m) for m in shown], headers=_HEADERS, tablefmt="simple"), ""]
+        rows, headers = [_row(m) for m in shown], _HEADERS
+        if not _shows_l1(report):
+            rows, headers = [_without_l1(r) for r in rows], _without_l1(headers)
+        lines += [tabulate(rows, headers=headers, tablefmt="simple"), ""]
     lines.append(_closing(report))
     return "\n".join(lines) + "\n"
 
@@ -102,6 +158,7 @@ _ALL_COLUMNS = (
     Column("rule", Fit.CUT, min_width=16, drop=2),
     Column("measured"),
     Column("ratio", right=True, drop=1),
+    Column("l1", drop=1),
     Column("verdict", style=terminal.verdict_style),
     Column("detail", Fit.CUT, min_width=24, drop=3),
 )
@@ -132,7 +189,10 @@ def _on_terminal(report: VerifyReport, view: View) -> str:
     if not view.findings_only:
         if report.mismatches:
             blocks.append(terminal.text("all variables"))
-        listing = terminal.grid(view, _ALL_COLUMNS, [tuple(str(c) for c in _row(m)) for m in report.measurements])
+        columns, rows = _ALL_COLUMNS, [tuple(str(c) for c in _row(m)) for m in report.measurements]
+        if not _shows_l1(report):
+            columns, rows = _without_l1(columns), [_without_l1(r) for r in rows]
+        listing = terminal.grid(view, columns, rows)
         blocks += [listing.table, *terminal.left_out(listing.dropped, view.width), ""]
     blocks.append(terminal.text(_closing(report), terminal.GOOD if report.ok else terminal.PROBLEM))
     return terminal.paint(view, blocks)

@@ -40,7 +40,10 @@ class VerifyOptions:
     """How to verify: the intent, the probe's size and place, and for a model file its optimizer."""
 
     steps: int = 3
-    """Probe steps (raised to twice the gradient-accumulation steps when needed)."""
+    """Probe steps (raised to twice the gradient-accumulation steps when needed, with a note in the report)."""
+    count_l1: bool = False
+    """Judge L1 penalties (Ftrl ``l1_regularization_strength``, ``keras.regularizers.L1``, the L1 part of
+    ``L1L2``) as coupled decay; by default they are sparsity, reported in their own ``l1`` column."""
     policy: Policy | Preset | str = Preset.KERNELS_ONLY
     """The intent: a preset name or a full policy with overrides."""
     rules: Path | None = None
@@ -144,6 +147,7 @@ def verify_model_file(path: Path, options: VerifyOptions) -> VerifyReport:
     from decay_audit.probe.setup import setup_from_model_file
 
     load_inventory(path)  # a corrupt or hostile file fails here, before Keras sees it
+    _quiet_devices()  # no set-up of the user's to place devices first: initialise them now, silenced
     _phase(options, "build")
     training = setup_from_model_file(
         path,
@@ -180,6 +184,7 @@ def precheck(model: str | os.PathLike[str] | None, setup: str | None, options: V
         raise OptionError("setup", "--optimizer and --custom-module apply to MODEL, not to --setup")
     if setup is not None:
         _check_function(Path(path_text), function)
+        _refuse_several_processes(setup)
     if model is not None and not Path(model).exists():
         raise ModelLoadError(str(model), "no such file or directory")
     if options.optimizer is not None and options.optimizer.lower() not in OPTIMIZERS:
@@ -195,6 +200,33 @@ def precheck(model: str | os.PathLike[str] | None, setup: str | None, options: V
             raise UsageError(str(rules), "no such file")
         if not os.access(rules, os.R_OK):
             raise UsageError(str(rules), "not readable")
+
+
+def _refuse_several_processes(setup: str) -> None:
+    """A cluster in the environment (``TF_CONFIG`` naming several tasks, for MultiWorkerMirroredStrategy
+    or ParameterServerStrategy; ``JAX_NUM_PROCESSES`` above 1, for ``jax.distributed``): the set-up would
+    wait at import for workers that verify does not start, so it is refused before it is imported."""
+    import json
+
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster") or {}
+        tasks = sum(len(v) for v in cluster.values() if isinstance(v, (list, dict))) if isinstance(cluster, dict) else 0
+    except (ValueError, AttributeError):
+        tasks = 0
+    if tasks > 1:
+        raise UsageError(
+            setup,
+            f"TF_CONFIG names a cluster of {tasks} tasks and verify probes one process: unset TF_CONFIG and "
+            "verify the same set-up under tf.distribute.MirroredStrategy on this machine's devices (which "
+            "variables decay does not depend on the number of workers)",
+        )
+    processes = os.environ.get("JAX_NUM_PROCESSES", "1")
+    if processes.isdigit() and int(processes) > 1:
+        raise UsageError(
+            setup,
+            f"JAX_NUM_PROCESSES={processes}: jax.distributed runs several processes and verify probes one: "
+            "verify the same set-up in one process on this host's devices (keras.distribution.DataParallel)",
+        )
 
 
 def _split_spec(spec: str) -> tuple[str, str]:
@@ -315,6 +347,20 @@ def _select_backend(options: VerifyOptions) -> None:
     import_keras(choose_backend(options.backend))
 
 
+def _quiet_devices() -> None:
+    """TensorFlow's devices initialised with their start-up notices silenced, once the set-up has been
+    imported and built: a set-up may configure devices itself (two logical CPUs for MirroredStrategy),
+    which TensorFlow refuses once they are initialised. Only on the TensorFlow backend: under JAX or
+    torch, initialising TensorFlow's devices would only take memory (a whole GPU's, by default)."""
+    import sys
+
+    keras = sys.modules.get("keras")
+    if keras is not None and hasattr(keras, "backend") and keras.backend.backend() == "tensorflow":
+        from decay_audit.quiet_tensorflow import initialise_devices
+
+        initialise_devices()
+
+
 def _is_setup_spec(setup: Any) -> bool:
     return isinstance(setup, str) and ":" in setup and setup.split(":")[0].endswith(".py")
 
@@ -384,6 +430,7 @@ def _verify(training: TrainingSetup, options: VerifyOptions) -> VerifyReport:
     if device not in (None, "cpu", "gpu"):
         raise OptionError("device", f"expected cpu or gpu, got {device!r}")
     device_name = {"cpu": "CPU", "gpu": "GPU", None: None}[device]
+    _quiet_devices()
     if device_name == "GPU":
         from decay_audit.probe.backends.select import gpu_visible
 
@@ -397,7 +444,15 @@ def _verify(training: TrainingSetup, options: VerifyOptions) -> VerifyReport:
         x, _ = batches.peek()  # a subclassed model never called: build it the way training would
         with at_stage(Stage.STEP, subject):
             training.model(x, training=False)
-    with at_stage(Stage.MEASUREMENT, subject):
+    from decay_audit.probe.backends import backend_for
+
+    backend = backend_for(training)
+    refusal = backend.refuse(training)
+    if refusal is not None:
+        raise SetupError(subject, refusal, Stage.MEASUREMENT)
+    placement = backend.placement(training)
+    stale = _stale_step(training)
+    with at_stage(Stage.MEASUREMENT, subject), _as_traced(training, stale):
         intent = _intent(training, policy, Path(options.rules) if options.rules else None, options.expectations)
         _phase(options, "probe")
         run = run_probe(
@@ -406,11 +461,21 @@ def _verify(training: TrainingSetup, options: VerifyOptions) -> VerifyReport:
             batch_size=options.batch_size,
             seed=options.seed,
             device=device_name,
+            backend=backend,
             batches=batches,
             on_step=options.on_step,
         )
-        measurements = judge(run, intent.expected, training)
+        _check_knobs_reach_the_step(run, training, subject)
+        measurements = judge(run, intent.expected, training, count_l1=options.count_l1)
     notes = []
+    if stale is not None:
+        measurements = _mark_stale(measurements, stale)
+        notes.append(_stale_note(stale))
+    disagreements = backend.replica_disagreements()
+    if disagreements:
+        measurements = _mark_disagreeing(measurements, disagreements)
+    if placement is not None:
+        notes.append(f"probed on {placement}: each replica's value read and compared after every step and twin")
     if not run.sources and not any(m.coupled_steps for m in measurements):
         notes.append("the optimizer has no weight_decay and no penalty reached any variable: nothing is decayed")
     notes.extend(run.notes)
@@ -421,13 +486,164 @@ def _verify(training: TrainingSetup, options: VerifyOptions) -> VerifyReport:
         optimizer=run.optimizer_name,
         weight_decay=run.weight_decay,
         steps=len(run.steps),
-        device=run.device,
+        device=placement or run.device,
         measurements=tuple(measurements),
         notes=tuple(notes),
         dead_selectors=intent.dead_selectors,
         backend=run.backend,
         decay_sources=tuple(s.label for s in run.sources),
+        probed_steps=run.probed,
+        count_l1=options.count_l1,
     )
+
+
+# --- what the step fit runs next, and knobs the step never reads -----------------------------------
+
+
+def _stale_step(training: TrainingSetup) -> Any:
+    """The Keras 3 TensorFlow model's cached ``train_function`` when it was traced while layers now
+    frozen were trainable (None otherwise, and on other backends: the JAX trainer passes the current
+    trainable variables into its jitted step on every ``fit`` call, and torch runs eagerly)."""
+    if training.train_step is not None:
+        return None
+    import sys
+
+    keras = sys.modules.get("keras")
+    if keras is None or not isinstance(training.model, keras.Model):
+        return None
+    if keras.backend.backend() == "jax":
+        _jax_optimizer_built_on_other_variables(training)
+    if keras.backend.backend() != "tensorflow":
+        return None
+    from decay_audit.probe.backends.tensorflow import stale_train_step
+
+    return stale_train_step(training.model)
+
+
+def _jax_optimizer_built_on_other_variables(training: TrainingSetup) -> None:
+    """On JAX, ``fit`` after ``layer.trainable = False`` raises (Keras 3.15: the built optimizer's state no
+    longer matches the trainable variables, even after ``compile()`` with the same optimizer); verify's
+    step would raise the same, so it says why in one line, with the fix."""
+    model, optimizer = training.model, training.optimizer
+    if optimizer is not getattr(model, "optimizer", None) or not getattr(optimizer, "built", False):
+        return
+    built_on = getattr(optimizer, "_trainable_variables", None)
+    if built_on is None or len(built_on) == len(model.trainable_variables):
+        return
+    raise SetupError(
+        training.description or str(getattr(model, "name", "model")),
+        f"the optimizer was built on {len(built_on)} variables and the model now trains "
+        f"{len(model.trainable_variables)} (layers frozen or unfrozen after it was built): fit fails the same "
+        "way on JAX, even after compile() with the same optimizer; compile() with a new optimizer",
+        Stage.STEP,
+    )
+
+
+def _as_traced(training: TrainingSetup, stale: Any) -> Any:
+    """The layers' trainability as when the stale step was traced, for the probe (else nothing)."""
+    import contextlib
+
+    if stale is None:
+        return contextlib.nullcontext()
+    from decay_audit.probe.backends.tensorflow import trainability_as_traced
+
+    return trainability_as_traced(training.model, stale)
+
+
+def _stale_fix(stale: Any) -> str:
+    names = ", ".join(stale.layers)
+    layer, was = ("layer", "was") if len(stale.layers) == 1 else ("layers", "were")
+    return f"fit reuses a step traced before {layer} {names} {was} frozen; call compile() again"
+
+
+def _mark_stale(measurements: Sequence[Any], stale: Any) -> list[Any]:
+    """Each frozen variable the stale step updates is a finding of its own, whatever its decay."""
+    marked = []
+    for measurement in measurements:
+        if measurement.path in stale.variables:
+            decayed = "decayed and updated" if measurement.decoupled_steps or measurement.coupled_steps else "updated"
+            measurement = replace(
+                measurement,
+                outcome=Outcome.STALE_STEP,
+                detail=f"frozen, but {decayed} by the step fit runs next",
+                hint=_stale_fix(stale),
+            )
+        marked.append(measurement)
+    return marked
+
+
+def _stale_note(stale: Any) -> str:
+    trainable_paths = [p for p in stale.variables if not p.endswith(("moving_mean", "moving_variance"))]
+    statistics = [p for p in stale.variables if p not in trainable_paths]
+    text = f"{_stale_fix(stale)}: the traced step still updates {', '.join(trainable_paths)}"
+    if statistics:
+        text += f" and the statistics {', '.join(statistics)}"
+    return text + "; probed as fit would run it"
+
+
+def _mark_disagreeing(measurements: Sequence[Any], disagreements: dict[str, float]) -> list[Any]:
+    """A variable whose replicas hold different values is a finding whatever its decay: the replicas
+    train different models from then on."""
+    return [
+        replace(
+            m,
+            outcome=Outcome.REPLICAS_DISAGREE,
+            detail=f"its replicas differ by up to {disagreements[m.path]:.3g} after a step; {m.detail}",
+        )
+        if m.path in disagreements
+        else m
+        for m in measurements
+    ]
+
+
+def _would_decay(optimizer: Any, model: Any, knob: str) -> bool:
+    """Whether the optimizer's own exclusions leave some trainable variable decayed by ``knob`` (Keras 3
+    ``_use_weight_decay``, asked with the Keras variable and, on TensorFlow, its ``tf.Variable``, whose
+    name ``var_names`` are searched in: both must say yes; Muon's ``_should_use_adamw`` routes each
+    variable to ``adam_weight_decay`` or ``weight_decay``, keras/src/optimizers/muon.py, Keras 3.15)."""
+    use = getattr(optimizer, "_use_weight_decay", None)
+    if use is None:
+        return True
+    routed = getattr(optimizer, "_should_use_adamw", None)
+    owned = list(getattr(optimizer, "_trainable_variables", None) or [])  # what it was built on
+    for variable in owned or getattr(model, "trainable_variables", []):
+        try:
+            forms = [variable] + ([variable.value] if hasattr(getattr(variable, "value", None), "name") else [])
+            if routed is not None and bool(routed(variable)) != (knob == "adam_weight_decay"):
+                continue
+            if all(use(form) for form in forms):
+                return True
+        except Exception:  # noqa: BLE001 - private Keras methods: when they cannot answer, assume no decay
+            return False
+    return False
+
+
+def _check_knobs_reach_the_step(run: Any, training: TrainingSetup, subject: str) -> None:
+    """A decoupled knob that is non-zero, decays some variable by the optimizer's own exclusions, and
+    yet changes nothing bit for bit in any twin at a non-zero rate is not a runtime value of the step
+    (a ``jax.jit`` or ``tf.function`` traced before verify with the knob as a constant): no verdict
+    can be drawn from such twins, so verify says so instead of reporting "never switched on"."""
+    from decay_audit.probe.backends import SourceKind
+
+    if not any(getattr(step, "updated", True) for step in getattr(run, "probed", ()) or ((),)):
+        return
+    for index, source in enumerate(run.sources):
+        if source.kind is not SourceKind.DECOUPLED or not source.value:
+            continue
+        effects = [e for step in run.steps for delta in step for e in delta.effects if e.source == index]
+        if not any(e.rate > 0 for e in effects) or any(e.present or e.shrink != 0.0 for e in effects):
+            continue
+        if source.optimizer is None or not _would_decay(source.optimizer, training.model, source.knob):
+            continue
+        step = training.train_step
+        name = getattr(step, "__name__", None) or type(step).__name__ if step is not None else "Keras' train_step"
+        raise SetupError(
+            subject,
+            f"{source.label} is not a runtime value of the step {name}: every twin with it switched off or "
+            "scaled equals the real step bit for bit (the step was compiled with it as a constant, e.g. a "
+            "jax.jit or tf.function traced before verify); give verify the undecorated step",
+            Stage.MEASUREMENT,
+        )
 
 
 def _describe(setup: Any) -> str:

@@ -24,6 +24,9 @@ updates with AdamW (non-matrix ones, embeddings, excluded layers)."""
 COUPLED_KNOBS = ("l1_regularization_strength", "l2_regularization_strength", "l2_shrinkage_regularization_strength")
 """Penalties inside an optimizer's own update rule (Ftrl): they act like a penalty gradient, on every
 variable the optimizer updates, ignoring ``exclude_from_weight_decay``."""
+L1_KNOBS = ("l1_regularization_strength",)
+"""The knobs of ``COUPLED_KNOBS`` that are an L1 penalty (Ftrl): switched as :attr:`SourceKind.L1`, their
+own twin, and reported apart from decay (sparsity, not a shrink in proportion to the weight)."""
 NOT_DECAY = ("beta_2_decay",)
 """Optimizer arguments whose name says decay but which do not decay weights (Adafactor's second-moment
 decay exponent). tests pin that every ``keras.optimizers`` argument naming decay or regularization is
@@ -124,6 +127,45 @@ def regularizer_text(regularizer: Any) -> tuple[str, float]:
     return f"{type(regularizer).__name__}({text})", max(numbers.values(), default=float("nan"))
 
 
+def regularizer_parts(regularizer: Any) -> list[tuple[SourceKind, Any, str]]:
+    """``(kind, regularizer, label suffix)`` for each separately switched part: Keras' ``L1`` is an L1
+    source; ``L1L2`` with both strengths becomes its ``L1`` and its ``L2`` (each its own twin), so the
+    L2 part is judged as decay and the L1 part reported apart; anything else is one coupled source."""
+    import keras
+
+    if isinstance(regularizer, keras.regularizers.L1):
+        return [(SourceKind.L1, regularizer, "")]
+    if type(regularizer) is keras.regularizers.L1L2:
+        l1, l2 = float(regularizer.l1), float(regularizer.l2)
+        if l1 and l2:
+            return [
+                (SourceKind.L1, keras.regularizers.L1(l1), " (its L1 part)"),
+                (SourceKind.COUPLED, keras.regularizers.L2(l2), " (its L2 part)"),
+            ]
+        if l1:
+            return [(SourceKind.L1, regularizer, "")]
+    return [(SourceKind.COUPLED, regularizer, "")]
+
+
+def _summed(knobs: list[tuple[Any, Any]], parts: list[tuple[SourceKind, Any, str]]) -> Any:
+    """One regularizer adding the separately scaled parts of a split ``L1L2``. Its ``regularizer`` is
+    the L2 part alone: what ``penalty_gradients`` differentiates as the coupled decay's own gradient."""
+    import keras
+
+    class _SummedRegularizer(keras.regularizers.Regularizer):
+        def __init__(self, wrappers: list[Any], regularizer: Any):
+            self.wrappers, self.regularizer = wrappers, regularizer
+
+        def __call__(self, x: Any) -> Any:
+            total = self.wrappers[0](x)
+            for wrapper in self.wrappers[1:]:
+                total = total + wrapper(x)
+            return total
+
+    coupled = next(part for kind, part, _ in parts if kind is SourceKind.COUPLED)
+    return _SummedRegularizer([wrapper for wrapper, _ in knobs], coupled)
+
+
 NO_DATA_LOSS_NOTE = (
     "hand-written train_step without data_loss: penalties written into the step itself "
     "are not measured (give data_loss); optimizer decay and regularizers are"
@@ -191,27 +233,40 @@ class Keras3Backend(ProbeBackend):
                         restore.append((optimizer, knob, original))
                         handle = self._optimizer_knob(optimizer, knob, value)
                         self._knobs.append(handle)
-                        sources.append(DecaySource(kind, labels[id(optimizer)], knob, value, None, optimizer, handle))
+                        sources.append(
+                            DecaySource(
+                                SourceKind.L1 if knob in L1_KNOBS else kind,
+                                labels[id(optimizer)],
+                                knob,
+                                value,
+                                None,
+                                optimizer,
+                                handle,
+                            )
+                        )
             for variable in setup.model.trainable_variables:
                 regularizer = getattr(variable, "regularizer", None)
                 if regularizer is None:
                     continue
-                wrapper, handle = self._regularizer_knob(regularizer)
+                parts = regularizer_parts(regularizer)
+                part_knobs = [self._regularizer_knob(part) for _, part, _ in parts]
                 restore.append((variable, "regularizer", regularizer))
-                variable.regularizer = wrapper
-                self._knobs.append(handle)
+                variable.regularizer = part_knobs[0][0] if len(part_knobs) == 1 else _summed(part_knobs, parts)
                 text, value = regularizer_text(regularizer)
-                sources.append(
-                    DecaySource(
-                        SourceKind.COUPLED,
-                        "model",
-                        f"regularizer {text}",
-                        value,
-                        (variable_path(variable),),
-                        None,
-                        handle,
+                for (kind, part, share), (_, handle) in zip(parts, part_knobs):
+                    self._knobs.append(handle)
+                    part_value = regularizer_text(part)[1] if share else value
+                    sources.append(
+                        DecaySource(
+                            kind,
+                            "model",
+                            f"regularizer {text}{share}",
+                            part_value,
+                            (variable_path(variable),),
+                            None,
+                            handle,
+                        )
                     )
-                )
             yield sources
         finally:
             self._knobs = []
@@ -279,6 +334,22 @@ class Keras3Backend(ProbeBackend):
     def _data_loss_step(self, setup: Any) -> Step:
         """The set-up's update with its data loss alone (the reference for a hand-written step)."""
         raise NotImplementedError
+
+    def ema_overwrite(self, setup: Any) -> bool:
+        """Keras 3.15 ``_backend_apply_gradients`` (and the JAX trainer's own): after the update, when
+        ``(iterations + 1) % ema_overwrite_frequency == 0``, the weights are replaced by their moving
+        average (``iterations`` counts updates under gradient accumulation)."""
+        for optimizer in self.optimizers(setup):
+            frequency = getattr(optimizer, "ema_overwrite_frequency", None)
+            if not getattr(optimizer, "use_ema", False) or not frequency:
+                continue
+            try:
+                iterations = int(np.asarray(optimizer.iterations))
+            except (TypeError, ValueError, AttributeError):
+                continue
+            if (iterations + 1) % int(frequency) == 0:
+                return True
+        return False
 
     def update_every(self, setup: Any) -> int:
         """Keras 3 gradient accumulation (``gradient_accumulation_steps``): decay only on updating steps."""

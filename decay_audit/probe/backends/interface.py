@@ -57,6 +57,10 @@ class SourceKind(TextEnum):
     COUPLED = "coupled"
     """A penalty whose gradient goes through the optimizer's update: weight regularizers,
     and penalties inside an optimizer's own update rule (Ftrl's l2 strengths)."""
+    L1 = "l1"
+    """An L1 penalty (Ftrl ``l1_regularization_strength``, ``keras.regularizers.L1``, the L1 part of
+    ``L1L2``): it pushes weights to exactly zero by a constant amount, sparsity rather than a shrink in
+    proportion to the weight, so it gets its own twin and is reported apart from decay."""
 
 
 @dataclass(frozen=True)
@@ -111,11 +115,15 @@ class ProbeBackend(abc.ABC):
     :meth:`trainable`, :meth:`make_step`, :meth:`make_reference_step`,
     :meth:`state_variables`, :meth:`read`. If :meth:`built` is false it runs one warm-up
     step and asks :meth:`state_variables` again. Per probe step: :meth:`learning_rate`
-    of each decoupled source's optimizer, :meth:`penalty_gradients`, :meth:`snapshot`
-    of the state; then for each twin :meth:`restore`, :meth:`set_scale` on the twin's
-    sources, the compiled step, :meth:`set_scale` back to 1, :meth:`read` of the
-    trainables; the real step runs last, so the probe goes on from its state. At the
-    end :meth:`write` puts the original state back and :meth:`notes` go to the report.
+    of each decoupled source's optimizer, :meth:`ema_overwrite`, :meth:`penalty_gradients`,
+    :meth:`snapshot` of the state, :meth:`current` of the trainables; the real step and
+    :meth:`current` of its trainables; then for each twin :meth:`restore`, :meth:`set_scale`
+    on the twin's sources, the compiled step, :meth:`set_scale` back to 1, :meth:`current`
+    of the trainables (reduced variable by variable against the real step at once); last,
+    :meth:`restore` and the real step again (the repeat that calibrates the noise floor), so
+    the probe goes on from a real step's state. The state before the probe waits on disk
+    (one snapshot in memory at a time); at the end :meth:`write` puts it back and
+    :meth:`notes` go to the report.
     Methods not marked abstract have defaults that fit most frameworks.
 
     A decoupled source's effect is taken as linear in its scale (``v -= lr*wd*v``
@@ -196,6 +204,19 @@ class ProbeBackend(abc.ABC):
         """Put a :meth:`snapshot` back exactly."""
         self.write(variables, snapshot)
 
+    def current(self, variables: Sequence[Any]) -> Sequence[Any]:
+        """The values now, each turned into a host array by ``np.asarray`` only when the probe reads
+        it. A backend whose values already live on the host may return them without copying (the
+        TensorFlow backend returns tensors): the probe reads a twin variable by variable, so a
+        whole copy of the trainables per twin is never needed. Default: :meth:`read`."""
+        return self.read(variables)
+
+    def ema_overwrite(self, setup: Any) -> bool:
+        """Whether the NEXT step replaces the weights by their moving average (Keras' ``use_ema`` with
+        ``ema_overwrite_frequency``): on such a step the decay seen is the average's share, not the
+        configured rate. Default: False."""
+        return False
+
     @abc.abstractmethod
     def make_step(self, setup: Any) -> Step:
         """The set-up's own step, compiled ONCE the way its training compiles it (Keras'
@@ -224,6 +245,21 @@ class ProbeBackend(abc.ABC):
         """The device the probe runs on, in words (``CPU``, ``GPU``); ``requested`` is
         ``cpu``/``gpu``/None (None = the framework's default)."""
         return "CPU"
+
+    def placement(self, setup: Any) -> str | None:
+        """Where a distribution strategy or distribution runs the step, in words for the report's
+        header (``2 replicas (MirroredStrategy on CPU:0, CPU:1)``); None: one device, :meth:`device`."""
+        return None
+
+    def refuse(self, setup: Any) -> str | None:
+        """Why the set-up cannot be probed in this one process (a multi-worker strategy), naming what
+        to run instead; None when it can."""
+        return None
+
+    def replica_disagreements(self) -> dict[str, float]:
+        """Variable path -> the largest difference seen between two replicas of it during the probe:
+        every replica applies the same update, so a difference is a finding of its own."""
+        return {}
 
     def scope(self, setup: Any, device: str) -> contextlib.AbstractContextManager[None]:
         """Where steps run: the device, and a distribution strategy's scope."""

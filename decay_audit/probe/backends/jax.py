@@ -4,6 +4,13 @@ JAX reads ``XLA_FLAGS`` once, when its first backend starts, so GPU op determini
 (``--xla_gpu_deterministic_ops=true``) is requested before Keras is imported
 (:func:`request_xla_determinism`, called by ``verify --backend jax``); the core also
 repeats the real step to calibrate the noise floor, whatever the flags.
+
+A hand-written step that calls a ``jax.jit``-compiled function (the keras.io "custom training loop
+in JAX" guide: ``stateless_call`` and ``optimizer.stateless_apply`` inside ``@jax.jit``) read
+``optimizer.weight_decay`` as a constant when it was first traced: every twin would rerun that
+program. For the probe's lifetime each such function (the step itself, or one it reaches through
+its closure or globals) is replaced by ``jax.jit`` of its undecorated ``__wrapped__``, compiled once
+per set of knob values like ``fit``'s own step (:meth:`JaxBackend.make_step`), and put back afterwards.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from decay_audit.kinds import KerasBackend
+from decay_audit.probe.backends._keras3 import call_hand_written
 from decay_audit.probe.backends.interface import DecaySource, Step
 from decay_audit.probe.backends.keras3_eager import Keras3EagerBackend
 
@@ -29,13 +37,101 @@ def request_xla_determinism() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {XLA_DETERMINISM}".strip()
 
 
+def _devices(mesh: Any) -> list[Any]:
+    return list(np.asarray(getattr(mesh, "devices", [])).reshape(-1)) if mesh is not None else []
+
+
+def _store(holder: Any, key: Any, value: Any) -> None:
+    if key is None:
+        holder.cell_contents = value
+    else:
+        holder[key] = value
+
+
 def _assign(references: Sequence[Any], values: Sequence[Any]) -> None:
     for reference, value in zip(references, values):
         reference.assign(value)
 
 
+def _is_jitted(value: Any) -> bool:
+    """A ``jax.jit`` result: callable, with the undecorated function in ``__wrapped__`` and ``lower``."""
+    return callable(value) and hasattr(value, "__wrapped__") and hasattr(value, "lower") and hasattr(value, "trace")
+
+
+def _jitted_slots(function: Any, depth: int = 2) -> list[tuple[Any, Any, str]]:
+    """Where ``function`` reaches a jitted function: ``(holder, key, name)`` with holder a closure
+    cell (key None) or a globals dict, looked into ``depth`` levels of plain Python functions
+    (a step that calls a helper that calls the jitted step)."""
+    slots: list[tuple[Any, Any, str]] = []
+    seen: set[int] = set()
+
+    def visit(current: Any, level: int) -> None:
+        code = getattr(current, "__code__", None)
+        if code is None or id(current) in seen:
+            return
+        seen.add(id(current))
+        places: list[tuple[Any, Any, str, Any]] = []
+        for name, cell in zip(code.co_freevars, getattr(current, "__closure__", None) or ()):
+            try:
+                places.append((cell, None, name, cell.cell_contents))
+            except ValueError:  # an empty cell
+                continue
+        namespace = getattr(current, "__globals__", {})
+        places += [(namespace, name, name, namespace[name]) for name in code.co_names if name in namespace]
+        for holder, key, name, value in places:
+            if _is_jitted(value):
+                slots.append((holder, key, name))
+            elif level < depth and callable(value) and not isinstance(value, type):
+                visit(value, level + 1)
+
+    visit(function, 0)
+    return slots
+
+
 class JaxBackend(Keras3EagerBackend):
     name = KerasBackend.JAX.value
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._put_back: list[tuple[Any, Any, Any]] = []  # (holder, key, the user's jitted function)
+        self._disagreements: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def switchable(self, setup: Any) -> Iterator[list[DecaySource]]:
+        """The knobs, and on exit the user's jitted functions put back where :meth:`make_step` found them."""
+        try:
+            with super().switchable(setup) as sources:
+                yield sources
+        finally:
+            for holder, key, original in reversed(self._put_back):
+                _store(holder, key, original)
+            self._put_back = []
+
+    def make_step(self, setup: Any) -> Step:
+        """A hand-written step: every jitted function it reaches is re-traced from ``__wrapped__``
+        per set of knob values, so the knobs are runtime values of the step the twins run."""
+        step = setup.train_step
+        if step is None:
+            return super().make_step(setup)
+        if _is_jitted(step):
+            step = self._retraced(step)
+        for holder, key, name in _jitted_slots(step):
+            original = holder.cell_contents if key is None else holder[key]
+            if not _is_jitted(original):  # reached twice: already replaced
+                continue
+            self._put_back.append((holder, key, original))
+            _store(holder, key, self._retraced(original))
+            self._notes.append(
+                f"the jax.jit function {name!r} the step calls bakes optimizer knobs in when it is traced: "
+                "probed through jax.jit of its undecorated function, traced once per set of knob values"
+            )
+        return call_hand_written(step, setup.model, setup.optimizer)
+
+    def _retraced(self, jitted: Any) -> Any:
+        undecorated = jitted.__wrapped__
+        retraced = self._per_knob_values(lambda: lambda *args, **kwargs: undecorated(*args, **kwargs))
+        retraced.__wrapped__ = undecorated  # type: ignore[attr-defined]  # its signature, for call_hand_written
+        return retraced
 
     def _base_train_step(self) -> Any:
         from keras.src.backend.jax.trainer import JAXTrainer
@@ -50,12 +146,12 @@ class JaxBackend(Keras3EagerBackend):
 
         compiled: dict[tuple[float, ...], Any] = {}
 
-        def call(*args: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
             key = tuple(float(knob.current) for knob in self._knobs)
             function = compiled.get(key)
             if function is None:
                 function = compiled[key] = jax.jit(make())
-            return function(*args)
+            return function(*args, **kwargs)
 
         return call
 
@@ -126,6 +222,58 @@ class JaxBackend(Keras3EagerBackend):
             gradient = jax.grad(lambda w, r=regularizer: r(w))(variable.value)
             gradients[variable.path] = np.asarray(gradient, dtype=np.float64)
         return gradients
+
+    # ---- several devices: keras.distribution ---------------------------------------------
+    def placement(self, setup: Any) -> str | None:
+        """``2 devices (DataParallel on cpu:0, cpu:1: 2 replicas)`` under a ``keras.distribution``."""
+        import keras
+
+        distribution = keras.distribution.distribution()
+        if distribution is None:
+            return None
+        mesh = getattr(distribution, "device_mesh", None)
+        devices = _devices(mesh)
+        names = ", ".join(f"{d.platform}:{d.id}" if hasattr(d, "platform") else str(d) for d in devices)
+        shape = dict(zip(getattr(mesh, "axis_names", ()), tuple(getattr(mesh, "shape", ())))) if mesh else {}
+        kind = type(distribution).__name__
+        replicas = f": {len(devices)} replicas" if kind == "DataParallel" else f", mesh {shape}" if shape else ""
+        return f"{len(devices)} device{'s' if len(devices) != 1 else ''} ({kind} on {names}{replicas})"
+
+    def refuse(self, setup: Any) -> str | None:
+        import jax
+
+        if jax.process_count() > 1:
+            return (
+                f"jax.distributed runs {jax.process_count()} processes and verify probes one: verify the same "
+                "set-up in one process on this host's devices (keras.distribution.DataParallel; which "
+                "variables decay does not depend on the number of processes)"
+            )
+        return None
+
+    def replica_disagreements(self) -> dict[str, float]:
+        return dict(self._disagreements)
+
+    def read(self, variables: Sequence[Any]) -> list[np.ndarray]:
+        """The values, and under a ``keras.distribution`` each replicated copy compared: shards that
+        hold the same slice of a variable on different devices must be equal after every step."""
+        values = super().read(variables)
+        import keras
+
+        if keras.distribution.distribution() is not None:
+            for variable in variables:
+                self._compare_replicas(variable)
+        return values
+
+    def _compare_replicas(self, variable: Any) -> None:
+        by_slice: dict[str, np.ndarray] = {}
+        for shard in getattr(getattr(variable, "value", None), "addressable_shards", ()) or ():
+            key = repr(shard.index)
+            data = np.asarray(shard.data)
+            first = by_slice.setdefault(key, data)
+            if first is not data and first.shape == data.shape and not np.array_equal(first, data):
+                path = getattr(variable, "path", str(variable))
+                difference = float(np.max(np.abs(data.astype(np.float64) - first)))
+                self._disagreements[path] = max(difference, self._disagreements.get(path, 0.0))
 
     def device(self, requested: str | None) -> str:
         import jax

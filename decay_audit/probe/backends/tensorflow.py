@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,9 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
     def snapshot(self, variables: Sequence[Any]) -> Any:
         return self._copier(variables)[0]()
 
+    def current(self, variables: Sequence[Any]) -> Sequence[Any]:
+        return self._copier(variables)[0]()  # tensors: np.asarray reads a host tensor without a copy
+
     def restore(self, variables: Sequence[Any], snapshot: Any) -> None:
         self._copier(variables)[1](snapshot)
 
@@ -135,7 +139,16 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
         if distributed:  # cross-replica assign of a host value, as before (tests: MirroredStrategy)
 
             def read_all() -> list[Any]:
-                return [np.array(v.numpy(), copy=True) for v in variables]
+                values = []
+                for variable, handle in zip(variables, handles):
+                    replicas = [np.asarray(r) for r in _replica_values(handle)]
+                    for replica in replicas[1:]:
+                        if replica.shape == replicas[0].shape and not np.array_equal(replica, replicas[0]):
+                            path = variable_path(variable)
+                            difference = float(np.max(np.abs(replica.astype(np.float64) - replicas[0])))
+                            self._disagreements[path] = max(difference, self._disagreements.get(path, 0.0))
+                    values.append(np.array(replicas[0], copy=True))
+                return values
 
             def assign_all(values: Sequence[Any]) -> None:
                 for variable, value in zip(variables, values):
@@ -164,6 +177,39 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
         return pair
 
     # ---- steps ----------------------------------------------------------------------
+    def __init__(self) -> None:
+        super().__init__()
+        self._disagreements: dict[str, float] = {}
+
+    def replica_disagreements(self) -> dict[str, float]:
+        return dict(self._disagreements)
+
+    def placement(self, setup: Any) -> str | None:
+        """Where a distribution strategy runs the step, for the report's header (None without one):
+        ``2 replicas (MirroredStrategy on CPU:0, CPU:1)``."""
+        strategy = self._strategy(setup)
+        if strategy is None:
+            return None
+        devices = [d.rsplit("device:", 1)[-1] for d in getattr(strategy.extended, "worker_devices", ())]
+        count = int(getattr(strategy, "num_replicas_in_sync", len(devices)) or len(devices))
+        where = f" on {', '.join(devices)}" if devices else ""
+        name = _STRATEGY_NAMES.get(type(strategy).__name__, type(strategy).__name__)
+        return f"{count} replica{'s' if count != 1 else ''} ({name}{where})"
+
+    def refuse(self, setup: Any) -> str | None:
+        """Why this set-up's strategy cannot be probed in one process, naming what to run instead."""
+        strategy = self._strategy(setup)
+        name = type(strategy).__name__ if strategy is not None else ""
+        name = _STRATEGY_NAMES.get(name, name)
+        workers = int(getattr(getattr(strategy, "extended", None), "_num_workers", 1) or 1)
+        if workers > 1 or "ParameterServer" in name or "TPU" in name:
+            return (
+                f"{name} needs its other workers and verify probes one process: verify the same "
+                "set-up under tf.distribute.MirroredStrategy on this machine's devices (which variables "
+                "decay does not depend on the number of workers)"
+            )
+        return None
+
     def _strategy(self, setup: Any) -> Any:
         # Inside strategy.scope(), tf.distribute.get_strategy() is that strategy, so the default
         # one is recognised by its class (TensorFlow 2.21: _DefaultDistributionStrategy).
@@ -251,6 +297,21 @@ class TensorFlowBackend(TensorFlowRuntime, Keras3Backend):
                 yield
 
 
+_STRATEGY_NAMES = {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy"}
+"""TensorFlow 2.21 class name -> the public name users construct (``tf.distribute.MultiWorkerMirroredStrategy``)."""
+
+
+def _replica_values(handle: Any) -> list[Any]:
+    """Each replica's value of a distributed variable (one value for a plain one)."""
+    strategy = getattr(handle, "_distribute_strategy", None)
+    if strategy is not None:
+        try:
+            return [r.numpy() for r in strategy.experimental_local_results(handle)]
+        except (AttributeError, ValueError, TypeError):
+            pass
+    return [handle.numpy()]
+
+
 def _loss_function(setup: Any, with_penalties: bool) -> Any:
     model = setup.model
     if setup.data_loss is not None:
@@ -310,3 +371,153 @@ def _keras_step(model: Any, optimizers: list[Any], loss_fn: Any, x: Any, y: Any)
         groups.setdefault(id(owner), (owner, []))[1].append((gradient, variable))
     for owner, pairs in groups.values():
         owner.apply_gradients(pairs)
+
+
+# ---- a stale traced step: what fit would run next --------------------------------------------
+
+
+@dataclass(frozen=True)
+class StaleStep:
+    """``fit``'s cached step, traced while layers now frozen were trainable (Keras 3.15 TensorFlow
+    trainer: ``make_train_function`` returns ``self.train_function`` unless ``compile()`` reset it, so
+    ``layer.trainable = False`` after ``fit`` leaves the old program running: it keeps updating,
+    decaying and, for BatchNormalization, re-estimating the statistics of the frozen layers)."""
+
+    layers: tuple[str, ...]
+    """The outermost frozen layers the traced step still updates (``base``)."""
+    variables: tuple[str, ...]
+    """Paths of the frozen variables the traced step writes, statistics included."""
+    written: frozenset[str]
+    """Every variable path the traced step writes."""
+
+
+_WRITES = ("Assign", "ResourceApply", "ResourceScatter", "ResourceSparseApply")
+"""Graph ops that write a resource variable (its handle is the op's first input)."""
+
+
+def _traced_functions(function: Any, depth: int = 0, seen: set[int] | None = None) -> list[Any]:
+    """The ``tf.function`` objects behind ``model.train_function`` (Keras wraps them in plain Python
+    functions: ``_autoconvert_optionals``), found through closures."""
+    seen = set() if seen is None else seen
+    if id(function) in seen or depth > 4:
+        return []
+    seen.add(id(function))
+    found = []
+    if hasattr(function, "_list_all_concrete_functions"):
+        found.append(function)
+        inner = getattr(function, "python_function", None)
+        if inner is not None:
+            found += _traced_functions(inner, depth + 1, seen)
+    for cell in getattr(function, "__closure__", None) or ():
+        try:
+            content = cell.cell_contents
+        except ValueError:
+            continue
+        if callable(content):
+            found += _traced_functions(content, depth + 1, seen)
+    return found
+
+
+def _written_paths(model: Any, concrete: Any) -> set[str]:
+    """Variable paths a traced graph writes: each write op's resource input followed back through
+    nested function calls, conditionals and loops to the variable the graph captured."""
+    graph = concrete.graph
+    graph_def = graph.as_graph_def()
+    library = {function.signature.name: function for function in graph_def.library.function}
+    by_handle = {}
+    for variable in model.variables:
+        handle = getattr(getattr(variable, "value", variable), "handle", None)
+        if handle is not None:
+            by_handle[id(handle)] = variable_path(variable)
+    top = {
+        internal.op.name: by_handle[id(external)] for external, internal in graph.captures if id(external) in by_handle
+    }
+    written: set[str] = set()
+
+    def node_of(reference: str) -> str:
+        return reference.lstrip("^").split(":")[0]
+
+    def walk(nodes: Any, names: dict[str, str], depth: int) -> None:
+        if depth > 16:
+            return
+        for node in nodes:
+            inputs = [i for i in node.input if not i.startswith("^")]
+            if node.op.startswith(_WRITES) and inputs and node_of(inputs[0]) in names:
+                written.add(names[node_of(inputs[0])])
+            for attribute in node.attr.values():
+                called = [attribute.func.name] if attribute.func.name else [f.name for f in attribute.list.func]
+                for name in called:
+                    function = library.get(name)
+                    if function is None:
+                        continue
+                    passed = inputs[1:] if node.op in ("If", "StatelessIf") else inputs
+                    arguments = [argument.name for argument in function.signature.input_arg]
+                    inner = {a: names[node_of(i)] for a, i in zip(arguments, passed) if node_of(i) in names}
+                    if inner:
+                        walk(function.node_def, inner, depth + 1)
+
+    walk(graph_def.node, top, 0)
+    return written
+
+
+def stale_train_step(model: Any) -> StaleStep | None:
+    """The frozen layers ``model.train_function`` still updates, or None when it is not stale (not
+    traced yet, reset by ``compile()``, or traced with the trainability the model has now)."""
+    function = getattr(model, "train_function", None)
+    if function is None or not hasattr(model, "_flatten_layers"):
+        return None
+    written: set[str] = set()
+    for traced in _traced_functions(function):
+        for concrete in traced._list_all_concrete_functions():
+            written |= _written_paths(model, concrete)
+    frozen_written = {
+        variable_path(v)
+        for layer in model._flatten_layers()
+        for v in getattr(layer, "_trainable_variables", [])
+        if not v.trainable and variable_path(v) in written
+    }
+    if not frozen_written:
+        return None
+    layers: list[Any] = []
+
+    def visit(layer: Any) -> None:
+        for sub in getattr(layer, "_layers", []):
+            mine = {variable_path(v) for v in sub.variables}
+            if not sub.trainable and mine & frozen_written:
+                layers.append(sub)
+            else:
+                visit(sub)
+
+    visit(model)
+    statistics = {
+        variable_path(v) for layer in layers for v in layer.non_trainable_variables if variable_path(v) in written
+    }
+    return StaleStep(
+        tuple(layer.name for layer in layers),
+        tuple(sorted(frozen_written | statistics)),
+        frozenset(written),
+    )
+
+
+@contextlib.contextmanager
+def trainability_as_traced(model: Any, stale: StaleStep) -> Iterator[None]:
+    """The frozen layers trainable again, as they were when ``fit`` traced its step, for the probe's
+    lifetime: the probe's fresh trace (with the decay knobs as runtime values) then updates the same
+    variables and runs BatchNormalization in training mode, as the stale program does. A sub-layer
+    whose variables the stale step does not write stays frozen. Every flag is put back exactly."""
+    layers = [layer for layer in model._flatten_layers() if layer.name in stale.layers]
+    saved_layers = [(sub, sub._trainable) for layer in layers for sub in layer._flatten_layers()]
+    saved_variables = [(v, v.trainable) for layer in layers for v in layer.variables]
+    try:
+        for layer in layers:
+            layer.trainable = True
+            for sub in layer._flatten_layers(include_self=False):
+                own = list(getattr(sub, "_trainable_variables", []))
+                if own and not any(variable_path(v) in stale.written for v in own):
+                    sub.trainable = False
+        yield
+    finally:
+        for sub, flag in saved_layers:
+            sub._trainable = flag
+        for variable, flag in saved_variables:
+            variable.trainable = flag

@@ -2,6 +2,12 @@
 (``zero_grad``, ``loss.backward()``, ``optimizer.apply``). Determinism on a GPU:
 ``torch.use_deterministic_algorithms`` for the probe (cuBLAS also needs
 ``CUBLAS_WORKSPACE_CONFIG`` before CUDA starts, which ``verify --backend torch`` sets).
+
+torch's global random generator is part of the state a step reads: an unseeded ``Dropout``
+(``seed=None``) takes torch's fast path, ``torch.nn.functional.dropout``, which draws from it
+(keras/src/backend/torch/random.py, Keras 3.15), so each snapshot carries the generator's state
+and each twin restores it: without it every twin draws another mask, the repeat of the real step
+differs, and the noise floor swallows the decay (measured: kernels reported "not-decayed").
 """
 
 from __future__ import annotations
@@ -53,6 +59,21 @@ class TorchBackend(Keras3EagerBackend):
             optimizer.apply([v.value.grad for v in variables], variables)
 
         return step
+
+    def snapshot(self, variables: Sequence[Any]) -> Any:
+        import torch
+
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        return self.read(variables), torch.get_rng_state(), cuda
+
+    def restore(self, variables: Sequence[Any], snapshot: Any) -> None:
+        import torch
+
+        values, cpu, cuda = snapshot
+        self.write(variables, values)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
     def penalty_gradients(self, setup: Any, sources: Sequence[DecaySource]) -> dict[str, np.ndarray]:
         import torch
