@@ -10,10 +10,12 @@ import tf_keras
 MSE = tf_keras.losses.MeanSquaredError()
 
 
-def model(regularized: bool = False, dropout: bool = False):
-    """dense1 -> LayerNormalization named ``LayerNorm`` (BERT's spelling) -> dense2."""
+def model(regularized: bool = False, dropout: bool = False, regularizer=None):
+    """dense1 -> LayerNormalization named ``LayerNorm`` (BERT's spelling) -> dense2; both kernels carry
+    ``regularizer`` (``regularized``: ``L2(1e-3)``)."""
     inputs = tf_keras.Input((6,))
-    regularizer = tf_keras.regularizers.L2(1e-3) if regularized else None
+    if regularizer is None and regularized:
+        regularizer = tf_keras.regularizers.L2(1e-3)
     hidden = tf_keras.layers.Dense(5, name="dense1", kernel_regularizer=regularizer)(inputs)
     if dropout:
         hidden = tf_keras.layers.Dropout(0.3)(hidden)
@@ -21,8 +23,8 @@ def model(regularized: bool = False, dropout: bool = False):
     return tf_keras.Model(inputs, tf_keras.layers.Dense(3, name="dense2", kernel_regularizer=regularizer)(hidden))
 
 
-def compiled(optimizer, regularized: bool = False, dropout: bool = False):
-    built = model(regularized, dropout)
+def compiled(optimizer, regularized: bool = False, dropout: bool = False, regularizer=None):
+    built = model(regularized, dropout, regularizer)
     built.compile(optimizer=optimizer, loss="mse")
     return built
 

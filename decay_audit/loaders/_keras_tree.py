@@ -601,10 +601,11 @@ class KerasTreeWalker:
         assert layer.entry is not None  # the one caller checks it
         try:
             from decay_audit.loaders._isolate import allow_tensorflow_import
-            from decay_audit.quiet_tensorflow import import_tensorflow
+            from decay_audit.quiet_tensorflow import import_tensorflow, initialise_devices
 
             allow_tensorflow_import()
             import_tensorflow()
+            initialise_devices()  # building the layer would initialise them unsilenced (cuInit notices)
             import keras
 
             entry = dict(layer.entry)

@@ -191,6 +191,16 @@ OPTIMIZERS = (
 )
 
 
+def optimizer_name(optimizer: str) -> str:
+    """``--optimizer``'s value as Keras' ``optimizers.get`` spells it (lower case), or an
+    :class:`OptionError` listing the choices: checked once here, for verify's cheap checks before
+    any Keras import and again when the model file is paired with it."""
+    name = optimizer.lower()
+    if name not in OPTIMIZERS:
+        raise OptionError("optimizer", f"unknown optimizer {optimizer!r} (one of {', '.join(OPTIMIZERS)})")
+    return name
+
+
 def setup_from_model_file(
     path: Path,
     optimizer: str | None,
@@ -224,9 +234,7 @@ def setup_from_model_file(
         if exclude_var_names:
             saved.exclude_from_weight_decay(var_names=list(exclude_var_names))
         return TrainingSetup(model, saved, description=f"{path} with its saved optimizer")
-    name = optimizer.lower()
-    if name not in OPTIMIZERS:
-        raise OptionError("optimizer", f"unknown optimizer {optimizer!r} (one of {', '.join(OPTIMIZERS)})")
+    name = optimizer_name(optimizer)
     kwargs: dict[str, Any] = {"learning_rate": learning_rate if learning_rate is not None else 1e-3}
     if weight_decay is not None:
         kwargs["weight_decay"] = weight_decay

@@ -23,12 +23,12 @@ from decay_audit.findings import Outcome
 from decay_audit.kinds import Preset
 from decay_audit.policy import Policy
 from decay_audit.probe.setup import (
-    OPTIMIZERS,
     SetupError,
     Stage,
     TrainingSetup,
     at_stage,
     load_setup,
+    optimizer_name,
     setup_from_object,
 )
 from decay_audit.probe.verdict import judge
@@ -187,8 +187,8 @@ def precheck(model: str | os.PathLike[str] | None, setup: str | None, options: V
         _refuse_several_processes(setup)
     if model is not None and not Path(model).exists():
         raise ModelLoadError(str(model), "no such file or directory")
-    if options.optimizer is not None and options.optimizer.lower() not in OPTIMIZERS:
-        raise OptionError("optimizer", f"unknown optimizer {options.optimizer!r} (one of {', '.join(OPTIMIZERS)})")
+    if options.optimizer is not None:
+        optimizer_name(options.optimizer)
     if options.device not in (None, "cpu", "gpu"):
         raise OptionError("device", f"expected cpu or gpu, got {options.device!r}")
     if isinstance(options.policy, str) and options.policy not in {p.value for p in Preset}:

@@ -33,6 +33,14 @@ decay exponent). tests pin that every ``keras.optimizers`` argument naming decay
 in one of these three tuples."""
 
 
+def knob_kind(knob: str) -> SourceKind:
+    """How an optimizer knob of ``DECOUPLED_KNOBS`` or ``COUPLED_KNOBS`` reaches the weights (Keras 3 and
+    tf_keras optimizers carry the same names): decoupled, an L1 penalty, or another coupled penalty."""
+    if knob in DECOUPLED_KNOBS:
+        return SourceKind.DECOUPLED
+    return SourceKind.L1 if knob in L1_KNOBS else SourceKind.COUPLED
+
+
 def inner_optimizer(optimizer: Any) -> Any:
     """LossScaleOptimizer (what compile() wraps under mixed_float16) holds the real one."""
     return getattr(optimizer, "inner_optimizer", optimizer)
@@ -127,24 +135,50 @@ def regularizer_text(regularizer: Any) -> tuple[str, float]:
     return f"{type(regularizer).__name__}({text})", max(numbers.values(), default=float("nan"))
 
 
-def regularizer_parts(regularizer: Any) -> list[tuple[SourceKind, Any, str]]:
-    """``(kind, regularizer, label suffix)`` for each separately switched part: Keras' ``L1`` is an L1
-    source; ``L1L2`` with both strengths becomes its ``L1`` and its ``L2`` (each its own twin), so the
-    L2 part is judged as decay and the L1 part reported apart; anything else is one coupled source."""
-    import keras
+def regularizer_parts(regularizer: Any, regularizers: Any = None) -> list[tuple[SourceKind, Any, str]]:
+    """``(kind, regularizer, label suffix)`` for each separately switched part: ``L1`` is an L1 source;
+    ``L1L2`` with both strengths becomes its ``L1`` and its ``L2`` (each its own twin), so the L2 part is
+    judged as decay and the L1 part reported apart; anything else is one coupled source. ``regularizers``
+    is the module whose ``L1``/``L2``/``L1L2`` classes the model uses: ``keras.regularizers`` (default)
+    or ``tf_keras.regularizers``, which has the same three classes with the same ``l1``/``l2`` fields."""
+    if regularizers is None:
+        import keras
 
-    if isinstance(regularizer, keras.regularizers.L1):
+        regularizers = keras.regularizers
+    if isinstance(regularizer, regularizers.L1):
         return [(SourceKind.L1, regularizer, "")]
-    if type(regularizer) is keras.regularizers.L1L2:
+    if type(regularizer) is regularizers.L1L2:
         l1, l2 = float(regularizer.l1), float(regularizer.l2)
         if l1 and l2:
             return [
-                (SourceKind.L1, keras.regularizers.L1(l1), " (its L1 part)"),
-                (SourceKind.COUPLED, keras.regularizers.L2(l2), " (its L2 part)"),
+                (SourceKind.L1, regularizers.L1(l1), " (its L1 part)"),
+                (SourceKind.COUPLED, regularizers.L2(l2), " (its L2 part)"),
             ]
         if l1:
             return [(SourceKind.L1, regularizer, "")]
     return [(SourceKind.COUPLED, regularizer, "")]
+
+
+def regularizer_sources(
+    regularizer: Any, parts: list[tuple[SourceKind, Any, str]], handles: Sequence[Any], path: str
+) -> list[DecaySource]:
+    """One :class:`DecaySource` per part of :func:`regularizer_parts`, each with its own handle: labelled
+    by the user's regularizer (``L1L2(l1=0.01, l2=0.001) (its L2 part)``), valued by the part's own
+    strength when it was split. ``regularizer`` None: a tf_keras penalty whose regularizer object could
+    not be found (reported as ``regularizer``, strength 1)."""
+    text, value = regularizer_text(regularizer) if regularizer is not None else ("regularizer", 1.0)
+    return [
+        DecaySource(
+            kind,
+            "model",
+            f"regularizer {text}{share}",
+            regularizer_text(part)[1] if share else value,
+            (path,),
+            None,
+            handle,
+        )
+        for (kind, part, share), handle in zip(parts, handles)
+    ]
 
 
 def _summed(knobs: list[tuple[Any, Any]], parts: list[tuple[SourceKind, Any, str]]) -> Any:
@@ -222,28 +256,19 @@ class Keras3Backend(ProbeBackend):
         try:
             for optimizer in self.optimizers(setup):
                 self._check_knobs(optimizer, labels[id(optimizer)])
-                for kind, knobs in ((SourceKind.DECOUPLED, DECOUPLED_KNOBS), (SourceKind.COUPLED, COUPLED_KNOBS)):
-                    for knob in knobs:
-                        if not hasattr(optimizer, knob):
-                            continue
-                        original = getattr(optimizer, knob)
-                        value = nonzero_float(original)
-                        if value is None:
-                            continue
-                        restore.append((optimizer, knob, original))
-                        handle = self._optimizer_knob(optimizer, knob, value)
-                        self._knobs.append(handle)
-                        sources.append(
-                            DecaySource(
-                                SourceKind.L1 if knob in L1_KNOBS else kind,
-                                labels[id(optimizer)],
-                                knob,
-                                value,
-                                None,
-                                optimizer,
-                                handle,
-                            )
-                        )
+                for knob in DECOUPLED_KNOBS + COUPLED_KNOBS:
+                    if not hasattr(optimizer, knob):
+                        continue
+                    original = getattr(optimizer, knob)
+                    value = nonzero_float(original)
+                    if value is None:
+                        continue
+                    restore.append((optimizer, knob, original))
+                    handle = self._optimizer_knob(optimizer, knob, value)
+                    self._knobs.append(handle)
+                    sources.append(
+                        DecaySource(knob_kind(knob), labels[id(optimizer)], knob, value, None, optimizer, handle)
+                    )
             for variable in setup.model.trainable_variables:
                 regularizer = getattr(variable, "regularizer", None)
                 if regularizer is None:
@@ -252,21 +277,9 @@ class Keras3Backend(ProbeBackend):
                 part_knobs = [self._regularizer_knob(part) for _, part, _ in parts]
                 restore.append((variable, "regularizer", regularizer))
                 variable.regularizer = part_knobs[0][0] if len(part_knobs) == 1 else _summed(part_knobs, parts)
-                text, value = regularizer_text(regularizer)
-                for (kind, part, share), (_, handle) in zip(parts, part_knobs):
-                    self._knobs.append(handle)
-                    part_value = regularizer_text(part)[1] if share else value
-                    sources.append(
-                        DecaySource(
-                            kind,
-                            "model",
-                            f"regularizer {text}{share}",
-                            part_value,
-                            (variable_path(variable),),
-                            None,
-                            handle,
-                        )
-                    )
+                handles = [handle for _, handle in part_knobs]
+                self._knobs.extend(handles)
+                sources += regularizer_sources(regularizer, parts, handles, variable_path(variable))
             yield sources
         finally:
             self._knobs = []

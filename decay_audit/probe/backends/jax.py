@@ -11,17 +11,22 @@ in JAX" guide: ``stateless_call`` and ``optimizer.stateless_apply`` inside ``@ja
 program. For the probe's lifetime each such function (the step itself, or one it reaches through
 its closure or globals) is replaced by ``jax.jit`` of its undecorated ``__wrapped__``, compiled once
 per set of knob values like ``fit``'s own step (:meth:`JaxBackend.make_step`), and put back afterwards.
+The re-jit keeps the options the user's ``jax.jit`` was given (``static_argnums``, ``donate_argnums``,
+shardings...), read from the jitted function (:func:`jit_options`); options that cannot be carried over
+stop verify with one line naming the function.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from decay_audit.errors import UsageError
 from decay_audit.kinds import KerasBackend
 from decay_audit.probe.backends._keras3 import call_hand_written
 from decay_audit.probe.backends.interface import DecaySource, Step
@@ -58,6 +63,51 @@ def _is_jitted(value: Any) -> bool:
     return callable(value) and hasattr(value, "__wrapped__") and hasattr(value, "lower") and hasattr(value, "trace")
 
 
+_CARRIED_OPTIONS = ("static_argnums", "static_argnames", "donate_argnums", "donate_argnames")
+"""``jax.jit`` options kept as tuples in the jitted function's ``_jit_info`` (jax 0.10.2's ``PjitInfo``)
+and given back to ``jax.jit`` as they are."""
+
+
+def jit_options(jitted: Any, name: str) -> dict[str, Any] | None:
+    """The keyword arguments the user's ``jax.jit`` call was given, read from ``jitted._jit_info``
+    (jax 0.10.2: a ``PjitInfo`` holding each option; jax exposes no public accessor), so the probe's
+    re-jit compiles the same program: a static argument dropped would be traced as an array and fail;
+    a donation dropped would change nothing the probe reads, but is kept all the same. None when this
+    jax keeps no ``_jit_info`` (the options are then unknown). A layout option cannot be rebuilt from
+    what jax keeps: :class:`UsageError` naming the function."""
+    info = getattr(jitted, "_jit_info", None)
+    if info is None:
+        return None
+    import jax
+
+    options: dict[str, Any] = {}
+    for option in _CARRIED_OPTIONS:
+        value = tuple(getattr(info, option, ()) or ())
+        if value:
+            options[option] = value
+    for option in ("keep_unused", "inline"):
+        if getattr(info, option, False):
+            options[option] = True
+    for option in ("device", "backend"):
+        if getattr(info, option, None) is not None:
+            options[option] = getattr(info, option)
+    if getattr(info, "compiler_options_kvs", ()):
+        options["compiler_options"] = dict(info.compiler_options_kvs)
+    for option in ("in_shardings", "out_shardings"):
+        leaves = tuple(getattr(info, f"{option}_leaves", ()) or ())
+        if any(type(leaf).__name__ != "UnspecifiedValue" for leaf in leaves):
+            options[option] = jax.tree_util.tree_unflatten(getattr(info, f"{option}_treedef"), leaves)
+    if any(
+        leaf is not None for option in ("in_layouts", "out_layouts") for leaf in getattr(info, f"{option}_leaves", ())
+    ):
+        raise UsageError(
+            f"jax.jit function {name!r}",
+            "it was jitted with in_layouts/out_layouts, which verify cannot carry into the re-trace it "
+            "needs to switch the decay knobs: verify the same step jitted without layouts",
+        )
+    return options
+
+
 def _jitted_slots(function: Any, depth: int = 2) -> list[tuple[Any, Any, str]]:
     """Where ``function`` reaches a jitted function: ``(holder, key, name)`` with holder a closure
     cell (key None) or a globals dict, looked into ``depth`` levels of plain Python functions
@@ -88,6 +138,33 @@ def _jitted_slots(function: Any, depth: int = 2) -> list[tuple[Any, Any, str]]:
     return slots
 
 
+def _unknown_options_guard(compiled: Any, name: str) -> Any:
+    """The re-jit of a function whose ``jax.jit`` options this jax does not expose: its first call
+    failing is most likely an option the re-jit lacks (a static argument traced as an array), said
+    in one line naming the function; once a call succeeded, failures are the step's own."""
+    succeeded = False
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal succeeded
+        if succeeded:
+            return compiled(*args, **kwargs)
+        try:
+            result = compiled(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - jax raises many types while tracing
+            import jax
+
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise UsageError(
+                f"jax.jit function {name!r}",
+                f"jax {jax.__version__} does not say which options it was jitted with, and jitted again "
+                f"without them it fails ({first}): verify the same step jitted without options",
+            ) from exc
+        succeeded = True
+        return result
+
+    return call
+
+
 class JaxBackend(Keras3EagerBackend):
     name = KerasBackend.JAX.value
 
@@ -114,23 +191,35 @@ class JaxBackend(Keras3EagerBackend):
         if step is None:
             return super().make_step(setup)
         if _is_jitted(step):
-            step = self._retraced(step)
+            step = self._retraced(step, getattr(step, "__name__", "train_step"))
         for holder, key, name in _jitted_slots(step):
             original = holder.cell_contents if key is None else holder[key]
             if not _is_jitted(original):  # reached twice: already replaced
                 continue
             self._put_back.append((holder, key, original))
-            _store(holder, key, self._retraced(original))
+            _store(holder, key, self._retraced(original, name))
             self._notes.append(
                 f"the jax.jit function {name!r} the step calls bakes optimizer knobs in when it is traced: "
                 "probed through jax.jit of its undecorated function, traced once per set of knob values"
             )
         return call_hand_written(step, setup.model, setup.optimizer)
 
-    def _retraced(self, jitted: Any) -> Any:
+    def _retraced(self, jitted: Any, name: str) -> Any:
+        """``jax.jit`` of the undecorated function with the user's options (:func:`jit_options`), once per
+        set of knob values. Each compiled function wraps a new function object that keeps the
+        undecorated signature (``functools.wraps``), which ``static_argnames`` and ``donate_argnames``
+        are resolved against. Where this jax does not say which options were given, a failure of the
+        re-jit is said in one line naming the function, not as a failed step."""
         undecorated = jitted.__wrapped__
-        retraced = self._per_knob_values(lambda: lambda *args, **kwargs: undecorated(*args, **kwargs))
-        retraced.__wrapped__ = undecorated  # type: ignore[attr-defined]  # its signature, for call_hand_written
+        options = jit_options(jitted, name)
+
+        def make() -> Any:
+            return functools.wraps(undecorated)(lambda *args, **kwargs: undecorated(*args, **kwargs))
+
+        compiled = self._per_knob_values(make, options or {})
+        if options is None:
+            compiled = _unknown_options_guard(compiled, name)
+        retraced = functools.wraps(undecorated)(compiled)  # its signature, for call_hand_written
         return retraced
 
     def _base_train_step(self) -> Any:
@@ -138,9 +227,9 @@ class JaxBackend(Keras3EagerBackend):
 
         return JAXTrainer.train_step
 
-    def _per_knob_values(self, make: Any) -> Any:
-        """``jax.jit(make())`` once per distinct set of knob values: tracing reads the knobs as
-        Python numbers, so each scale set is its own compiled program; the real step (every
+    def _per_knob_values(self, make: Any, options: dict[str, Any] | None = None) -> Any:
+        """``jax.jit(make(), **options)`` once per distinct set of knob values: tracing reads the knobs
+        as Python numbers, so each scale set is its own compiled program; the real step (every
         knob at 1) is one of them. ``make`` must return a NEW function object each time."""
         import jax
 
@@ -150,7 +239,7 @@ class JaxBackend(Keras3EagerBackend):
             key = tuple(float(knob.current) for knob in self._knobs)
             function = compiled.get(key)
             if function is None:
-                function = compiled[key] = jax.jit(make())
+                function = compiled[key] = jax.jit(make(), **(options or {}))
             return function(*args, **kwargs)
 
         return call

@@ -21,6 +21,12 @@ value the traced step reads:
   ``include_in_weight_decay`` / ``exclude_from_weight_decay`` regexes (``re.search`` in
   ``var.name``) let through. The probe wraps ``_prepare_local`` to multiply every
   coefficient whose key names ``weight_decay`` by a runtime scale;
+- Ftrl's penalties (new-style and legacy ``Ftrl``): ``l1_regularization_strength`` (an L1
+  penalty: its own source kind, reported apart from decay), ``l2_regularization_strength`` and
+  ``l2_shrinkage_regularization_strength`` (coupled decay). New-style ``Ftrl.update_step`` reads
+  the attributes when it is traced, so each becomes a ``tf.Variable``; the legacy one reads them
+  from ``_prepare_local``'s coefficients (the shrinkage from ``_l2_shrinkage_regularization_strength``),
+  scaled there like ``weight_decay_rate``;
 - weight regularizers: ``add_weight(regularizer=...)`` registers
   ``partial(_tag_callable, partial(_loss_for_variable, variable))`` in the layer's
   ``_callable_losses``, evaluated on every ``model.losses`` read; each is wrapped to
@@ -37,12 +43,15 @@ from typing import Any
 import numpy as np
 
 from decay_audit.probe.backends._keras3 import (
+    COUPLED_KNOBS,
     NO_DATA_LOSS_NOTE,
     call_hand_written,
+    knob_kind,
     listed_optimizers,
     nonzero_float,
     positional_labels,
-    regularizer_text,
+    regularizer_parts,
+    regularizer_sources,
     unique_by_id,
 )
 from decay_audit.probe.backends._tf_runtime import TensorFlowRuntime, VariableKnob, fresh_trace
@@ -86,8 +95,21 @@ def legacy_decay_knobs(optimizer: Any) -> dict[str, float]:
     return knobs
 
 
-def _scaled_prepare_local(optimizer: Any, scale: Any) -> Any:
-    """``_prepare_local`` with every ``*weight_decay*`` coefficient times ``scale`` (a tf.Variable)."""
+def legacy_penalty_knobs(optimizer: Any) -> dict[str, float]:
+    """A legacy optimizer's non-zero Ftrl penalties (``COUPLED_KNOBS``), read where tf_keras 2.21's
+    ``legacy.Ftrl`` keeps them: hyperparameters (``_hyper``), the shrinkage in a private attribute."""
+    hypers = getattr(optimizer, "_hyper", None) or {}
+    knobs = {}
+    for knob in COUPLED_KNOBS:
+        number = nonzero_float(hypers[knob] if knob in hypers else getattr(optimizer, f"_{knob}", None))
+        if number is not None:
+            knobs[knob] = number
+    return knobs
+
+
+def _scaled_prepare_local(optimizer: Any, decay_scale: Any, penalty_scales: dict[str, Any]) -> Any:
+    """``_prepare_local`` with every ``*weight_decay*`` coefficient times ``decay_scale`` and each Ftrl
+    penalty coefficient times its own scale (tf.Variables; None: left as it is)."""
     import tensorflow as tf
 
     original = optimizer._prepare_local
@@ -96,7 +118,8 @@ def _scaled_prepare_local(optimizer: Any, scale: Any) -> Any:
         original(var_device, var_dtype, apply_state)
         coefficients = apply_state[(var_device, var_dtype)]
         for key in list(coefficients):
-            if LEGACY_KNOB_MARK in str(key):
+            scale = penalty_scales.get(str(key), decay_scale if LEGACY_KNOB_MARK in str(key) else None)
+            if scale is not None:
                 coefficients[key] = coefficients[key] * tf.cast(scale, coefficients[key].dtype)
 
     return prepare_local
@@ -124,6 +147,17 @@ def _scaled_loss(original: Any, scale: Any) -> Any:
     scaled = value * tf.cast(scale, value.dtype)
     scaled._unconditional_loss = True
     return scaled
+
+
+def _scaled_parts_loss(variable: Any, parts: list[tuple[Any, Any]]) -> Any:
+    """A split ``L1L2`` penalty: the sum of its ``(part regularizer, scale)`` parts on ``variable``, each
+    part switched by its own scale (what tf_keras' ``_loss_for_variable`` computes with the whole one)."""
+    import tensorflow as tf
+
+    penalties = [regularizer(variable) for regularizer, _ in parts]
+    total = tf.add_n([penalty * tf.cast(scale, penalty.dtype) for penalty, (_, scale) in zip(penalties, parts)])
+    total._unconditional_loss = True
+    return total
 
 
 def variable_path(variable: Any) -> str:
@@ -160,6 +194,7 @@ class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
     @contextlib.contextmanager
     def switchable(self, setup: Any) -> Iterator[list[DecaySource]]:
         import tensorflow as tf
+        import tf_keras
 
         sources: list[DecaySource] = []
         restore: list[tuple[Any, str, Any, bool]] = []
@@ -167,51 +202,43 @@ class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
         labels = positional_labels(optimizers)
         try:
             for optimizer in optimizers:
+                # (kind, knob, configured strength, runtime handle) of every knob this optimizer carries
+                switched: list[tuple[SourceKind, str, float, VariableKnob]] = []
                 if is_legacy(optimizer):
                     knobs = legacy_decay_knobs(optimizer)
-                    if knobs:
-                        scale = tf.Variable(1.0, dtype=tf.float32, trainable=False, name="decay_audit_scale")
-                        had_own = "_prepare_local" in vars(optimizer)
-                        restore.append((optimizer, "_prepare_local", vars(optimizer).get("_prepare_local"), had_own))
-                        optimizer._prepare_local = _scaled_prepare_local(optimizer, scale)
-                        for knob, value in knobs.items():
-                            sources.append(
-                                DecaySource(
-                                    SourceKind.DECOUPLED,
-                                    labels[id(optimizer)],
-                                    knob,
-                                    value,
-                                    None,
-                                    optimizer,
-                                    VariableKnob(scale, 1.0),
-                                )
-                            )
-                        if len(knobs) > 1:
-                            self._notes.append(f"{type(optimizer).__name__}: {', '.join(knobs)} switched together")
-                        if not hasattr(type(optimizer), "_decay_weights_op"):
-                            self._notes.append(
-                                f"{type(optimizer).__name__} keeps {', '.join(knobs)}: measured only "
-                                "where it reaches _prepare_local's coefficients"
-                            )
+                    penalties = legacy_penalty_knobs(optimizer)
+                    if not knobs and not penalties:
+                        continue
+                    scale = tf.Variable(1.0, dtype=tf.float32, trainable=False, name="decay_audit_scale")
+                    penalty_scales = {
+                        knob: tf.Variable(1.0, dtype=tf.float32, trainable=False, name="decay_audit_penalty")
+                        for knob in penalties
+                    }
+                    had_own = "_prepare_local" in vars(optimizer)
+                    restore.append((optimizer, "_prepare_local", vars(optimizer).get("_prepare_local"), had_own))
+                    optimizer._prepare_local = _scaled_prepare_local(optimizer, scale, penalty_scales)
+                    switched += [(SourceKind.DECOUPLED, k, v, VariableKnob(scale, 1.0)) for k, v in knobs.items()]
+                    switched += [
+                        (knob_kind(k), k, v, VariableKnob(penalty_scales[k], 1.0)) for k, v in penalties.items()
+                    ]
+                    if len(knobs) > 1:
+                        self._notes.append(f"{type(optimizer).__name__}: {', '.join(knobs)} switched together")
+                    if knobs and not hasattr(type(optimizer), "_decay_weights_op"):
+                        self._notes.append(
+                            f"{type(optimizer).__name__} keeps {', '.join(knobs)}: measured only "
+                            "where it reaches _prepare_local's coefficients"
+                        )
                 else:
-                    decay = nonzero_float(getattr(optimizer, "weight_decay", None))
-                    if decay is not None:
-                        variable = tf.Variable(
-                            decay, dtype=tf.float32, trainable=False, name="decay_audit_weight_decay"
-                        )
-                        restore.append((optimizer, "weight_decay", optimizer.weight_decay, True))
-                        optimizer.weight_decay = variable
-                        sources.append(
-                            DecaySource(
-                                SourceKind.DECOUPLED,
-                                labels[id(optimizer)],
-                                "weight_decay",
-                                decay,
-                                None,
-                                optimizer,
-                                VariableKnob(variable, decay),
-                            )
-                        )
+                    for knob in ("weight_decay", *COUPLED_KNOBS):
+                        strength = nonzero_float(getattr(optimizer, knob, None))
+                        if strength is None:
+                            continue
+                        holder = tf.Variable(strength, dtype=tf.float32, trainable=False, name=f"decay_audit_{knob}")
+                        restore.append((optimizer, knob, getattr(optimizer, knob), True))
+                        setattr(optimizer, knob, holder)
+                        switched.append((knob_kind(knob), knob, strength, VariableKnob(holder, strength)))
+                label = labels[id(optimizer)]
+                sources += [DecaySource(k, label, knob, v, None, optimizer, h) for k, knob, v, h in switched]
             for generator in _random_generators(setup.model):
                 if generator._rng_type == generator.RNG_LEGACY_STATEFUL:
                     # tf.nn.dropout's stateful kernels (tf_keras' default: the tf.random.Generator
@@ -235,20 +262,28 @@ class TfKerasBackend(TensorFlowRuntime, ProbeBackend):
                     if found is None:
                         continue
                     variable, regularizer = found
-                    scale = tf.Variable(1.0, dtype=tf.float32, trainable=False, name="decay_audit_regularizer")
-                    replaced[index] = functools.partial(_scaled_loss, callable_loss, scale)
-                    text, value = regularizer_text(regularizer) if regularizer is not None else ("regularizer", 1.0)
-                    sources.append(
-                        DecaySource(
-                            SourceKind.COUPLED,
-                            "model",
-                            f"regularizer {text}",
-                            value,
-                            (variable_path(variable),),
-                            None,
-                            _RegularizerKnob(scale, variable, regularizer),
-                        )
+                    parts = (
+                        regularizer_parts(regularizer, tf_keras.regularizers)
+                        if regularizer is not None
+                        else [(SourceKind.COUPLED, None, "")]
                     )
+                    scales = [
+                        tf.Variable(1.0, dtype=tf.float32, trainable=False, name="decay_audit_regularizer")
+                        for _ in parts
+                    ]
+                    if len(parts) == 1:
+                        replaced[index] = functools.partial(_scaled_loss, callable_loss, scales[0])
+                    else:  # a split L1L2: each part its own scale
+                        pairs = [(part, scale) for (_, part, _), scale in zip(parts, scales)]
+                        replaced[index] = functools.partial(_scaled_parts_loss, variable, pairs)
+                    # the coupled part's own gradient is what penalty_gradients differentiates (as on Keras 3)
+                    handles = [
+                        _RegularizerKnob(
+                            scale, variable, part if len(parts) == 1 or kind is SourceKind.COUPLED else None
+                        )
+                        for (kind, part, _), scale in zip(parts, scales)
+                    ]
+                    sources += regularizer_sources(regularizer, parts, handles, variable_path(variable))
                 restore.append((layer, "_callable_losses", losses, True))
                 layer._callable_losses = replaced
             yield sources
