@@ -10,6 +10,7 @@ the owning class's or layer's name; shape.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -142,6 +143,20 @@ _NAME_TOKENS: tuple[tuple[re.Pattern[str], Kind, str], ...] = tuple(
     )
 )
 
+_ANY_NAME_TOKEN = re.compile("|".join(f"(?:{pattern.pattern})" for pattern, _, _ in _NAME_TOKENS), re.IGNORECASE)
+"""Whether any of ``_NAME_TOKENS`` is in a name: one search instead of seven for the many layer
+names that hold none (``dense_17``, ``branch_2041``)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_token_matches(name: str) -> tuple[tuple[Kind, str], ...]:
+    """The ``(kind, what)`` of every name token in ``name``, in table order. Cached: class names
+    repeat on every variable of a class."""
+    if not _ANY_NAME_TOKEN.search(name):
+        return ()
+    return tuple((kind, what) for pattern, kind, what in _NAME_TOKENS if pattern.search(name))
+
+
 # -- graph ops ------------------------------------------------------------------------------
 
 _GRAPH_STRONG: dict[str, tuple[Kind, str]] = {
@@ -196,16 +211,26 @@ def _graph_opinions(record: VariableRecord) -> Iterable[_Opinion]:
                 yield _Opinion(kind, WEAK_GRAPH, f"graph: {why} ({op})")
 
 
+@functools.lru_cache(maxsize=4096)
+def _class_role(layer_class: str, leaf: str, builtin: bool) -> _Opinion | None:
+    """The role the class table gives ``leaf`` of ``layer_class``. Cached: a model repeats a few
+    (class, leaf) pairs thousands of times, and equal opinions that are one object compare at once."""
+    slot = slot_for_leaf(layer_class, leaf)
+    if slot is None and builtin:
+        # Variables that quantize() or LoRA add to a Keras core layer (kernel_scale, lora_kernel_a).
+        slot = adapted_slot(layer_class, leaf)
+    if slot is None:
+        return None
+    strength = ROLE if builtin else HINTED_ROLE
+    origin = "Keras class" if builtin else "class named"
+    return _Opinion(slot.kind, strength, f"{origin} {layer_class}: `{slot.leaf}` is its {slot.role}")
+
+
 def _role_opinion(record: VariableRecord) -> _Opinion | None:
     if record.layer_class and record.leaf_known:
-        slot = slot_for_leaf(record.layer_class, record.leaf)
-        if slot is None and record.layer_builtin:
-            # Variables that quantize() or LoRA add to a Keras core layer (kernel_scale, lora_kernel_a).
-            slot = adapted_slot(record.layer_class, record.leaf)
-        if slot is not None:
-            strength = ROLE if record.layer_builtin else HINTED_ROLE
-            origin = "Keras class" if record.layer_builtin else "class named"
-            return _Opinion(slot.kind, strength, f"{origin} {record.layer_class}: `{slot.leaf}` is its {slot.role}")
+        role = _class_role(record.layer_class, record.leaf, bool(record.layer_builtin))
+        if role is not None:
+            return role
     if record.class_hint and record.leaf_known and record.layer_class is None:
         slot = slot_for_leaf(record.class_hint, record.leaf)
         if slot is not None:
@@ -257,14 +282,26 @@ def _table_shaped(record: VariableRecord) -> bool:
     return len(dims) <= 2
 
 
-def _leaf_opinion(record: VariableRecord) -> _Opinion | None:
-    if not record.leaf_known or _GENERIC_LEAF.match(record.leaf):
+@functools.lru_cache(maxsize=4096)
+def _leaf_convention(leaf: str) -> _Opinion | None:
+    """The opinion the first of ``_LEAF_KINDS`` that ``leaf`` matches gives, None for a generic or
+    unmatched leaf. Cached: a model repeats a handful of leaves (``kernel``, ``bias``) thousands of times."""
+    if _GENERIC_LEAF.match(leaf):
         return None
     for pattern, kind, why in _LEAF_KINDS:
-        if pattern.match(record.leaf):
-            if kind is Kind.KERNEL and record.ndim < 2:
-                return None  # a 1-D ``weight`` is a gain (PyTorch-style norm naming), never a matrix
-            return _Opinion(kind, LEAF, f"leaf `{record.leaf}`: {why}")
+        if pattern.match(leaf):
+            return _Opinion(kind, LEAF, f"leaf `{leaf}`: {why}")
+    return None
+
+
+def _leaf_opinion(record: VariableRecord) -> _Opinion | None:
+    if not record.leaf_known:
+        return None
+    convention = _leaf_convention(record.leaf)  # None for a generic leaf, which is never ``scale`` either
+    if convention is not None:
+        if convention.kind is Kind.KERNEL and record.ndim < 2:
+            return None  # a 1-D ``weight`` is a gain (PyTorch-style norm naming), never a matrix
+        return convention
     if record.leaf.lower() == "scale":
         context = f"{record.layer_class or ''} {record.layer or ''}"
         if re.search(r"norm", context, re.IGNORECASE):
@@ -282,14 +319,13 @@ def _name_opinions(record: VariableRecord) -> Iterable[_Opinion]:
     if not record.trainable:
         return  # "batch_norm" in a layer name says nothing about its moving statistics
     for name, strength, label in candidates:
-        for pattern, kind, what in _NAME_TOKENS:
-            if pattern.search(name):
-                if kind is Kind.EMBEDDING and (record.ndim < 2 or not _table_shaped(record)):
-                    continue  # a (kh, kw, in, out) filter in ``patch_embedding`` is a conv kernel, no table
-                if kind in (Kind.NORM, Kind.SCALE) and record.ndim > 1 and not _is_broadcast_vector(record):
-                    continue
-                yield _Opinion(kind, strength, f"{label} {name!r} names a {what} layer")
-                break
+        for kind, what in _name_token_matches(name):
+            if kind is Kind.EMBEDDING and (record.ndim < 2 or not _table_shaped(record)):
+                continue  # a (kh, kw, in, out) filter in ``patch_embedding`` is a conv kernel, no table
+            if kind in (Kind.NORM, Kind.SCALE) and record.ndim > 1 and not _is_broadcast_vector(record):
+                continue
+            yield _Opinion(kind, strength, f"{label} {name!r} names a {what} layer")
+            break
 
 
 def _is_broadcast_vector(record: VariableRecord) -> bool:
@@ -332,18 +368,32 @@ def _shape_opinion(record: VariableRecord, siblings: Iterable[VariableRecord]) -
             "tokens are (1, 1, width), concatenated to a (batch, sequence, width) input)",
         )
     if record.ndim >= 2 and not _is_broadcast_vector(record):
-        return _Opinion(Kind.KERNEL, SHAPE, f"shape {list(record.shape)}: a matrix or filter")
+        return _matrix_opinion(tuple(record.shape))
     if record.ndim == 1:
         width = record.shape[0]
         for other in siblings:
             if other is not record and other.ndim >= 2 and other.shape[-1] == width:
-                return _Opinion(
-                    Kind.BIAS,
-                    SHAPE,
-                    f"1-D of width {width} beside the {list(other.shape)} `{other.leaf}` of the same layer",
-                )
+                return _bias_beside_opinion(width, tuple(other.shape), other.leaf)
         return _Opinion(Kind.OTHER, SHAPE, f"1-D shape {list(record.shape)} with no matching kernel")
     return None
+
+
+# Cached, as _class_role is: many variables share a shape, and equal opinions that are one
+# object let _resolved's cache compare them at once.
+
+
+@functools.lru_cache(maxsize=4096)
+def _matrix_opinion(shape: tuple[int | None, ...]) -> _Opinion:
+    return _Opinion(Kind.KERNEL, SHAPE, f"shape {list(shape)}: a matrix or filter")
+
+
+@functools.lru_cache(maxsize=4096)
+def _bias_beside_opinion(width: int | None, kernel_shape: tuple[int | None, ...], kernel_leaf: str) -> _Opinion:
+    return _Opinion(
+        Kind.BIAS,
+        SHAPE,
+        f"1-D of width {width} beside the {list(kernel_shape)} `{kernel_leaf}` of the same layer",
+    )
 
 
 def classify_record(record: VariableRecord, siblings: Iterable[VariableRecord] = ()) -> Classification:
@@ -383,7 +433,18 @@ def classify_record(record: VariableRecord, siblings: Iterable[VariableRecord] =
     return _resolve(record, opinions)
 
 
+def _weakness(opinion: _Opinion) -> float:
+    return -opinion.strength
+
+
 def _resolve(record: VariableRecord, opinions: list[_Opinion]) -> Classification:
+    return _resolved(record.trainable, tuple(opinions))
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved(trainable: bool, opinions: tuple[_Opinion, ...]) -> Classification:
+    """The classification the opinions make. Cached: the variables of a repeated layer (3,000
+    parallel Dense) hear the same opinions, and a Classification is immutable."""
     if not opinions:
         return Classification(Kind.OTHER, Confidence.LOW, ("no evidence",))
     totals: dict[Kind, tuple[float, float]] = {}
@@ -392,13 +453,16 @@ def _resolve(record: VariableRecord, opinions: list[_Opinion]) -> Classification
         totals[opinion.kind] = (max(best, opinion.strength), total + opinion.strength)
     kind = max(totals, key=lambda k: totals[k])
     top = totals[kind][0]
-    if top <= SHAPE and kind is Kind.OTHER and not record.trainable:
+    if top <= SHAPE and kind is Kind.OTHER and not trainable:
         kind = Kind.STATISTIC
-    evidence = tuple(o.reason for o in sorted(opinions, key=lambda o: -o.strength) if o.kind is kind)
+    strongest_first = sorted(opinions, key=_weakness) if len(opinions) > 1 else opinions
+    evidence = tuple([o.reason for o in strongest_first if o.kind is kind])
     conflicts = tuple(
-        f"{o.reason} (suggests {o.kind.value})"
-        for o in sorted(opinions, key=lambda o: -o.strength)
-        if o.kind is not kind and o.strength >= CONFLICT_THRESHOLD
+        [
+            f"{o.reason} (suggests {o.kind.value})"
+            for o in strongest_first
+            if o.kind is not kind and o.strength >= CONFLICT_THRESHOLD
+        ]
     )
     if top >= ROLE:
         confidence = Confidence.HIGH
@@ -406,7 +470,7 @@ def _resolve(record: VariableRecord, opinions: list[_Opinion]) -> Classification
         confidence = Confidence.MEDIUM
     else:
         confidence = Confidence.LOW
-    if not record.trainable and kind is not Kind.STATISTIC:
+    if not trainable and kind is not Kind.STATISTIC:
         evidence = evidence + ("not trainable (frozen)",)
     return Classification(kind, confidence, evidence or ("no evidence",), conflicts)
 
@@ -414,7 +478,8 @@ def _resolve(record: VariableRecord, opinions: list[_Opinion]) -> Classification
 def classify(records: Iterable[VariableRecord]) -> list[Classification]:
     """Classify all records; siblings (same owning layer) inform the shape rule."""
     records = list(records)
+    layers = [(record.layer, record.path.rsplit("/", 1)[0]) for record in records]
     by_layer: dict[tuple[str | None, str], list[VariableRecord]] = {}
-    for record in records:
-        by_layer.setdefault((record.layer, record.path.rsplit("/", 1)[0]), []).append(record)
-    return [classify_record(r, by_layer[(r.layer, r.path.rsplit("/", 1)[0])]) for r in records]
+    for record, layer in zip(records, layers):
+        by_layer.setdefault(layer, []).append(record)
+    return [classify_record(record, by_layer[layer]) for record, layer in zip(records, layers)]

@@ -62,7 +62,7 @@ class VariableRecord:
     @property
     def size(self) -> int:
         """Number of elements; 0 when a dimension is unknown."""
-        if any(dim is None for dim in self.shape):
+        if None in self.shape:  # not any(...) over a generator: summaries ask it 4 times a variable
             return 0
         return math.prod(self.shape)  # type: ignore[arg-type]
 

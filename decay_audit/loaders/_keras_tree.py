@@ -450,6 +450,7 @@ class KerasTreeWalker:
             hint = candidates[0] if candidates else None
         name = vars_name or (entry_name(entry) if entry else None) or key
         trainable = parent.trainable and bool(config.get("trainable", True))
+        hub = class_for_entry(entry)
         self._walk(
             _Layer(
                 group=group,
@@ -464,8 +465,8 @@ class KerasTreeWalker:
                 trainable=trainable,
                 hint=hint,
                 nested=True,
-                hub=class_for_entry(entry),
-                context=config if class_for_entry(entry) else parent.context,
+                hub=hub,
+                context=config if hub else parent.context,
             )
         )
 
@@ -565,6 +566,7 @@ class KerasTreeWalker:
         factors are not stored (merged into the kernel on save) yet recreated from ``lora_rank``."""
         stored = dict(zip((slot.leaf for slot in plan.stored), datasets))
         shapes = {leaf: dataset.shape or () for leaf, dataset in stored.items()}
+        parent_classes = tuple(c for c in layer.parents if c != "?")
         for slot in plan.loaded:
             dataset = stored.get(slot.leaf) if slot.stored else None
             if dataset is not None:
@@ -588,7 +590,7 @@ class KerasTreeWalker:
                     trainable=layer.trainable and slot.trainable,
                     origin=origin,
                     leaf_known=True,
-                    parent_classes=tuple(c for c in layer.parents if c != "?"),
+                    parent_classes=parent_classes,
                     layer_builtin=True,
                     class_hint=layer.hint,
                 )
