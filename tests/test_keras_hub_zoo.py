@@ -1,5 +1,6 @@
 """keras_hub backbones and task models (tiny, random weights): every variable found once, named as
-Keras names it, and classified by its owning layer's role, in `.keras` and `.weights.h5`."""
+Keras names it, in ``model.weights`` order, and classified by its owning layer's role, in `.keras`
+and `.weights.h5`."""
 
 from __future__ import annotations
 
@@ -105,8 +106,11 @@ def _expected(model, paths_model=None) -> dict[str, list[str]]:
     return kinds
 
 
-def _check(report, expected: dict[str, list[str]], count: int) -> None:
+def _check(report, expected: dict[str, list[str]], count: int, order: list[str]) -> None:
     assert len(report.variables) == count
+    # model.weights order, across layers too: keras_hub's tracking order (the attributes its source
+    # assigns, then a Functional's other layers in graph order), which the file's keys do not keep.
+    assert [v.record.path for v in report.variables] == order
     got = collections.defaultdict(list)
     for variable in report.variables:
         got[variable.record.path].append((variable.classification.kind.value, variable.record.trainable))
@@ -125,13 +129,13 @@ def test_keras_file_paths_and_kinds_match_load_model(hub_files, name):
     keras.backend.clear_session()
     loaded = keras.saving.load_model(keras_path)
     assert len(loaded.weights) == len(model.weights)
-    _check(_report(keras_path), _expected(model, loaded), len(model.weights))
+    _check(_report(keras_path), _expected(model, loaded), len(model.weights), [w.path for w in loaded.weights])
 
 
 @pytest.mark.parametrize("name", list(hub_zoo.ALL))
 def test_weights_file_paths_and_kinds_match_the_saving_model(hub_files, name):
     model, _, weights_path = hub_files[name]
-    _check(_report(weights_path), _expected(model), len(model.weights))
+    _check(_report(weights_path), _expected(model), len(model.weights), [w.path for w in model.weights])
 
 
 def test_zoo_is_broad(hub_files):

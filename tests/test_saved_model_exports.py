@@ -190,3 +190,66 @@ def test_tf_keras_savedmodel_frozen_layer_is_not_trainable(tmp_path):
     trainable = {v.record.path: v.record.trainable for v in report.variables}
     assert trainable == {w.name[:-2]: any(w is t for t in model.trainable_weights) for w in model.weights}
     assert [v.record.path for v in report.variables if v.decision.decay] == ["head/kernel"]
+
+
+def test_tf_saved_model_save_of_a_keras3_model_says_trainability_unknown(tmp_path):
+    """``tf.saved_model.save(keras3_model)`` writes no keras metadata and no trainable-variables list,
+    and a frozen layer's tf.Variable keeps its flag True: the file cannot tell a frozen base from a
+    trained head, so those rows say "unknown" (decided as if trainable, visibly) instead of guessing;
+    BatchNormalization's moving statistics, created non-trainable, stay known."""
+    import tensorflow as tf
+
+    from decay_audit.policy import UNKNOWN_TRAINABILITY
+
+    model = transfer_model()
+    tf.saved_model.save(model, str(tmp_path / "k3"))
+    report = scan(tmp_path / "k3")
+    rows = {r["path"]: r["trainable"] for r in (v.row() for v in report.variables)}
+    assert rows == {
+        "head/kernel": "unknown",
+        "head/bias": "unknown",
+        "base/base_conv/kernel": "unknown",  # frozen in the model; the file cannot say so
+        "base/base_conv/bias": "unknown",
+        "base/base_bn/gamma": "unknown",
+        "base/base_bn/beta": "unknown",
+        "base/base_bn/moving_mean": False,
+        "base/base_bn/moving_variance": False,
+    }
+    by_path = {v.record.path: v for v in report.variables}
+    assert UNKNOWN_TRAINABILITY in by_path["base/base_conv/kernel"].decision.reason
+    assert UNKNOWN_TRAINABILITY not in by_path["base/base_bn/moving_mean"].decision.reason
+    assert any("trainability of 6 variables unknown" in n for n in report.inventory.notes)
+
+
+def test_tf_saved_model_save_of_a_tf_keras_model_reads_its_trainable_variables_list(tmp_path):
+    """tf_keras tracks ``model.trainable_variables`` in the object graph, which leaves out a frozen
+    layer's variables (their tf.Variable flag stays True): that list is the record, kept as known."""
+    import tensorflow as tf
+    import tf_keras
+
+    inputs = tf_keras.Input((3,))
+    frozen = tf_keras.layers.Dense(4, name="frozen_dense")
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(1, name="head")(frozen(inputs)))
+    frozen.trainable = False
+    tf.saved_model.save(model, str(tmp_path / "k2"))
+    assert not (tmp_path / "k2" / "keras_metadata.pb").exists()  # only the object graph can tell
+    report = scan(tmp_path / "k2")
+    assert all(v.record.trainable_known for v in report.variables)
+    trainable = {v.record.path: v.record.trainable for v in report.variables}
+    assert trainable == {w.name[:-2]: any(w is t for t in model.trainable_weights) for w in model.weights}
+    assert [v.record.path for v in report.variables if v.decision.decay] == ["head/kernel"]
+
+
+def test_a_plain_tf_module_keeps_each_variables_own_trainable_flag(tmp_path):
+    """A tf.Module has no layers to freeze: ``tf.Module.trainable_variables`` reads the flag itself."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.w = tf.Variable(tf.ones((2, 2)), name="w")
+    module.frozen = tf.Variable(tf.ones((2,)), trainable=False, name="frozen")
+    tf.saved_model.save(module, str(tmp_path / "module"))
+    records = {v.record.path: v.record for v in scan(tmp_path / "module").variables}
+    assert {p: (r.trainable, r.trainable_known) for p, r in records.items()} == {
+        "w": (True, True),
+        "frozen": (False, True),
+    }

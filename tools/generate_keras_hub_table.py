@@ -17,6 +17,10 @@ records, per class, what ``keras.saving.load_model`` needs to name the class's v
   the model is constructed, outside any scope);
 - the keras base class a keras_hub class extends (``CachedMultiHeadAttention`` is a
   ``MultiHeadAttention``), whose variables decay-audit already knows.
+- the order its source first assigns layers to its attributes (``__init__``, then ``build``;
+  for a Functional model, up to its ``super().__init__(inputs, outputs)``): Keras tracks
+  sublayers in that order, so it is the order of ``model.weights``, which the h5 keys (sorted by
+  name) and a Functional's saved layer list (graph order) do not keep.
 
 The role (kind) of every own variable comes from ``REVIEWED_KINDS`` in
 ``keras_hub_table/reviewed.py``, which a person reviewed against the layer's ``call``; a
@@ -29,6 +33,7 @@ the installed keras_hub and compares.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -67,6 +72,7 @@ def build_table() -> dict:
             None,
         )
         is_model = issubclass(cls, keras.Model)
+        serialized = reader.serialized_layers() if is_model else set()
         functional = is_model and reader.functional
         variables = []
         for leaf, trainable, optional, attr, in_init, rank in reader.variables:
@@ -93,6 +99,13 @@ def build_table() -> dict:
             "built_in_init": tuple(sorted(reader.built_outside_scope)),
             "created_in_init": tuple(sorted(reader.created_in_init)),
             "prefixes": reader.prefixes,
+            "tracking": tuple(
+                (attr, None if pattern == re.escape(attr.lstrip("_")) else pattern)
+                for attr, pattern in reader.tracking.items()
+                if attr in reader.sublayers
+                or attr in reader.lists
+                or (is_model and attr in reader.from_parameters and attr in serialized)
+            ),
         }
     if MISSING:
         raise SystemExit(

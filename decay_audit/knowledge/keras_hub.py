@@ -84,6 +84,12 @@ class HubClass:
     """Sublayer attributes built in ``__init__``: their variables take the construction scope."""
     prefixes: bool = False
     """Names its layers ``f"{name}_..."`` when constructed with a name, as ``load_model`` does."""
+    tracking: tuple[tuple[str, str | None], ...] = ()
+    """Sublayer and list attributes in the order the source first assigns a layer to them, each
+    with a regex of the layer's ``name=`` (None when it is the attribute's own name, or the source
+    does not fix it). Keras tracks sublayers in assignment order, so this is ``model.weights``
+    order; a Functional model lists its graph's other layers after these, and tracks nothing
+    assigned after its ``super().__init__(inputs, outputs)`` (left out here)."""
 
     def attribute_classes(self, key: str) -> tuple[str, ...]:
         """Classes the h5 key may hold: the attribute itself, or a private attribute behind a

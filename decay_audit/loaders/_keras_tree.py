@@ -266,7 +266,12 @@ class KerasTreeWalker:
             prefix = f"{parent.name}_"
         # keras_hub models keep their sorted order here: their sharded presets are joined from several
         # files, where header addresses do not compare, and both must list the same rows.
-        for key in _ordered_keys(group, entries, by_key, by_address=parent.hub is None):
+        ordered = (
+            _hub_list_order(parent, group, prefix)
+            if parent.hub is not None and not entries
+            else _ordered_keys(group, entries, by_key, by_address=parent.hub is None)
+        )
+        for key in ordered:
             child = group[key]
             if not _is_group(child):
                 continue
@@ -721,9 +726,17 @@ def _attribute_order(layer: _Layer) -> list[str]:
     output), so the inventory follows ``model.trainable_variables``; other attributes sorted."""
     keys = list(layer.group.keys())
     known = SUBLAYER_ATTRIBUTES.get(layer.class_name or layer.hint or "", ())
+    if not known and layer.hub is not None:
+        # A keras_hub class: the attributes in the order its source assigns them (Keras tracks
+        # sublayers in that order), else the order of the Keras class it extends.
+        hub = _known_hub(layer.hub)
+        known = tuple(_public(attribute) for attribute, _ in hub.tracking) or SUBLAYER_ATTRIBUTES.get(
+            hub.keras_base or "", ()
+        )
     by_attribute = {_public(k): k for k in keys}
-    first = [by_attribute[k] for k in known if k in by_attribute]
-    return ["layers"] * ("layers" in keys) + first + sorted(k for k in keys if k not in first and k != "layers")
+    first = list(dict.fromkeys(by_attribute[k] for k in known if k in by_attribute))
+    lead = ["layers"] if "layers" in keys and "layers" not in first else []
+    return lead + first + sorted(k for k in keys if k not in first and k != "layers")
 
 
 def _public(key: str) -> str:
@@ -778,3 +791,65 @@ def _saved_order(group: Any, keys: list[str]) -> list[str]:
     if not nodes or any(not getattr(node, "address", 0) for node in nodes):
         return sorted(keys)
     return [k for _, k in sorted(zip((node.address for node in nodes), keys))]
+
+
+def _hub_list_order(parent: _Layer, group: Any, prefix: str | None) -> list[str]:
+    """The ``layers`` list of a keras_hub Functional model in ``model.weights`` order, from the
+    class's own structure: Keras tracks the attributes its ``__init__`` assigns (``token_embedding``,
+    ..., ``transformer_layers``, ``pooled_dense``) before the graph's other layers, and lists a
+    model's weights in tracking order, which is not the saved list's (graph) order. Taken from the
+    class, not from h5 header addresses, so a preset saved whole and one joined from shards give
+    the same rows. A member is matched to an attribute by the ``name=`` the source gives it (the
+    attribute's own name where the source gives none), list members also by class; a Task's
+    ``backbone`` by its config entry (with no config, by its class name). Members no attribute
+    claims follow in saved order (H5Node.address; a join of shards numbers its shards' addresses
+    apart, so both give one order), by key where an address is unknown."""
+    hub = _known_hub(parent.hub or "")
+    remaining = [k for k in _list_order(group) if _is_group(group[k])]
+    others = sorted(k for k in group.keys() if k not in remaining)
+    if not hub.tracking:
+        return _saved_order(group, remaining) + others
+    names = {k: _vars_name(group[k]) for k in remaining}
+
+    def named(key: str, pattern: str | None, public: str) -> bool:
+        name = names[key]
+        if name is None:
+            return False
+        if prefix and name.startswith(prefix) and pattern is None:
+            name = name[len(prefix) :]
+        return re.fullmatch(pattern, name) is not None if pattern is not None else name == public
+
+    ordered: list[str] = []
+    for attribute, pattern in hub.tracking:
+        public = _public(attribute)
+        members = hub.list_classes(attribute)
+        if members:
+            claimed = [
+                k
+                for k in remaining
+                if set(classes_for_key(k, members)) & set(members)
+                and (pattern is None or names[k] is None or named(k, pattern, public))
+            ]
+        elif hub.attribute_classes(attribute) or pattern is not None:
+            claimed = [k for k in remaining if named(k, pattern, public)][:1]
+        else:  # an attribute holding a layer the caller passed: a Task's backbone
+            nested = parent.config.get(public)
+            wanted = entry_name(nested) if isinstance(nested, Mapping) else None
+            if wanted is not None:
+                claimed = [k for k in remaining if names[k] == wanted][:1]
+            else:  # a weights-only file: the nested model whose class ends with the attribute's name
+                models = [k for k in remaining if any(_is_hub_model(c) for c in classes_for_key(k))]
+                named_like = [k for k in models if re.sub(r"_\d+$", "", k).endswith(public)]
+                claimed = named_like if len(named_like) == 1 else models if len(models) == 1 else []
+        ordered.extend(claimed)
+        taken = set(claimed)
+        remaining = [k for k in remaining if k not in taken]
+    # The graph's other layers (built into locals, not attributes: ViT's encoder, ResNet's convs)
+    # follow in the saved list's order, which is the graph's.
+    return ordered + _saved_order(group, remaining) + others
+
+
+def _is_hub_model(class_id: str) -> bool:
+    """A keras_hub Functional model (a Backbone, CLIP's encoders): it opens no name scope."""
+    entry = hub_class(class_id)
+    return entry is not None and not entry.scopes

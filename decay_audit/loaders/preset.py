@@ -17,6 +17,7 @@ as the rebuilt task does.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,8 @@ def _graft(task_root: H5Node, key: str, backbone: H5Node) -> H5Node:
     """The task's tree with the backbone's under ``layers/<key>``, where a ``.keras`` of the task has it."""
     layers = task_root.children.get("layers")
     children = dict(layers.children) if layers is not None and not layers.is_dataset else {}
-    children.setdefault(key, backbone)
+    # The backbone's address is in another file: 0 keeps it out of any comparison with the task's layers.
+    children.setdefault(key, dataclasses.replace(backbone, address=0))
     grafted_layers = H5Node(path="layers", children=children)
     return H5Node(path="", children={**task_root.children, "layers": grafted_layers}, name_attr=task_root.name_attr)
 

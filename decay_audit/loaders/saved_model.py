@@ -116,6 +116,14 @@ def load_saved_model(directory: Path, limits: Limits) -> Inventory:
     keras3_export = not metadata and all(
         paths[n].startswith(("trainable_variables/", "non_trainable_variables/")) for n in variable_ids
     )
+    if not metadata and not keras3_export:
+        records, unknown = _trainability_from_object_graph(nodes, variable_ids, records)
+        if unknown:
+            notes.append(
+                f"trainability of {unknown} variables unknown: tf.saved_model.save of a Keras 3 model "
+                "records each tf.Variable's own flag, which stays True when its layer is frozen, and "
+                "not which layers are frozen; they are decided as if trainable (the reason says so)"
+            )
     records, renamed, numbered = _unique_paths(records, variable_ids, reads if keras3_export else {})
     if renamed:
         notes.append(
@@ -390,6 +398,38 @@ def _record(
         graph_uses=uses,
         class_hint=hint,
     )
+
+
+# -- trainability ------------------------------------------------------------------------------
+
+_KERAS3_LAYER_EDGES = frozenset({"_build_shapes_dict", "call_signature_parameters", "_call_has_context_arg"})
+"""Attributes every Keras 3 layer tracks, which ``tf.saved_model.save`` writes into the object graph."""
+
+
+def _trainability_from_object_graph(
+    nodes: list[_Node], variable_ids: list[int], records: list[VariableRecord]
+) -> tuple[list[VariableRecord], int]:
+    """Trainability where a SavedModel without ``keras_metadata.pb`` (``tf.saved_model.save`` of a
+    Keras model) records it, and "unknown" where it does not; with the count of unknown ones.
+
+    A tf_keras model tracks its ``trainable_variables`` list (``model.trainable_variables``, which
+    leaves out frozen layers' variables, whose tf.Variable flag stays True): membership is the
+    answer. A Keras 3 model tracks no such list, and a frozen layer's variables keep the flag True
+    (Keras 3.15 only stops handing them to the optimizer), so a True flag says nothing: unknown. A
+    False flag (a variable created non-trainable, BatchNormalization's moving statistics) stays
+    known. A plain ``tf.Module``'s flag is what ``tf.Module.trainable_variables`` reads: kept."""
+    root = dict((name, node_id) for node_id, name in nodes[0].children)
+    if "trainable_variables" in root and "keras_api" in root:
+        listed = {child for child, _ in nodes[root["trainable_variables"]].children}
+        return [
+            dataclasses.replace(r, trainable=node_id in listed) if r.trainable != (node_id in listed) else r
+            for node_id, r in zip(variable_ids, records)
+        ], 0
+    keras3 = any(name in _KERAS3_LAYER_EDGES for node in nodes for _, name in node.children)
+    if not keras3:
+        return records, 0
+    marked = [dataclasses.replace(r, trainable_known=False) if r.trainable else r for r in records]
+    return marked, sum(1 for r in marked if not r.trainable_known)
 
 
 # -- one path per variable ------------------------------------------------------------------

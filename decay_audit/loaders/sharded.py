@@ -130,18 +130,28 @@ def join_keras_shards(index: ShardIndex, limits: Limits) -> H5Node:
     limits.check("max_objects", len(index.shards), subject)
     root = H5Node(path="", children={})
     total = 0
-    for name in index.shards:
+    for ordinal, name in enumerate(index.shards):
         shard = shard_path(index, name)
         shard_subject = str(shard)
         with open_regular(shard, shard_subject) as raw, open_h5(raw, shard_subject, small_in_memory=False) as h5:
             part = snapshot(h5, shard_subject, limits)
-        total += _merge(root, part, name)
+        total += _merge(root, part, name, ordinal)
         limits.check("max_objects", total, subject)
     return root
 
 
-def _merge(into: H5Node, part: H5Node, shard: str) -> int:
-    """Add ``part``'s nodes under ``into``; returns how many nodes were visited."""
+_SHARD_ADDRESS_BITS = 56
+"""Addresses within one shard stay below 2**56 bytes (64 PiB), so a shard's place leads."""
+
+
+def _merge(into: H5Node, part: H5Node, shard: str, ordinal: int = 0) -> int:
+    """Add ``part``'s nodes under ``into``; returns how many nodes were visited.
+
+    A node keeps its header address in the first shard that holds it, shifted by that shard's
+    place in the index (``ordinal``): Keras writes the shards one after another in save order, and
+    each in save order, so sorting siblings by the shifted address gives the order they were saved
+    in, as a single file's addresses do (H5Node.address); a node with no address keeps 0."""
+    shift = (ordinal + 1) << _SHARD_ADDRESS_BITS
     count = 0
     stack = [(into, part)]
     while stack:
@@ -151,12 +161,14 @@ def _merge(into: H5Node, part: H5Node, shard: str) -> int:
         for key, child in source.children.items():
             count += 1
             existing = target.children.get(key)
+            address = shift + child.address if child.address else 0
             if child.is_dataset:
                 if existing is None:  # the first shard holding a dataset wins, as Keras reads it
                     child.path = f"{shard}:{child.path}"
+                    child.address = address
                     target.children[key] = child
             elif existing is None:
-                target.children[key] = H5Node(path=child.path, children={}, name_attr=child.name_attr)
+                target.children[key] = H5Node(path=child.path, children={}, name_attr=child.name_attr, address=address)
                 stack.append((target.children[key], child))
             elif not existing.is_dataset:
                 stack.append((existing, child))

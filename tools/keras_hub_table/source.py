@@ -105,6 +105,10 @@ class ClassReader:
         self.built_outside_scope: set[str] = set()
         self.functional = False
         self.locals: dict[str, str] = {}
+        self.local_calls: dict[str, ast.Call] = {}
+        """The constructor call each local layer variable was last assigned (for its ``name=``)."""
+        self.local_lists: dict[str, tuple[str, ast.Call]] = {}
+        """Local lists of layers (``inner_layers.append(AlbertLayer(...))``): member class and call."""
         self.created_in_init: set[str] = set()
         self.prefixes = False
         self.prefix_from_name = False
@@ -112,6 +116,18 @@ class ClassReader:
         """The entry method being read (``__init__`` or ``build``)."""
         self.defaults: dict[str, list] = {}
         self.aliases: dict[str, str] = {}
+        self.tracking: dict[str, str | None] = {}
+        """Sublayer and list attributes in the order the source first assigns a layer to them
+        (``__init__``, then ``build``), with a regex of the ``name=`` the layer is given (None when
+        not read): Keras tracks sublayers in assignment order, which is ``model.weights`` order."""
+        self.parameters: set[str] = set()
+        """``__init__`` parameters: ``self.backbone = backbone`` tracks a layer the caller built."""
+        self.from_parameters: set[str] = set()
+        """Attributes assigned an ``__init__`` parameter (a layer only if the caller passes one)."""
+        self.tracking_closed = False
+        """Set at a Functional model's ``super().__init__(inputs, outputs)``: Keras tracks every
+        layer of the graph there, in graph order, so later assignments (Swin's ``self.norm``)
+        change nothing."""
 
     def method(self, owner, name):
         """(defining class, parsed function) of ``owner.name`` while keras_hub defines it, else (None, None)."""
@@ -131,6 +147,7 @@ class ClassReader:
     def read(self):
         init = self.method(self.cls, "__init__")[1]
         if init is not None:
+            self.parameters = {a.arg for a in init.args.args[1:] + init.args.kwonlyargs}
             # Constructor parameters whose default is a layer class (Swin's ``norm_layer``).
             arguments = init.args.args[-len(init.args.defaults) :] if init.args.defaults else []
             module = sys.modules[self.cls.__module__]
@@ -151,6 +168,27 @@ class ClassReader:
         if tree is None or depth > _MAX_CALL_DEPTH or (klass, name) in stack:
             return
         _MethodBody(self, klass, name, depth, stack + ((klass, name),)).body(tree.body, guarded)
+
+    def serialized_layers(self) -> set[str]:
+        """Attributes ``get_config`` saves as layers (``keras.layers.serialize(self.backbone)``):
+        of the attributes assigned a constructor argument, those that hold layers."""
+        found: set[str] = set()
+        for klass in self.cls.__mro__:
+            if not klass.__module__.startswith("keras_hub"):
+                break
+            tree = self.method(klass, "get_config")[1] if "get_config" in klass.__dict__ else None
+            for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)) if tree is not None else ():
+                name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+                if name == "serialize" and call.args and isinstance(call.args[0], ast.Attribute):
+                    if _is_self(call.args[0].value):
+                        found.add(call.args[0].attr)
+        return found
+
+    def track(self, attr: str, value) -> None:
+        """Note the first assignment of a layer to ``attr`` (a call's ``name=`` read as a regex),
+        while Keras still tracks in assignment order."""
+        if attr not in self.tracking and not self.tracking_closed:
+            self.tracking[attr] = _name_pattern(value) if isinstance(value, ast.Call) else None
 
     def record_constants(self, attr, call):
         constants = {}
@@ -237,14 +275,20 @@ class _MethodBody:
             if reader.root == "__init__":
                 reader.created_in_init.add(attr)
         if layer_class and attr:
+            reader.track(attr, value)
             reader.sublayers.setdefault(attr, [])
             if layer_class not in reader.sublayers[attr]:
                 reader.sublayers[attr].append(layer_class)
             reader.record_constants(attr, value)
         elif layer_class and local:
             reader.locals[local] = layer_class
+            reader.local_calls[local] = value
         elif isinstance(value, ast.Name) and attr and value.id in reader.locals:
+            reader.track(attr, None)
             reader.sublayers.setdefault(attr, []).append(reader.locals[value.id])
+        elif isinstance(value, ast.Name) and attr and value.id in reader.parameters and reader.root == "__init__":
+            reader.track(attr, None)  # ``self.backbone = backbone``: kept only for models (build_table)
+            reader.from_parameters.add(attr)
         elif attr and isinstance(value, (ast.List, ast.ListComp, ast.Tuple)):
             elements = value.elts if isinstance(value, (ast.List, ast.Tuple)) else [value.elt]
             members = reader.lists.setdefault(attr, [])
@@ -254,6 +298,8 @@ class _MethodBody:
                 )
                 if element_class and element_class not in members:
                     members.append(element_class)
+            if elements and members:
+                reader.track(attr, elements[0])
 
     def call(self, call, guarded, attr=None):
         reader = self.reader
@@ -298,12 +344,26 @@ class _MethodBody:
             element_class = self.layer_class_of(element) or (
                 reader.locals.get(element.id) if isinstance(element, ast.Name) else None
             )
+            element_call = reader.local_calls.get(element.id) if isinstance(element, ast.Name) else element
+            if not element_class and isinstance(element, ast.Name) and element.id in reader.local_lists:
+                # A list of lists of layers (ALBERT's groups of inner layers): Keras tracks the members.
+                element_class, element_call = reader.local_lists[element.id]
             if element_class:
+                reader.track(func.value.attr, element_call)
                 if reader.root == "__init__":
                     reader.created_in_init.add(func.value.attr)
                 members = reader.lists.setdefault(func.value.attr, [])
                 if element_class not in members:
                     members.append(element_class)
+            return
+        if isinstance(func, ast.Attribute) and func.attr == "append" and isinstance(func.value, ast.Name) and call.args:
+            member = call.args[0]
+            member_class = self.layer_class_of(member) or (
+                reader.locals.get(member.id) if isinstance(member, ast.Name) else None
+            )
+            if member_class:
+                member_call = reader.local_calls.get(member.id) if isinstance(member, ast.Name) else member
+                reader.local_lists.setdefault(func.value.id, (member_class, member_call))
             return
         if (
             isinstance(func, ast.Attribute)
@@ -324,6 +384,7 @@ class _MethodBody:
             and (len(call.args) >= 2 or any(k.arg == "inputs" for k in call.keywords))
         ):
             reader.functional = True  # ``Task.__init__(self, inputs=..., outputs=...)`` (ViTImageClassifier)
+            reader.tracking_closed = True
             return
         if (
             isinstance(func, ast.Attribute)
@@ -333,6 +394,7 @@ class _MethodBody:
         ):
             if func.attr == "__init__" and (call.args or any(k.arg == "inputs" for k in call.keywords)):
                 reader.functional = True
+                reader.tracking_closed = True
             klass = self.klass
             position = klass.__mro__.index(klass)
             for base in klass.__mro__[position + 1 :]:
@@ -373,6 +435,25 @@ class _MethodBody:
         if inspect.isclass(resolved) and issubclass(resolved, keras.layers.Layer):
             return class_id(resolved)
         return None
+
+
+def _name_pattern(call) -> str | None:
+    """A regex for the ``name=`` a constructor call gives its layer: a constant as written,
+    an f-string with ``.*`` for each formatted part (``f"transformer_layer_{i}"``); else None."""
+    import re
+
+    value = next((k.value for k in call.keywords if k.arg == "name"), None)
+    if isinstance(value, ast.Constant) and isinstance(value.value, str):
+        return re.escape(value.value)
+    if isinstance(value, ast.JoinedStr):
+        parts = []
+        for part in value.values:
+            if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                parts.append(re.escape(part.value))
+            else:
+                parts.append(".*")
+        return "".join(parts)
+    return None
 
 
 def _is_self(node) -> bool:
