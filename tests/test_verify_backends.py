@@ -295,9 +295,16 @@ def test_cli_backend_option_and_keras_backend_variable(tmp_path):
     assert "layer_norm/gamma" in on_jax.stdout and on_jax.stderr.strip() == ""
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="torch is installed: nothing to refuse")
-def test_cli_refuses_a_backend_that_is_not_installed():
-    result = run_cli("verify", "--setup", "nowhere.py:make", "--backend", "torch")
+def test_cli_refuses_a_backend_that_is_not_installed(tmp_path):
+    # torch is in the test extra: a sitecustomize hides it from the CLI's interpreter, so this runs everywhere
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys, importlib.util as u\n"
+        "_find = u.find_spec\n"
+        "u.find_spec = lambda name, *a, **k: None if name.split('.')[0] == 'torch' else _find(name, *a, **k)\n"
+        "sys.modules['torch'] = None\n"
+    )
+    hidden = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    result = run_cli("verify", "--setup", "nowhere.py:make", "--backend", "torch", env=hidden)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "decay-audit: error: --backend: torch is not installed: cannot probe on it (pip install torch)"
