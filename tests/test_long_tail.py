@@ -49,7 +49,8 @@ def wrapped(tmp_path_factory):
     x = L.SpectralNormalization(L.Conv2D(4, 3, name="sn_conv"), name="sn")(inputs)
     x = L.Reshape((16, 4))(x)
     x = L.SpectralNormalization(L.Dense(5, name="sn_dense"), name="sn2")(x)
-    x = L.Bidirectional(L.LSTM(3, return_sequences=True, name="lstm"), name="bi")(x)  # named: auto names count up per process
+    # named: auto names count up per process, and other tests in the worker may have built an LSTM
+    x = L.Bidirectional(L.LSTM(3, return_sequences=True, name="lstm"), name="bi")(x)
     x = L.TimeDistributed(L.Dense(2, name="td_dense"), name="td")(x)
     model = keras.Model(inputs, x, name="wrapped")
     directory = tmp_path_factory.mktemp("wrapped")
