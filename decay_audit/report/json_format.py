@@ -75,12 +75,8 @@ def _flat(value: Any) -> bool:
     for field in value.values():
         if type(field) in _SCALARS:
             continue
-        if isinstance(field, _CONTAINERS):
-            if isinstance(field, dict):
-                return False
-            for item in field:
-                if isinstance(item, _CONTAINERS):
-                    return False
+        if isinstance(field, dict) or (isinstance(field, _CONTAINERS) and not _flat_list(field)):
+            return False
     return True
 
 

@@ -95,15 +95,34 @@ def _simple_table(
     return "\n".join(lines)
 
 
+def _table(
+    rows: list[tuple[Any, ...]],
+    headers: tuple[str, ...],
+    style: str,
+    right: tuple[bool, ...] | None = None,
+    **options: Any,
+) -> str:
+    """tabulate's layout: the ``simple`` style drawn here where the cells allow (:func:`_simple_table`),
+    anything else by tabulate with ``options``."""
+    if style == "simple":
+        drawn = _simple_table([tuple(str(cell) for cell in row) for row in rows], headers, right)
+        if drawn is not None:
+            return drawn
+    return _tabulate(rows, headers, style, **options)
+
+
 def _summary(report: ScanReport, style: str, cell: Callable[[object], str]) -> str:
     summary = report.summary()
     rows = [(k.kind.value, k.variables, f"{k.parameters:,}", k.decayed) for k in summary.per_kind]
     rows.append(("total", summary.variables, f"{summary.parameters:,}", summary.decayed_variables))
-    headers = ("kind", "variables", "parameters", "decayed")
-    text_rows = [tuple(str(cell) for cell in row) for row in rows]
-    kinds = _simple_table(text_rows, headers, (False, True, True, True)) if style == "simple" else None
-    if kinds is None:
-        kinds = _tabulate(rows, headers, style, colalign=("left", "right", "right", "right"))
+    right = (False, True, True, True)
+    kinds = _table(
+        rows,
+        ("kind", "variables", "parameters", "decayed"),
+        style,
+        right,
+        colalign=tuple("right" if flush else "left" for flush in right),
+    )
     lines = [
         kinds,
         "",
@@ -175,9 +194,7 @@ def _render(
         rows = _findings_rows(report, cell, "; ")
         parts.append(_tabulate(rows, _FINDINGS_HEADERS, style, disable_numparse=True) if rows else NO_FINDINGS)
     else:
-        rows = _rows(report, cell)
-        fast = _simple_table(rows, _HEADERS) if style == "simple" else None
-        parts.append(fast if fast is not None else _tabulate(rows, _HEADERS, style, disable_numparse=True))
+        parts.append(_table(_rows(report, cell), _HEADERS, style, disable_numparse=True))
     parts.append("")
     parts.append(_summary(report, style, cell))
     return "\n".join(parts) + "\n"
